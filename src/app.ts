@@ -1,0 +1,121 @@
+/**
+ * Composition root: builds a running STS from a validated configuration. Used by `sts serve` and by the
+ * integration tests (which pass port 0, a temporary data directory and, where they need it, a manual clock).
+ */
+import { type Clock, systemClock } from './clock.js';
+import type { Config } from './config/defaults.js';
+import { MasterKeyRing, EnvelopeError, loadMasterKeyRing } from './crypto/master-key.js';
+import { StartupError } from './errors.js';
+import { type Logger, createLogger } from './log.js';
+import { PopServiceService } from './gen/sts/v1/pop.js';
+import { SecretServiceService } from './gen/sts/v1/secret.js';
+import { SessionServiceService } from './gen/sts/v1/session.js';
+import { bindService } from './server/rpc.js';
+import { type ServiceBinding, StsGrpcServer } from './server/server.js';
+import { type Db, getMeta, openDatabase, setMeta } from './store/sqlite/database.js';
+import { SqliteStore } from './store/sqlite/sqlite-store.js';
+
+export interface StartOptions {
+  config: Config;
+  clock?: Clock;
+  logger?: Logger;
+  /** Environment for secrets read directly (STS_MASTER_KEY); defaults to process.env. */
+  env?: NodeJS.ProcessEnv;
+}
+
+export interface RunningSts {
+  /** The bound port (useful with server.address port 0). */
+  readonly port: number;
+  readonly grpc: StsGrpcServer;
+  readonly store: SqliteStore;
+  /** Graceful stop: drains calls, then closes the store. Idempotent. */
+  close(): Promise<void>;
+}
+
+const MASTER_KEY_CHECK = 'master_key_check';
+const MASTER_KEY_CHECK_AAD = 'sts:meta:master_key_check';
+const MASTER_KEY_CHECK_TEXT = Buffer.from('sts master key check v1');
+const SWEEP_INTERVAL_MS = 60_000;
+
+/**
+ * Proves at start-up that the configured master keys open this data directory, before anything is read
+ * or written with them. A wrong key refuses to start and changes nothing.
+ */
+export function verifyMasterKey(db: Db, ring: MasterKeyRing): void {
+  const check = getMeta(db, MASTER_KEY_CHECK);
+  if (!check) {
+    setMeta(db, MASTER_KEY_CHECK, ring.seal(MASTER_KEY_CHECK_TEXT, MASTER_KEY_CHECK_AAD));
+    return;
+  }
+  try {
+    if (!ring.open(check, MASTER_KEY_CHECK_AAD).equals(MASTER_KEY_CHECK_TEXT)) throw new EnvelopeError('check text differs');
+  } catch (err) {
+    const id = err instanceof EnvelopeError ? safeKeyId(check) : undefined;
+    const hint = id && !ring.has(id)
+      ? `this data directory is protected by master key "${id}", which is not among the configured keys (${ring.ids.join(', ')})`
+      : `the configured master key "${id ?? '?'}" does not match this data directory`;
+    throw new StartupError('master_key_invalid', `master key rejected: ${hint}. Nothing was changed.`, { cause: err });
+  }
+}
+
+function safeKeyId(envelope: Buffer): string | undefined {
+  try {
+    return MasterKeyRing.envelopeKeyId(envelope);
+  } catch {
+    return undefined;
+  }
+}
+
+export async function startSts(options: StartOptions): Promise<RunningSts> {
+  const { config } = options;
+  const clock = options.clock ?? systemClock;
+  const logger = options.logger ?? createLogger(config['log.level']);
+  const env = options.env ?? process.env;
+
+  const db = openDatabase(config.dataDir);
+  const store = new SqliteStore(db, clock);
+  let grpc: StsGrpcServer | undefined;
+  let sweeper: NodeJS.Timeout | undefined;
+  try {
+    const ring = loadMasterKeyRing({
+      file: config['masterKey.file'],
+      env: env.STS_MASTER_KEY,
+      dataDir: config.dataDir,
+      profile: config.profile,
+      onGenerated: (path) =>
+        logger.warn('generated a new master key for the dev profile; back it up: without it nothing stored here can be read', { path }),
+    });
+    verifyMasterKey(db, ring);
+
+    const services: ServiceBinding[] = [
+      { name: 'sts.v1.PopService', definition: PopServiceService, implementation: bindService(PopServiceService, {}, logger) },
+      { name: 'sts.v1.SessionService', definition: SessionServiceService, implementation: bindService(SessionServiceService, {}, logger) },
+      { name: 'sts.v1.SecretService', definition: SecretServiceService, implementation: bindService(SecretServiceService, {}, logger) },
+    ];
+    grpc = new StsGrpcServer(config, services, logger);
+    const port = await grpc.start();
+    sweeper = setInterval(() => store.ephemeral.sweep(), SWEEP_INTERVAL_MS);
+    sweeper.unref();
+    logger.info('sts started', { address: config['server.address'].replace(/:\d+$/, `:${port}`), profile: config.profile, dataDir: config.dataDir, tls: Boolean(config['tls.certFile']) });
+
+    let closing: Promise<void> | undefined;
+    const server = grpc;
+    return {
+      port,
+      grpc: server,
+      store,
+      close: () =>
+        (closing ??= (async () => {
+          clearInterval(sweeper);
+          await server.shutdown();
+          await store.close();
+          logger.info('sts stopped');
+        })()),
+    };
+  } catch (err) {
+    clearInterval(sweeper);
+    await grpc?.shutdown();
+    await store.close();
+    throw err;
+  }
+}

@@ -1,0 +1,95 @@
+/**
+ * Binds grpc-free domain handlers to grpc-js.
+ *
+ * A domain handler is `(request, context) => Promise<response>`; it never sees grpc types. This module builds
+ * the CallContext from the call, runs the handler, maps any error through `toServiceError`, and writes one
+ * log line per RPC (method, status, duration, peer, caller; never request or response content).
+ */
+import { createHash } from 'node:crypto';
+import { type ServerUnaryCall, type sendUnaryData, type UntypedServiceImplementation, status } from '@grpc/grpc-js';
+import type { Logger } from '../log.js';
+import { toServiceError } from './status.js';
+
+/** What a domain handler may know about the call. */
+export interface CallContext {
+  /** Full method path, for example "/sts.v1.PopService/GetJwks". */
+  readonly method: string;
+  /** The bearer credential from `authorization: Bearer <x>`, if any. Never log it. */
+  readonly bearer: string | undefined;
+  /** Remote address as "ip:port". */
+  readonly peer: string;
+  /** SHA-256 (lowercase hex) of the verified TLS client certificate, when mTLS presented one. */
+  readonly clientCertSha256: string | undefined;
+  /** Absolute deadline in epoch ms, or Infinity. */
+  readonly deadline: number;
+  /** Fields the handler wants on the RPC log line (for example the authenticated caller). Never secrets. */
+  readonly logFields: Record<string, unknown>;
+}
+
+export type DomainHandler<Req, Res> = (request: Req, context: CallContext) => Promise<Res>;
+
+/** Maps a ts-proto `...Server` interface to the domain handler shape of each method. */
+export type DomainService<S> = {
+  [K in keyof S]?: S[K] extends (call: ServerUnaryCall<infer Req, infer Res>, callback: sendUnaryData<infer _Res>) => void
+    ? DomainHandler<Req, Res>
+    : never;
+};
+
+const BEARER = /^Bearer ([\x21-\x7e]{1,4096})$/;
+
+function contextOf(call: ServerUnaryCall<unknown, unknown>, method: string): CallContext {
+  const auth = call.metadata.get('authorization')[0];
+  const bearer = typeof auth === 'string' ? BEARER.exec(auth)?.[1] : undefined;
+  const cert = call.getAuthContext?.().sslPeerCertificate;
+  const deadline = call.getDeadline();
+  return {
+    method,
+    bearer,
+    peer: call.getPeer(),
+    clientCertSha256: cert?.raw ? createHash('sha256').update(cert.raw).digest('hex') : undefined,
+    deadline: deadline instanceof Date ? deadline.getTime() : deadline,
+    logFields: {},
+  };
+}
+
+/** Turns a definition plus domain handlers into a grpc-js implementation. Missing methods stay UNIMPLEMENTED. */
+export function bindService<S>(
+  definition: Record<string, { path: string }>,
+  handlers: DomainService<S>,
+  logger: Logger,
+): UntypedServiceImplementation {
+  const impl: UntypedServiceImplementation = {};
+  for (const [name, def] of Object.entries(definition)) {
+    const handler = (handlers as Record<string, DomainHandler<unknown, unknown> | undefined>)[name];
+    if (!handler) continue;
+    const method = def.path;
+    impl[name] = (call: ServerUnaryCall<unknown, unknown>, callback: sendUnaryData<unknown>) => {
+      const started = performance.now();
+      const ctx = contextOf(call, method);
+      handler(call.request, ctx).then(
+        (response) => {
+          callback(null, response);
+          logger.info('rpc', { method, code: 'OK', durationMs: round(performance.now() - started), peer: ctx.peer, ...ctx.logFields });
+        },
+        (err: unknown) => {
+          const mapped = toServiceError(err);
+          if (mapped.unexpected) logger.error('rpc failed unexpectedly', { method, err });
+          callback(mapped.error, null);
+          logger.info('rpc', {
+            method,
+            code: status[mapped.error.code!],
+            stsCode: mapped.stsCode,
+            durationMs: round(performance.now() - started),
+            peer: ctx.peer,
+            ...ctx.logFields,
+          });
+        },
+      );
+    };
+  }
+  return impl;
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 1000) / 1000;
+}

@@ -1,0 +1,48 @@
+/**
+ * The one place where errors become gRPC statuses.
+ *
+ * A domain error (StsError) keeps its message and gets its code's status; the stable code travels in the
+ * trailing metadata `sts-error-code` (and `retry-after-ms` where retrying helps). Anything else is a bug or
+ * an infrastructure failure: it is logged in full by the caller of this function and the client sees only
+ * INTERNAL with a fixed message, so no internals leak.
+ */
+import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
+import { type StsErrorCode, StsError } from '../errors.js';
+
+export const STATUS_BY_CODE: Record<StsErrorCode, status> = {
+  invalid_argument: status.INVALID_ARGUMENT,
+  decryption_failed: status.INVALID_ARGUMENT,
+  signature_invalid: status.INVALID_ARGUMENT,
+  unauthenticated: status.UNAUTHENTICATED,
+  invalid_credentials: status.UNAUTHENTICATED,
+  token_invalid: status.UNAUTHENTICATED,
+  permission_denied: status.PERMISSION_DENIED,
+  security_level_too_low: status.PERMISSION_DENIED,
+  not_found: status.NOT_FOUND,
+  already_exists: status.ALREADY_EXISTS,
+  failed_precondition: status.FAILED_PRECONDITION,
+  throttled: status.RESOURCE_EXHAUSTED,
+  unavailable: status.UNAVAILABLE,
+  internal: status.INTERNAL,
+};
+
+export const INTERNAL_MESSAGE = 'internal error; the server log has the details';
+
+export interface MappedError {
+  error: Partial<ServiceError>;
+  /** True when the error was not a deliberate domain error and must be logged with its detail. */
+  unexpected: boolean;
+  /** The stable STS code, for the RPC log line. */
+  stsCode: StsErrorCode;
+}
+
+export function toServiceError(err: unknown): MappedError {
+  const metadata = new Metadata();
+  if (err instanceof StsError && err.code !== 'internal') {
+    metadata.set('sts-error-code', err.code);
+    if (err.retryAfterMs !== undefined) metadata.set('retry-after-ms', String(Math.ceil(err.retryAfterMs)));
+    return { error: { code: STATUS_BY_CODE[err.code], details: err.message, metadata }, unexpected: false, stsCode: err.code };
+  }
+  metadata.set('sts-error-code', 'internal');
+  return { error: { code: status.INTERNAL, details: INTERNAL_MESSAGE, metadata }, unexpected: true, stsCode: 'internal' };
+}

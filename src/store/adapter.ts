@@ -1,0 +1,59 @@
+/**
+ * The storage contract of STS, implemented by each backend: SQLite (embedded, the default) and Hazelcast
+ * (cluster mode). Modelled on node-oidc-provider's adapter: a few operations on records addressed by
+ * namespace and id, values are opaque strings (JSON made by the domain code).
+ *
+ * Two families, because they have opposite lifecycles:
+ * - Ephemeral records (sessions, application tokens, tickets, throttling counters) expire by TTL and may be
+ *   lost in a full cluster restart where configured so.
+ * - Durable records (keys, user secrets) are immutable once written: created with insertIfAbsent, so two
+ *   nodes racing to create the same record agree on one winner, and never lost.
+ */
+
+/** Namespaces of ephemeral records. */
+export type EphemeralNamespace = 'app_token' | 'user_token' | 'user_ticket' | 'throttle';
+/** Namespaces of durable records. */
+export type DurableNamespace = 'key' | 'user_secret';
+
+export interface GroupEntry {
+  id: string;
+  value: string;
+}
+
+export interface EphemeralStore {
+  /** Creates or replaces a record that expires `ttlMs` from now; `group` indexes it (for example by uid). */
+  upsert(ns: EphemeralNamespace, id: string, value: string, ttlMs: number, group?: string): Promise<void>;
+  /** The record, or undefined when absent or expired. */
+  find(ns: EphemeralNamespace, id: string): Promise<string | undefined>;
+  /** Atomically reads and deletes: of concurrent consumers exactly one gets the value. */
+  consume(ns: EphemeralNamespace, id: string): Promise<string | undefined>;
+  /** Deletes a record; absent records are fine. */
+  destroy(ns: EphemeralNamespace, id: string): Promise<void>;
+  /** Unexpired records of a group. */
+  findGroup(ns: EphemeralNamespace, group: string): Promise<GroupEntry[]>;
+  /** Deletes every record of a group; returns how many there were. */
+  destroyGroup(ns: EphemeralNamespace, group: string): Promise<number>;
+}
+
+export interface DurableStore {
+  /**
+   * Stores `value` unless a record with this id exists. Returns the stored value: ours, or the one that
+   * won the race. Never overwrites.
+   */
+  insertIfAbsent(ns: DurableNamespace, id: string, value: string): Promise<string>;
+  /** Inserts several records in one step: all or none (a key ring rotation is one write). */
+  insertAll(ns: DurableNamespace, records: readonly GroupEntry[]): Promise<void>;
+  get(ns: DurableNamespace, id: string): Promise<string | undefined>;
+  list(ns: DurableNamespace): Promise<GroupEntry[]>;
+  /**
+   * Replaces a record only if it still holds `expected` (re-wrapping under a new key). Returns false when
+   * the record changed meanwhile.
+   */
+  replaceIfSame(ns: DurableNamespace, id: string, expected: string, next: string): Promise<boolean>;
+}
+
+export interface Store {
+  readonly ephemeral: EphemeralStore;
+  readonly durable: DurableStore;
+  close(): Promise<void>;
+}

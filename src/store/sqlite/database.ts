@@ -1,0 +1,102 @@
+/**
+ * Opens the embedded SQLite database (better-sqlite3) and brings its schema up to date.
+ *
+ * WAL mode lets readers run while a write commits; synchronous=FULL makes every committed transaction
+ * durable across power loss, because a user secret, once returned, must never be lost.
+ * Migrations are versioned in code (PRAGMA user_version) and each runs in its own transaction.
+ */
+import { accessSync, constants, mkdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { StartupError } from '../../errors.js';
+
+export type Db = Database.Database;
+
+interface Migration {
+  version: number;
+  description: string;
+  sql: string;
+}
+
+/** Append only: never edit a migration that has shipped; add a new one. */
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    description: 'meta, ephemeral and durable records',
+    sql: `
+      CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL) STRICT;
+      CREATE TABLE ephemeral (
+        ns TEXT NOT NULL, id TEXT NOT NULL, value TEXT NOT NULL,
+        expires_at INTEGER NOT NULL, grp TEXT,
+        PRIMARY KEY (ns, id)) STRICT, WITHOUT ROWID;
+      CREATE INDEX ephemeral_group ON ephemeral (ns, grp) WHERE grp IS NOT NULL;
+      CREATE INDEX ephemeral_expiry ON ephemeral (expires_at);
+      CREATE TABLE durable (
+        ns TEXT NOT NULL, id TEXT NOT NULL, value TEXT NOT NULL,
+        PRIMARY KEY (ns, id)) STRICT, WITHOUT ROWID;
+    `,
+  },
+];
+
+/** Checks that the data directory exists (creating it if needed) and is writable; errors name the path. */
+export function prepareDataDir(dir: string): void {
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+  } catch (err) {
+    throw new StartupError('data_dir_unusable', `dataDir ${dir}: cannot create it (${(err as NodeJS.ErrnoException).code ?? 'error'})`, { cause: err });
+  }
+  try {
+    if (!statSync(dir).isDirectory()) throw new StartupError('data_dir_unusable', `dataDir ${dir}: is not a directory`);
+    accessSync(dir, constants.R_OK | constants.W_OK | constants.X_OK);
+  } catch (err) {
+    if (err instanceof StartupError) throw err;
+    throw new StartupError('data_dir_unusable', `dataDir ${dir}: not readable and writable by this process (${(err as NodeJS.ErrnoException).code ?? 'error'})`, { cause: err });
+  }
+}
+
+export function openDatabase(dataDir: string): Db {
+  prepareDataDir(dataDir);
+  const path = join(dataDir, 'sts.db');
+  let db: Db;
+  try {
+    db = new Database(path);
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = FULL');
+    db.pragma('foreign_keys = ON');
+    db.pragma('busy_timeout = 5000');
+  } catch (err) {
+    throw new StartupError('store_invalid', `dataDir ${dataDir}: cannot open ${path} as an SQLite database (${(err as Error).message})`, { cause: err });
+  }
+  try {
+    migrate(db);
+  } catch (err) {
+    db.close();
+    if (err instanceof StartupError) throw err;
+    throw new StartupError('store_invalid', `${path}: schema migration failed (${(err as Error).message})`, { cause: err });
+  }
+  return db;
+}
+
+export function migrate(db: Db): void {
+  const current = db.pragma('user_version', { simple: true }) as number;
+  const latest = MIGRATIONS[MIGRATIONS.length - 1]!.version;
+  if (current > latest) {
+    throw new StartupError('store_invalid', `database schema version ${current} is newer than this STS (${latest}); upgrade STS`);
+  }
+  for (const m of MIGRATIONS) {
+    if (m.version <= current) continue;
+    db.transaction(() => {
+      db.exec(m.sql);
+      db.pragma(`user_version = ${m.version}`);
+    })();
+  }
+}
+
+export function getMeta(db: Db, name: string): Buffer | undefined {
+  const row = db.prepare('SELECT value FROM meta WHERE name = ?').get(name) as { value: Buffer } | undefined;
+  return row?.value;
+}
+
+export function setMeta(db: Db, name: string, value: Buffer): void {
+  db.prepare('INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value').run(name, value);
+}

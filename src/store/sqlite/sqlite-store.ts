@@ -1,0 +1,117 @@
+/**
+ * The Store contract on SQLite. All operations are synchronous underneath (better-sqlite3) and therefore
+ * atomic with respect to each other within the process: `consume` is a single DELETE ... RETURNING, so of
+ * concurrent consumers exactly one gets the row.
+ */
+import type { Clock } from '../../clock.js';
+import type { DurableNamespace, DurableStore, EphemeralNamespace, EphemeralStore, GroupEntry, Store } from '../adapter.js';
+import type { Db } from './database.js';
+
+export class SqliteEphemeralStore implements EphemeralStore {
+  private readonly stmts;
+
+  constructor(
+    db: Db,
+    private readonly clock: Clock,
+  ) {
+    this.stmts = {
+      upsert: db.prepare(
+        'INSERT INTO ephemeral (ns, id, value, expires_at, grp) VALUES (?, ?, ?, ?, ?) ' +
+          'ON CONFLICT (ns, id) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at, grp = excluded.grp',
+      ),
+      find: db.prepare('SELECT value FROM ephemeral WHERE ns = ? AND id = ? AND expires_at > ?').pluck(),
+      consume: db.prepare('DELETE FROM ephemeral WHERE ns = ? AND id = ? RETURNING value, expires_at'),
+      destroy: db.prepare('DELETE FROM ephemeral WHERE ns = ? AND id = ?'),
+      findGroup: db.prepare('SELECT id, value FROM ephemeral WHERE ns = ? AND grp = ? AND expires_at > ?'),
+      destroyGroup: db.prepare('DELETE FROM ephemeral WHERE ns = ? AND grp = ? RETURNING expires_at'),
+      sweep: db.prepare('DELETE FROM ephemeral WHERE expires_at <= ?'),
+    };
+  }
+
+  async upsert(ns: EphemeralNamespace, id: string, value: string, ttlMs: number, group?: string): Promise<void> {
+    this.stmts.upsert.run(ns, id, value, this.clock.now() + ttlMs, group ?? null);
+  }
+
+  async find(ns: EphemeralNamespace, id: string): Promise<string | undefined> {
+    return this.stmts.find.get(ns, id, this.clock.now()) as string | undefined;
+  }
+
+  async consume(ns: EphemeralNamespace, id: string): Promise<string | undefined> {
+    const row = this.stmts.consume.get(ns, id) as { value: string; expires_at: number } | undefined;
+    return row && row.expires_at > this.clock.now() ? row.value : undefined;
+  }
+
+  async destroy(ns: EphemeralNamespace, id: string): Promise<void> {
+    this.stmts.destroy.run(ns, id);
+  }
+
+  async findGroup(ns: EphemeralNamespace, group: string): Promise<GroupEntry[]> {
+    return this.stmts.findGroup.all(ns, group, this.clock.now()) as GroupEntry[];
+  }
+
+  async destroyGroup(ns: EphemeralNamespace, group: string): Promise<number> {
+    const now = this.clock.now();
+    return (this.stmts.destroyGroup.all(ns, group) as { expires_at: number }[]).filter((r) => r.expires_at > now).length;
+  }
+
+  /** Deletes expired records; returns how many. Called on a timer by the server. */
+  sweep(): number {
+    return this.stmts.sweep.run(this.clock.now()).changes;
+  }
+}
+
+export class SqliteDurableStore implements DurableStore {
+  private readonly stmts;
+  private readonly insertMany;
+
+  constructor(db: Db) {
+    this.stmts = {
+      insert: db.prepare('INSERT INTO durable (ns, id, value) VALUES (?, ?, ?) ON CONFLICT (ns, id) DO NOTHING'),
+      insertStrict: db.prepare('INSERT INTO durable (ns, id, value) VALUES (?, ?, ?)'),
+      get: db.prepare('SELECT value FROM durable WHERE ns = ? AND id = ?').pluck(),
+      list: db.prepare('SELECT id, value FROM durable WHERE ns = ? ORDER BY id'),
+      replace: db.prepare('UPDATE durable SET value = ? WHERE ns = ? AND id = ? AND value = ?'),
+    };
+    this.insertMany = db.transaction((ns: DurableNamespace, records: readonly GroupEntry[]) => {
+      for (const r of records) this.stmts.insertStrict.run(ns, r.id, r.value);
+    });
+  }
+
+  async insertIfAbsent(ns: DurableNamespace, id: string, value: string): Promise<string> {
+    this.stmts.insert.run(ns, id, value);
+    return this.stmts.get.get(ns, id) as string;
+  }
+
+  async insertAll(ns: DurableNamespace, records: readonly GroupEntry[]): Promise<void> {
+    this.insertMany(ns, records);
+  }
+
+  async get(ns: DurableNamespace, id: string): Promise<string | undefined> {
+    return this.stmts.get.get(ns, id) as string | undefined;
+  }
+
+  async list(ns: DurableNamespace): Promise<GroupEntry[]> {
+    return this.stmts.list.all(ns) as GroupEntry[];
+  }
+
+  async replaceIfSame(ns: DurableNamespace, id: string, expected: string, next: string): Promise<boolean> {
+    return this.stmts.replace.run(next, ns, id, expected).changes === 1;
+  }
+}
+
+export class SqliteStore implements Store {
+  readonly ephemeral: SqliteEphemeralStore;
+  readonly durable: SqliteDurableStore;
+
+  constructor(
+    readonly db: Db,
+    clock: Clock,
+  ) {
+    this.ephemeral = new SqliteEphemeralStore(db, clock);
+    this.durable = new SqliteDurableStore(db);
+  }
+
+  async close(): Promise<void> {
+    if (this.db.open) this.db.close();
+  }
+}
