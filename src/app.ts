@@ -14,6 +14,10 @@ import { bindService } from './server/rpc.js';
 import { type ServiceBinding, StsGrpcServer } from './server/server.js';
 import { type Db, getMeta, openDatabase, setMeta } from './store/sqlite/database.js';
 import { SqliteStore } from './store/sqlite/sqlite-store.js';
+import { Authenticator, loadAdminKeys } from './auth/caller.js';
+import { KeyRing, KeyRingOpenError } from './pop/key-ring.js';
+import type { KeyKind, RotationPolicy } from './pop/key-record.js';
+import { popService } from './pop/pop-service.js';
 
 export interface StartOptions {
   config: Config;
@@ -28,6 +32,7 @@ export interface RunningSts {
   readonly port: number;
   readonly grpc: StsGrpcServer;
   readonly store: SqliteStore;
+  readonly ring: KeyRing;
   /** Graceful stop: drains calls, then closes the store. Idempotent. */
   close(): Promise<void>;
 }
@@ -58,6 +63,14 @@ export function verifyMasterKey(db: Db, ring: MasterKeyRing): void {
   }
 }
 
+/** After every key is re-sealed under a new primary master key, the check follows, so the old key can go. */
+function resealMasterKeyCheck(db: Db, ring: MasterKeyRing): void {
+  const check = getMeta(db, MASTER_KEY_CHECK);
+  if (check && MasterKeyRing.envelopeKeyId(check) !== ring.primary.id) {
+    setMeta(db, MASTER_KEY_CHECK, ring.seal(ring.open(check, MASTER_KEY_CHECK_AAD), MASTER_KEY_CHECK_AAD));
+  }
+}
+
 function safeKeyId(envelope: Buffer): string | undefined {
   try {
     return MasterKeyRing.envelopeKeyId(envelope);
@@ -76,8 +89,10 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
   const store = new SqliteStore(db, clock);
   let grpc: StsGrpcServer | undefined;
   let sweeper: NodeJS.Timeout | undefined;
+  let maintenance: NodeJS.Timeout | undefined;
+  let keyRing: KeyRing | undefined;
   try {
-    const ring = loadMasterKeyRing({
+    const master = loadMasterKeyRing({
       file: config['masterKey.file'],
       env: env.STS_MASTER_KEY,
       dataDir: config.dataDir,
@@ -85,10 +100,31 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
       onGenerated: (path) =>
         logger.warn('generated a new master key for the dev profile; back it up: without it nothing stored here can be read', { path }),
     });
-    verifyMasterKey(db, ring);
+    verifyMasterKey(db, master);
+    const auth = new Authenticator(
+      loadAdminKeys(config['auth.adminKeyFile'], config.dataDir, config.profile, (path) =>
+        logger.warn('generated an admin key for the dev profile; it authenticates as administrator', { path }),
+      ),
+    );
 
+    keyRing = new KeyRing({ store: store.durable, master, clock, logger, algorithms: keyAlgorithms(config), policies: rotationPolicies(config) });
+    try {
+      await keyRing.load();
+    } catch (err) {
+      if (err instanceof KeyRingOpenError) throw new StartupError('master_key_invalid', `the key ring does not open with the configured master keys: ${err.message}. Nothing was changed.`, { cause: err });
+      throw err;
+    }
+    await keyRing.maintain();
+    resealMasterKeyCheck(db, master);
+    const ring = keyRing;
+    maintenance = setInterval(() => {
+      ring.maintain().catch((err: unknown) => logger.error('key ring maintenance failed; will retry', { err }));
+    }, config['pop.rotationCheckIntervalMs']);
+    maintenance.unref();
+
+    const pop = popService({ ring, auth, clock, logger, jwksMaxAgeMs: config['pop.jwksMaxAgeMs'] });
     const services: ServiceBinding[] = [
-      { name: 'sts.v1.PopService', definition: PopServiceService, implementation: bindService(PopServiceService, {}, logger) },
+      { name: 'sts.v1.PopService', definition: PopServiceService, implementation: bindService(PopServiceService, pop, logger) },
       { name: 'sts.v1.SessionService', definition: SessionServiceService, implementation: bindService(SessionServiceService, {}, logger) },
       { name: 'sts.v1.SecretService', definition: SecretServiceService, implementation: bindService(SecretServiceService, {}, logger) },
     ];
@@ -104,9 +140,11 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
       port,
       grpc: server,
       store,
+      ring,
       close: () =>
         (closing ??= (async () => {
           clearInterval(sweeper);
+          clearInterval(maintenance);
           await server.shutdown();
           await store.close();
           logger.info('sts stopped');
@@ -114,8 +152,23 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
     };
   } catch (err) {
     clearInterval(sweeper);
+    clearInterval(maintenance);
     await grpc?.shutdown();
     await store.close();
     throw err;
   }
+}
+
+export function keyAlgorithms(config: Config): Record<KeyKind, import('./pop/key-record.js').KeyAlg> {
+  return { encryption: config['pop.encryption.alg'], signing: config['pop.signing.alg'], secret: 'A256GCM' };
+}
+
+export function rotationPolicies(config: Config): Record<KeyKind, RotationPolicy> {
+  const policy = (k: KeyKind): RotationPolicy => ({
+    validityMs: config[`pop.${k}.validityMs`],
+    stagingLeadMs: config[`pop.${k}.stagingLeadMs`],
+    legacyWindowMs: config[`pop.${k}.legacyWindowMs`],
+    minimumKeys: config[`pop.${k}.minimumKeys`],
+  });
+  return { encryption: policy('encryption'), signing: policy('signing'), secret: policy('secret') };
 }

@@ -56,6 +56,45 @@ function enumSpec<const V extends string>(spec: Omit<EnumSpec<V>, 'type'>): Enum
   return { type: 'enum', ...spec };
 }
 
+/** Rotation policy options of one key kind (see docs/key-rotation in the README). */
+function rotationOptions<const K extends 'encryption' | 'signing' | 'secret'>(kind: K, d: { validity: number; staging: number; legacy: number }) {
+  const what = { encryption: 'encryption key pair', signing: 'signing key pair', secret: 'secret (AES-256) key' }[kind];
+  return {
+    [`pop.${kind}.validityMs`]: {
+      type: 'int',
+      default: d.validity,
+      min: MINUTE,
+      max: 3 * 365 * DAY,
+      unit: 'ms',
+      doc: `How long a ${what} is PRIMARY (encrypts/signs) before its successor takes over.`,
+    },
+    [`pop.${kind}.stagingLeadMs`]: {
+      type: 'int',
+      default: d.staging,
+      min: 0,
+      max: 90 * DAY,
+      unit: 'ms',
+      doc: `How long a new ${what} is published (STAGED) before it becomes PRIMARY.`,
+    },
+    [`pop.${kind}.legacyWindowMs`]: {
+      type: 'int',
+      default: d.legacy,
+      min: MINUTE,
+      max: 10 * 365 * DAY,
+      unit: 'ms',
+      doc: `How long a ${what} stays DECRYPT_ONLY after its validity ends; then it is DESTROYED.`,
+    },
+    [`pop.${kind}.minimumKeys`]: {
+      type: 'int',
+      default: 2,
+      min: 1,
+      max: 100,
+      unit: 'keys',
+      doc: `How many ${what}s are PRIMARY or STAGED at any time. 1: a successor is staged stagingLeadMs before it is needed; 2: the next key is always published.`,
+    },
+  } as { [P in `pop.${K}.${'validityMs' | 'stagingLeadMs' | 'legacyWindowMs' | 'minimumKeys'}`]: IntSpec };
+}
+
 export const OPTIONS = {
   profile: enumSpec({
     values: ['dev', 'prod'],
@@ -143,6 +182,49 @@ export const OPTIONS = {
     unit: 'path',
     doc: 'Master key file: one `id:base64url(32 bytes)` per line, first line encrypts, all decrypt. Empty: `STS_MASTER_KEY`, else (dev only) `<dataDir>/master.key`, generated on first start.',
   },
+  'auth.adminKeyFile': {
+    type: 'string',
+    default: '',
+    unit: 'path',
+    doc: 'Admin API keys: one `id:sha256hex(key)` per line. Bearer `<key>` authenticates as administrator (directory, key rotation). Empty: (dev) `<dataDir>/admin.key` is generated with one key; (prod) no admin key.',
+  },
+  'pop.encryption.alg': enumSpec({
+    values: ['ECDH-ES+A256KW', 'RSA-OAEP-256'],
+    default: 'ECDH-ES+A256KW',
+    doc: 'JWE key management algorithm of new encryption keys (P-256, or RSA 3072 bits).',
+  }),
+  'pop.signing.alg': enumSpec({
+    values: ['EdDSA', 'ES256', 'RS256', 'PS256'],
+    default: 'EdDSA',
+    doc: 'JWS algorithm of new signing keys (Ed25519, P-256, RSA 3072 bits).',
+  }),
+  ...rotationOptions('encryption', { validity: 30 * DAY, staging: DAY, legacy: 7 * DAY }),
+  ...rotationOptions('signing', { validity: 30 * DAY, staging: DAY, legacy: 7 * DAY }),
+  ...rotationOptions('secret', { validity: 90 * DAY, staging: DAY, legacy: 730 * DAY }),
+  'pop.rotationCheckIntervalMs': {
+    type: 'int',
+    default: MINUTE,
+    min: SECOND,
+    max: DAY,
+    unit: 'ms',
+    doc: 'How often the rotation timer looks at the key ring (creates successors, erases destroyed keys).',
+  },
+  'pop.jwksMaxAgeMs': {
+    type: 'int',
+    default: 5 * MINUTE,
+    min: SECOND,
+    max: DAY,
+    unit: 'ms',
+    doc: 'Cache lifetime advertised with the JWKS (never beyond the next key change). Must be shorter than every staging lead, so caches learn a key before it is used.',
+  },
+  'session.userTokenMaxLifetimeMs': {
+    type: 'int',
+    default: DAY,
+    min: MINUTE,
+    max: 365 * DAY,
+    unit: 'ms',
+    doc: 'Longest absolute lifetime of a user session and its signed JWT. The signing legacy window must be at least this long, so every token stays verifiable until it expires.',
+  },
   'log.level': enumSpec({
     values: ['debug', 'info', 'warn', 'error'],
     default: 'info',
@@ -176,12 +258,13 @@ export function envName(option: string): string {
 
 /** The configuration table in Markdown, as it appears in the README. */
 export function optionsMarkdown(): string {
+  const code = (v: unknown): string => '`' + String(v) + '`';
   const rows = Object.entries(OPTIONS).map(([name, spec]) => {
     const s = spec as OptionSpec;
-    const def = s.type === 'string' && s.default === '' ? '(empty)' : `\`${String(s.default)}\``;
-    const prod = s.prod === undefined ? '' : ` (prod: \`${String(s.prod)}\`)`;
-    const unit = s.type === 'enum' ? s.values.map((v) => `\`${v}\``).join(' \\| ') : (s.unit ?? s.type);
-    return `| \`${name}\` | \`${envName(name)}\` | ${unit} | ${def}${prod} | ${s.doc} |`;
+    const def = s.type === 'string' && s.default === '' ? '(empty)' : code(s.default);
+    const prod = s.prod === undefined ? '' : ` (prod: ${code(s.prod)})`;
+    const unit = s.type === 'enum' ? s.values.map(code).join(' \\| ') : (s.unit ?? s.type);
+    return `| ${code(name)} | ${code(envName(name))} | ${unit} | ${def}${prod} | ${s.doc} |`;
   });
   return ['| option | environment | unit | default | effect |', '| --- | --- | --- | --- | --- |', ...rows].join('\n');
 }

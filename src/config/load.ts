@@ -144,6 +144,16 @@ function validateTogether(c: Config, env: NodeJS.ProcessEnv): void {
   if (c['server.keepaliveTimeoutMs'] >= c['server.keepaliveTimeMs'] * 10) {
     fail('server.keepaliveTimeoutMs: must be less than ten times server.keepaliveTimeMs');
   }
+  for (const kind of ['encryption', 'signing'] as const) {
+    // A client that fetched the JWKS just before a key was staged must refetch before that key is used.
+    if (c[`pop.${kind}.stagingLeadMs`] < c['pop.jwksMaxAgeMs']) {
+      fail(`pop.${kind}.stagingLeadMs: must be at least pop.jwksMaxAgeMs (${c['pop.jwksMaxAgeMs']} ms), so JWKS caches learn a key before it is used`);
+    }
+  }
+  // Vault identity pitfall (vault#11441): tokens outliving the verification window fail after rotation.
+  if (c['pop.signing.legacyWindowMs'] < c['session.userTokenMaxLifetimeMs']) {
+    fail(`pop.signing.legacyWindowMs: must be at least session.userTokenMaxLifetimeMs (${c['session.userTokenMaxLifetimeMs']} ms), the longest token lifetime, so every token stays verifiable until it expires`);
+  }
   if (c.profile === 'prod') {
     // The prod profile refuses every default that is only acceptable on a developer's machine.
     if (!c['masterKey.file'] && !env.STS_MASTER_KEY) {

@@ -30,7 +30,8 @@ export type DomainHandler<Req, Res> = (request: Req, context: CallContext) => Pr
 
 /** Maps a ts-proto `...Server` interface to the domain handler shape of each method. */
 export type DomainService<S> = {
-  [K in keyof S]?: S[K] extends (call: ServerUnaryCall<infer Req, infer Res>, callback: sendUnaryData<infer _Res>) => void
+  // `as` drops the index signature that ts-proto's ...Server interfaces inherit from grpc-js.
+  [K in keyof S as string extends K ? never : K]?: S[K] extends (call: ServerUnaryCall<infer Req, infer Res>, callback: sendUnaryData<infer _Res>) => void
     ? DomainHandler<Req, Res>
     : never;
 };

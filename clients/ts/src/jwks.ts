@@ -1,0 +1,120 @@
+/**
+ * Client-side use of STS's published keys: encrypt data to STS (JWE) and verify tokens STS signed, with one
+ * JWKS cache that honours the advertised lifetime and refetches when it meets an unknown kid.
+ */
+import { CompactEncrypt, compactVerify, importJWK, type JWK, type CryptoKey } from 'jose';
+
+/** What a JWKS fetch returns (the GetJwksResponse fields the cache needs). */
+export interface JwksDocument {
+  jwksJson: string;
+  /** Advertised cache lifetime. */
+  maxAge?: { seconds: number; nanos: number } | undefined;
+  primaryEncryptionKid: string;
+  primarySigningKid: string;
+}
+
+export type JwksFetcher = () => Promise<JwksDocument>;
+
+interface Entry {
+  jwk: JWK;
+  key: CryptoKey | Uint8Array | undefined;
+}
+
+export interface JwksCacheOptions {
+  /** Milliseconds since the epoch (tests pass a manual clock). */
+  now?: () => number;
+  /** Refetch on an unknown kid at most this often, so garbage kids cannot hammer STS. Default 10 s. */
+  minRefetchIntervalMs?: number;
+}
+
+export class JwksCache {
+  private keys = new Map<string, Entry>();
+  private primaryEncryptionKid = '';
+  private expiresAt = 0;
+  private lastFetch = Number.NEGATIVE_INFINITY;
+  private inflight: Promise<void> | undefined;
+  private readonly now: () => number;
+  private readonly minRefetchIntervalMs: number;
+
+  constructor(
+    private readonly fetchJwks: JwksFetcher,
+    options: JwksCacheOptions = {},
+  ) {
+    this.now = options.now ?? Date.now;
+    this.minRefetchIntervalMs = options.minRefetchIntervalMs ?? 10_000;
+  }
+
+  /** Fetches now (deduplicating concurrent refreshes). */
+  refresh(): Promise<void> {
+    this.inflight ??= (async () => {
+      try {
+        const doc = await this.fetchJwks();
+        const parsed = JSON.parse(doc.jwksJson) as { keys: JWK[] };
+        const next = new Map<string, Entry>();
+        for (const jwk of parsed.keys) if (jwk.kid) next.set(jwk.kid, { jwk, key: this.keys.get(jwk.kid)?.key });
+        this.keys = next;
+        this.primaryEncryptionKid = doc.primaryEncryptionKid;
+        const maxAgeMs = doc.maxAge ? doc.maxAge.seconds * 1000 + Math.floor(doc.maxAge.nanos / 1e6) : 0;
+        this.lastFetch = this.now();
+        this.expiresAt = this.lastFetch + maxAgeMs;
+      } finally {
+        this.inflight = undefined;
+      }
+    })();
+    return this.inflight;
+  }
+
+  private async fresh(): Promise<void> {
+    if (this.now() >= this.expiresAt) await this.refresh();
+  }
+
+  private async keyFor(kid: string, use: 'enc' | 'sig'): Promise<{ jwk: JWK; key: CryptoKey | Uint8Array } | undefined> {
+    await this.fresh();
+    let entry = this.keys.get(kid);
+    if (!entry && this.now() - this.lastFetch >= this.minRefetchIntervalMs) {
+      await this.refresh();
+      entry = this.keys.get(kid);
+    }
+    if (!entry || entry.jwk.use !== use || !entry.jwk.alg) return undefined;
+    entry.key ??= await importJWK(entry.jwk, entry.jwk.alg);
+    return { jwk: entry.jwk, key: entry.key };
+  }
+
+  /**
+   * Encrypts `data` to STS's PRIMARY encryption key as a compact JWE (enc A256GCM). Only STS can decrypt it,
+   * whatever proxies sit between.
+   */
+  async encryptFor(data: Uint8Array | string, options: { contentType?: string } = {}): Promise<string> {
+    await this.fresh();
+    const target = await this.keyFor(this.primaryEncryptionKid, 'enc');
+    if (!target) throw new Error('STS publishes no primary encryption key');
+    const bytes = typeof data === 'string' ? new TextEncoder().encode(data) : data;
+    return new CompactEncrypt(bytes)
+      .setProtectedHeader({ alg: target.jwk.alg!, enc: 'A256GCM', kid: target.jwk.kid!, ...(options.contentType ? { cty: options.contentType } : {}) })
+      .encrypt(target.key);
+  }
+
+  /** Verifies a compact JWS signed by STS; returns the payload and protected header. Throws when invalid. */
+  async verifyToken(jws: string): Promise<{ payload: Uint8Array; header: Record<string, unknown> }> {
+    const headerB64 = jws.split('.')[0] ?? '';
+    let kid: unknown;
+    try {
+      kid = (JSON.parse(new TextDecoder().decode(base64urlDecode(headerB64))) as { kid?: unknown }).kid;
+    } catch {
+      throw new Error('not a compact JWS');
+    }
+    const target = typeof kid === 'string' ? await this.keyFor(kid, 'sig') : undefined;
+    if (!target) throw new Error('signed with a key STS does not publish');
+    const { payload, protectedHeader } = await compactVerify(jws, target.key, { algorithms: [target.jwk.alg!] });
+    return { payload, header: protectedHeader as Record<string, unknown> };
+  }
+}
+
+function base64urlDecode(s: string): Uint8Array {
+  return Uint8Array.from(Buffer.from(s, 'base64url'));
+}
+
+/** Shorthand: `encryptFor(cache, data)`. */
+export function encryptFor(sts: JwksCache, data: Uint8Array | string): Promise<string> {
+  return sts.encryptFor(data);
+}

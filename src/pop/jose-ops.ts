@@ -1,0 +1,177 @@
+/**
+ * JOSE operations with the key ring: compact JWS sign/verify, compact JWE decrypt, and data-key wrapping.
+ *
+ * JWS and the data-key JWE are assembled here directly on node:crypto: they are the hot paths, and the
+ * formats are small (RFC 7515 section 7.1, RFC 7516 section 7.1). JWE decryption with ECDH-ES/RSA-OAEP key
+ * management goes through jose, which implements the key agreement and every content encryption algorithm.
+ *
+ * Every failure of a crypto operation surfaces as one error with one fixed message per operation, whatever
+ * the cause (malformed input, unknown kid, destroyed key, wrong key, tampering): RFC 7516 section 11.5 and
+ * the brief's rule that crypto failures are indistinguishable.
+ */
+import { createCipheriv, createDecipheriv, createHash, randomBytes, sign as nodeSign, verify as nodeVerify, constants, type KeyObject } from 'node:crypto';
+import { compactDecrypt, type CompactJWEHeaderParameters } from 'jose';
+import { StsError } from '../errors.js';
+import type { KeyRing } from './key-ring.js';
+import type { KeyAlg, LiveKey } from './key-record.js';
+
+export const DECRYPTION_FAILED = 'decryption failed';
+export const VERIFICATION_FAILED = 'signature verification failed';
+export const UNWRAP_FAILED = 'unwrap failed';
+
+const decryptionFailed = (cause?: unknown) => new StsError('decryption_failed', DECRYPTION_FAILED, { cause });
+const verificationFailed = (cause?: unknown) => new StsError('signature_invalid', VERIFICATION_FAILED, { cause });
+const unwrapFailed = (cause?: unknown) => new StsError('decryption_failed', UNWRAP_FAILED, { cause });
+
+const b64 = (b: Buffer | string): string => Buffer.from(b).toString('base64url');
+const B64URL = /^[A-Za-z0-9_-]*$/;
+
+function signBytes(alg: KeyAlg, key: KeyObject, data: Buffer): Buffer {
+  switch (alg) {
+    case 'EdDSA':
+      return nodeSign(null, data, key);
+    case 'ES256':
+      // RFC 7518 section 3.4: the JWS signature is R || S, not DER.
+      return nodeSign('sha256', data, { key, dsaEncoding: 'ieee-p1363' });
+    case 'RS256':
+      return nodeSign('sha256', data, key);
+    case 'PS256':
+      return nodeSign('sha256', data, { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 });
+    default:
+      throw new Error(`${alg} is not a signing algorithm`);
+  }
+}
+
+function verifyBytes(alg: KeyAlg, key: KeyObject, data: Buffer, signature: Buffer): boolean {
+  switch (alg) {
+    case 'EdDSA':
+      return nodeVerify(null, data, key, signature);
+    case 'ES256':
+      return signature.length === 64 && nodeVerify('sha256', data, { key, dsaEncoding: 'ieee-p1363' }, signature);
+    case 'RS256':
+      return nodeVerify('sha256', data, key, signature);
+    case 'PS256':
+      return nodeVerify('sha256', data, { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 }, signature);
+    default:
+      return false;
+  }
+}
+
+export interface SignOptions {
+  typ?: string;
+  cty?: string;
+}
+
+/** Compact JWS over `payload` with the PRIMARY signing key. */
+export function signCompact(ring: KeyRing, payload: Buffer, options: SignOptions = {}): { jws: string; kid: string } {
+  const key = ring.primary('signing');
+  const header: Record<string, string> = { alg: key.record.alg, kid: key.record.kid };
+  if (options.typ) header.typ = options.typ;
+  if (options.cty) header.cty = options.cty;
+  const signingInput = `${b64(JSON.stringify(header))}.${b64(payload)}`;
+  const sig = signBytes(key.record.alg, key.privateKey!, Buffer.from(signingInput, 'ascii'));
+  return { jws: `${signingInput}.${b64(sig)}`, kid: key.record.kid };
+}
+
+export interface Verified {
+  payload: Buffer;
+  kid: string;
+  alg: string;
+  header: Record<string, unknown>;
+}
+
+/**
+ * Verifies a compact JWS made by STS: the header's kid must name a published signing key (STAGED, PRIMARY,
+ * DECRYPT_ONLY) and its alg must be that key's algorithm (RFC 8725 section 3.1: the key pins the algorithm,
+ * the token does not choose it).
+ */
+export function verifyCompact(ring: KeyRing, jws: string): Verified {
+  const parts = jws.split('.');
+  if (parts.length !== 3 || !parts.every((p) => B64URL.test(p))) throw verificationFailed();
+  let header: Record<string, unknown>;
+  try {
+    header = JSON.parse(Buffer.from(parts[0]!, 'base64url').toString('utf8')) as Record<string, unknown>;
+  } catch (err) {
+    throw verificationFailed(err);
+  }
+  if (typeof header !== 'object' || header === null || typeof header.kid !== 'string' || typeof header.alg !== 'string') throw verificationFailed();
+  // RFC 7515 section 4.1.11: a critical extension we do not understand makes the JWS invalid.
+  if (header.crit !== undefined) throw verificationFailed();
+  const key = ring.usable(header.kid, 'signing');
+  if (!key || header.alg !== key.record.alg || !key.publicKey) throw verificationFailed();
+  const ok = verifyBytes(key.record.alg, key.publicKey, Buffer.from(`${parts[0]}.${parts[1]}`, 'ascii'), Buffer.from(parts[2]!, 'base64url'));
+  if (!ok) throw verificationFailed();
+  return { payload: Buffer.from(parts[1]!, 'base64url'), kid: key.record.kid, alg: key.record.alg, header };
+}
+
+/** Content encryption algorithms accepted in JWEs sent to STS (RFC 7518 section 5.1, no legacy ones). */
+const CONTENT_ALGS = ['A128GCM', 'A192GCM', 'A256GCM', 'A128CBC-HS256', 'A192CBC-HS384', 'A256CBC-HS512'];
+
+/** Decrypts a compact JWE addressed to a usable STS encryption key. */
+export async function decryptCompact(ring: KeyRing, jwe: string): Promise<{ plaintext: Buffer; kid: string; cty: string | undefined }> {
+  let key: LiveKey | undefined;
+  try {
+    const { plaintext, protectedHeader } = await compactDecrypt(
+      jwe,
+      (header: CompactJWEHeaderParameters) => {
+        key = typeof header.kid === 'string' ? ring.usable(header.kid, 'encryption') : undefined;
+        // The key pins its algorithm: a JWE naming another alg for this kid is refused (RFC 8725 section 3.1).
+        if (!key || header.alg !== key.record.alg) throw new Error('no usable key for this JWE');
+        return key.privateKey!;
+      },
+      { keyManagementAlgorithms: ['ECDH-ES+A256KW', 'RSA-OAEP-256'], contentEncryptionAlgorithms: CONTENT_ALGS },
+    );
+    return { plaintext: Buffer.from(plaintext), kid: key!.record.kid, cty: typeof protectedHeader.cty === 'string' ? protectedHeader.cty : undefined };
+  } catch (err) {
+    throw decryptionFailed(err);
+  }
+}
+
+const DATA_KEY_ENC = 'A256GCM';
+
+function contextHash(context: Buffer): string | undefined {
+  return context.length === 0 ? undefined : createHash('sha256').update(context).digest('base64url');
+}
+
+/**
+ * Wraps a data key under the PRIMARY secret key (or a given one) as a compact JWE with "alg":"dir" and
+ * "enc":"A256GCM" (RFC 7516 section 7.1; RFC 7518 section 4.5). The SHA-256 of the caller's context is an
+ * integrity-protected header ("ctx"), so the wrapped key only opens with the same context, as with KMS
+ * encryption context.
+ */
+export function wrapKey(ring: KeyRing, plaintext: Buffer, context: Buffer, key: LiveKey = ring.primary('secret')): { wrapped: string; kid: string } {
+  const header: Record<string, string> = { alg: 'dir', enc: DATA_KEY_ENC, kid: key.record.kid };
+  const ctx = contextHash(context);
+  if (ctx) header.ctx = ctx;
+  const protectedB64 = b64(JSON.stringify(header));
+  const iv = randomBytes(12);
+  const cipher = createCipheriv('aes-256-gcm', key.privateKey!, iv);
+  // RFC 7516 section 5.1 step 14: the AAD is ASCII(BASE64URL(UTF8(JWE Protected Header))).
+  cipher.setAAD(Buffer.from(protectedB64, 'ascii'));
+  const ct = Buffer.concat([cipher.update(plaintext), cipher.final()]);
+  return { wrapped: `${protectedB64}..${b64(iv)}.${b64(ct)}.${b64(cipher.getAuthTag())}`, kid: key.record.kid };
+}
+
+export function unwrapKey(ring: KeyRing, wrapped: string, context: Buffer): { plaintext: Buffer; kid: string } {
+  const parts = wrapped.split('.');
+  if (parts.length !== 5 || parts[1] !== '' || !parts.every((p) => B64URL.test(p))) throw unwrapFailed();
+  let header: Record<string, unknown>;
+  try {
+    header = JSON.parse(Buffer.from(parts[0]!, 'base64url').toString('utf8')) as Record<string, unknown>;
+  } catch (err) {
+    throw unwrapFailed(err);
+  }
+  if (header?.alg !== 'dir' || header.enc !== DATA_KEY_ENC || typeof header.kid !== 'string' || header.ctx !== contextHash(context)) throw unwrapFailed();
+  const key = ring.usable(header.kid, 'secret');
+  const iv = Buffer.from(parts[2]!, 'base64url');
+  const tag = Buffer.from(parts[4]!, 'base64url');
+  if (!key || iv.length !== 12 || tag.length !== 16) throw unwrapFailed();
+  try {
+    const decipher = createDecipheriv('aes-256-gcm', key.privateKey!, iv);
+    decipher.setAAD(Buffer.from(parts[0]!, 'ascii'));
+    decipher.setAuthTag(tag);
+    return { plaintext: Buffer.concat([decipher.update(Buffer.from(parts[3]!, 'base64url')), decipher.final()]), kid: key.record.kid };
+  } catch (err) {
+    throw unwrapFailed(err);
+  }
+}

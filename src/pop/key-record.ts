@@ -1,0 +1,173 @@
+/**
+ * Key records: the stored form of every STS key, and the rules that derive a key's state from the clock.
+ *
+ * A record is immutable once written (cluster nodes may copy it freely): its state is never stored but
+ * derived from its timestamps and from the other keys of its kind, following the staged -> primary ->
+ * decrypt-only -> destroyed model (Tink's add/promote, NIST SP 800-57 pre-activation/active/deactivated/
+ * destroyed). The only change a record ever sees is erasure: its sealed material is dropped after
+ * destroy-after.
+ */
+import { createPrivateKey, createPublicKey, createSecretKey, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
+import { calculateJwkThumbprint, type JWK } from 'jose';
+import type { MasterKeyRing } from '../crypto/master-key.js';
+
+export type KeyKind = 'encryption' | 'signing' | 'secret';
+export type KeyState = 'staged' | 'primary' | 'decrypt_only' | 'destroyed';
+export type EncryptionAlg = 'ECDH-ES+A256KW' | 'RSA-OAEP-256';
+export type SigningAlg = 'EdDSA' | 'ES256' | 'RS256' | 'PS256';
+export type SecretAlg = 'A256GCM';
+export type KeyAlg = EncryptionAlg | SigningAlg | SecretAlg;
+
+export const KEY_KINDS: readonly KeyKind[] = ['encryption', 'signing', 'secret'];
+
+/** The stored record (JSON in the durable store, namespace "key", id = kid). */
+export interface KeyRecord {
+  v: 1;
+  kid: string;
+  kind: KeyKind;
+  alg: KeyAlg;
+  /** Public JWK (asymmetric kinds only), with kid, use and alg. */
+  publicJwk?: JWK;
+  /** Private JWK JSON or raw secret bytes, sealed under the master key (base64url). Absent once erased. */
+  sealed?: string;
+  /** Epoch ms. */
+  createdAt: number;
+  notBefore: number;
+  notAfter: number;
+  destroyAfter: number;
+}
+
+/** A record with its material opened, ready for use. */
+export interface LiveKey {
+  readonly record: KeyRecord;
+  /** Private key (asymmetric) or secret key (AES); undefined once destroyed. */
+  readonly privateKey: KeyObject | undefined;
+  readonly publicKey: KeyObject | undefined;
+}
+
+export interface RotationPolicy {
+  validityMs: number;
+  stagingLeadMs: number;
+  legacyWindowMs: number;
+  minimumKeys: number;
+}
+
+const RSA_BITS = 3072;
+
+export function useOf(kind: KeyKind): 'enc' | 'sig' | undefined {
+  return kind === 'encryption' ? 'enc' : kind === 'signing' ? 'sig' : undefined;
+}
+
+/** The AAD that binds a sealed key to its own record. */
+function sealAad(kid: string): string {
+  return `sts:key:${kid}`;
+}
+
+function generateMaterial(kind: KeyKind, alg: KeyAlg): { privateKey: KeyObject; publicKey?: KeyObject } {
+  switch (alg) {
+    case 'ECDH-ES+A256KW':
+    case 'ES256':
+      return generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    case 'RSA-OAEP-256':
+    case 'RS256':
+    case 'PS256':
+      return generateKeyPairSync('rsa', { modulusLength: RSA_BITS });
+    case 'EdDSA':
+      return generateKeyPairSync('ed25519');
+    case 'A256GCM':
+      if (kind !== 'secret') break;
+      return { privateKey: createSecretKey(randomBytes(32)) };
+  }
+  throw new Error(`algorithm ${alg} does not fit key kind ${kind}`);
+}
+
+/** Generates a new key and seals its material; nothing is stored here. */
+export async function generateKey(
+  kind: KeyKind,
+  alg: KeyAlg,
+  times: { createdAt: number; notBefore: number; notAfter: number; destroyAfter: number },
+  master: MasterKeyRing,
+): Promise<LiveKey> {
+  const { privateKey, publicKey } = generateMaterial(kind, alg);
+  let kid: string;
+  let publicJwk: JWK | undefined;
+  let material: Buffer;
+  if (publicKey) {
+    const jwk = publicKey.export({ format: 'jwk' }) as JWK;
+    // RFC 7638: the kid is the JWK thumbprint, so any party can recompute and check it.
+    kid = await calculateJwkThumbprint(jwk, 'sha256');
+    publicJwk = { ...jwk, kid, use: useOf(kind), alg };
+    material = Buffer.from(JSON.stringify(privateKey.export({ format: 'jwk' })));
+  } else {
+    kid = randomBytes(16).toString('base64url');
+    material = privateKey.export();
+  }
+  const record: KeyRecord = {
+    v: 1,
+    kid,
+    kind,
+    alg,
+    ...(publicJwk ? { publicJwk } : {}),
+    sealed: master.seal(material, sealAad(kid)).toString('base64url'),
+    ...times,
+  };
+  material.fill(0);
+  return { record, privateKey, publicKey };
+}
+
+/** Opens a stored record. Throws EnvelopeError when the master key does not open it. */
+export function openKey(record: KeyRecord, master: MasterKeyRing): LiveKey {
+  if (!record.sealed) return { record, privateKey: undefined, publicKey: record.publicJwk ? createPublicKey({ key: record.publicJwk, format: 'jwk' }) : undefined };
+  const material = master.open(Buffer.from(record.sealed, 'base64url'), sealAad(record.kid));
+  try {
+    if (record.kind === 'secret') return { record, privateKey: createSecretKey(Buffer.from(material)), publicKey: undefined };
+    const privateKey = createPrivateKey({ key: JSON.parse(material.toString('utf8')) as JWK, format: 'jwk' });
+    return { record, privateKey, publicKey: createPublicKey(privateKey) };
+  } finally {
+    material.fill(0);
+  }
+}
+
+/** The record re-sealed under the current primary master key (master key rotation). */
+export function resealKey(record: KeyRecord, master: MasterKeyRing): KeyRecord {
+  if (!record.sealed) return record;
+  const material = master.open(Buffer.from(record.sealed, 'base64url'), sealAad(record.kid));
+  try {
+    return { ...record, sealed: master.seal(material, sealAad(record.kid)).toString('base64url') };
+  } finally {
+    material.fill(0);
+  }
+}
+
+/** The record without its material (what remains after destruction). */
+export function eraseKey(record: KeyRecord): KeyRecord {
+  const { sealed: _sealed, ...rest } = record;
+  return rest;
+}
+
+export function parseKeyRecord(json: string): KeyRecord {
+  const r = JSON.parse(json) as KeyRecord;
+  if (r.v !== 1 || typeof r.kid !== 'string' || !KEY_KINDS.includes(r.kind)) throw new Error('not a key record');
+  return r;
+}
+
+/**
+ * The primary key of a kind at `now`: of the keys whose validity has begun and that are not destroyed, the
+ * one that began last. A key therefore stays primary past its notAfter when no successor exists yet (a
+ * server that was down does not wake up without a primary), and an on-demand rotation supersedes it early.
+ */
+export function selectPrimary<K extends { record: KeyRecord }>(keys: readonly K[], now: number): K | undefined {
+  let best: K | undefined;
+  for (const k of keys) {
+    const r = k.record;
+    if (r.notBefore <= now && now < r.destroyAfter && r.sealed !== undefined && (!best || r.notBefore > best.record.notBefore)) best = k;
+  }
+  return best;
+}
+
+export function stateOf(record: KeyRecord, primaryKid: string | undefined, now: number): KeyState {
+  if (now >= record.destroyAfter || record.sealed === undefined) return 'destroyed';
+  if (record.kid === primaryKid) return 'primary';
+  if (now < record.notBefore) return 'staged';
+  return 'decrypt_only';
+}

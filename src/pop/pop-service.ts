@@ -1,0 +1,210 @@
+/**
+ * PopService handlers: grpc-free domain functions over the key ring.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Authenticator, Caller } from '../auth/caller.js';
+import type { Clock } from '../clock.js';
+import { StsError, invalidArgument } from '../errors.js';
+import { KeyKind as PbKeyKind, KeyState as PbKeyState, type KeyInfo, type PopServiceServer } from '../gen/sts/v1/pop.js';
+import type { Logger } from '../log.js';
+import type { CallContext, DomainService } from '../server/rpc.js';
+import type { KeyRing, KeyView } from './key-ring.js';
+import { type KeyKind, type KeyState, useOf } from './key-record.js';
+import { decryptCompact, signCompact, unwrapKey, verifyCompact, wrapKey } from './jose-ops.js';
+
+const MiB = 1024 * 1024;
+const HEADER_VALUE = /^[\x20-\x7e]{0,128}$/;
+
+const KIND_TO_PB: Record<KeyKind, PbKeyKind> = {
+  encryption: PbKeyKind.KEY_KIND_ENCRYPTION,
+  signing: PbKeyKind.KEY_KIND_SIGNING,
+  secret: PbKeyKind.KEY_KIND_SECRET,
+};
+const STATE_TO_PB: Record<KeyState, PbKeyState> = {
+  staged: PbKeyState.KEY_STATE_STAGED,
+  primary: PbKeyState.KEY_STATE_PRIMARY,
+  decrypt_only: PbKeyState.KEY_STATE_DECRYPT_ONLY,
+  destroyed: PbKeyState.KEY_STATE_DESTROYED,
+};
+
+function kindFromPb(kind: PbKeyKind, field: string): KeyKind | undefined {
+  switch (kind) {
+    case PbKeyKind.KEY_KIND_UNSPECIFIED:
+      return undefined;
+    case PbKeyKind.KEY_KIND_ENCRYPTION:
+      return 'encryption';
+    case PbKeyKind.KEY_KIND_SIGNING:
+      return 'signing';
+    case PbKeyKind.KEY_KIND_SECRET:
+      return 'secret';
+    default:
+      throw invalidArgument(field, `unknown key kind ${String(kind)}`);
+  }
+}
+
+export function keyInfo(v: KeyView): KeyInfo {
+  const r = v.record;
+  return {
+    kid: r.kid,
+    kind: KIND_TO_PB[r.kind],
+    alg: r.alg,
+    use: useOf(r.kind) ?? '',
+    state: STATE_TO_PB[v.state],
+    createTime: new Date(r.createdAt),
+    notBeforeTime: new Date(r.notBefore),
+    notAfterTime: new Date(r.notAfter),
+    destroyAfterTime: new Date(r.destroyAfter),
+  };
+}
+
+function requireSize(field: string, value: { length: number }, min: number, max: number): void {
+  if (value.length < min || value.length > max) throw invalidArgument(field, `must be ${min} to ${max} bytes long, got ${value.length}`);
+}
+
+export interface PopServiceDeps {
+  ring: KeyRing;
+  auth: Authenticator;
+  clock: Clock;
+  logger: Logger;
+  jwksMaxAgeMs: number;
+}
+
+interface JwksSnapshot {
+  version: number;
+  validUntil: number;
+  json: string;
+  primaryEncryptionKid: string;
+  primarySigningKid: string;
+}
+
+export function popService(deps: PopServiceDeps): DomainService<PopServiceServer> {
+  const { ring, auth, clock, logger } = deps;
+  let jwks: JwksSnapshot | undefined;
+
+  /** Audit line for every use of a private or secret key: who, which key, what; never the data. */
+  const audit = (event: string, caller: Caller, ctx: CallContext, fields: Record<string, unknown>): void => {
+    ctx.logFields.caller = caller.id;
+    logger.info('audit', { event, caller: caller.id, callerKind: caller.kind, ...fields });
+  };
+
+  /** Runs a key operation and audits its outcome, success or failure. */
+  const audited = async <T extends { kid: string }>(event: string, caller: Caller, ctx: CallContext, op: () => T | Promise<T>): Promise<T> => {
+    try {
+      const result = await op();
+      audit(event, caller, ctx, { kid: result.kid, outcome: 'ok' });
+      return result;
+    } catch (err) {
+      audit(event, caller, ctx, { outcome: 'failed', reason: err instanceof StsError ? err.code : 'internal' });
+      throw err;
+    }
+  };
+
+  function snapshot(): JwksSnapshot {
+    const now = clock.now();
+    if (jwks && jwks.version === ring.version && now < jwks.validUntil) return jwks;
+    const keys = [];
+    let primaryEncryptionKid = '';
+    let primarySigningKid = '';
+    for (const v of ring.view(now)) {
+      if (!v.record.publicJwk || v.state === 'destroyed') continue;
+      if (v.state === 'primary') {
+        if (v.record.kind === 'encryption') primaryEncryptionKid = v.record.kid;
+        else primarySigningKid = v.record.kid;
+      }
+      // Clients must not encrypt to a key on its way out; signatures made with it must still verify.
+      if (v.record.kind === 'encryption' && v.state === 'decrypt_only') continue;
+      keys.push(v.record.publicJwk);
+    }
+    jwks = { version: ring.version, validUntil: ring.nextChange(now), json: JSON.stringify({ keys }), primaryEncryptionKid, primarySigningKid };
+    return jwks;
+  }
+
+  return {
+    async getJwks() {
+      const s = snapshot();
+      const now = clock.now();
+      // Never let a cache outlive the next key change.
+      const maxAgeMs = Math.max(1000, Math.min(deps.jwksMaxAgeMs, s.validUntil - now));
+      return {
+        jwksJson: s.json,
+        maxAge: { seconds: Math.floor(maxAgeMs / 1000), nanos: (maxAgeMs % 1000) * 1e6 },
+        nextRotationTime: Number.isFinite(s.validUntil) ? new Date(s.validUntil) : undefined,
+        primaryEncryptionKid: s.primaryEncryptionKid,
+        primarySigningKid: s.primarySigningKid,
+      };
+    },
+
+    async decrypt(req, ctx) {
+      const caller = await auth.requireTrusted(ctx.bearer);
+      requireSize('jwe', req.jwe, 1, MiB);
+      const out = await audited('pop.decrypt', caller, ctx, () => decryptCompact(ring, req.jwe));
+      return { plaintext: out.plaintext, kid: out.kid, contentType: out.cty ?? '' };
+    },
+
+    async sign(req, ctx) {
+      const caller = await auth.requireTrusted(ctx.bearer);
+      requireSize('payload', req.payload, 1, MiB);
+      if (!HEADER_VALUE.test(req.type)) throw invalidArgument('type', 'at most 128 printable ASCII characters');
+      if (!HEADER_VALUE.test(req.contentType)) throw invalidArgument('content_type', 'at most 128 printable ASCII characters');
+      return audited('pop.sign', caller, ctx, () =>
+        signCompact(ring, Buffer.from(req.payload), { ...(req.type ? { typ: req.type } : {}), ...(req.contentType ? { cty: req.contentType } : {}) }),
+      );
+    },
+
+    async verify(req, ctx) {
+      ctx.logFields.caller = (await auth.authenticate(ctx.bearer)).id;
+      requireSize('jws', req.jws, 1, 2 * MiB);
+      const v = verifyCompact(ring, req.jws);
+      return { payload: v.payload, kid: v.kid, alg: v.alg, protectedHeaderJson: JSON.stringify(v.header) };
+    },
+
+    async generateDataKey(req, ctx) {
+      const caller = await auth.requireTrusted(ctx.bearer);
+      const bits = req.keyLengthBits === 0 ? 256 : req.keyLengthBits;
+      if (bits !== 128 && bits !== 256) throw invalidArgument('key_length_bits', 'must be 128 or 256 (0 means 256)');
+      requireSize('context', req.context, 0, 4096);
+      const plaintext = randomBytes(bits / 8);
+      const { wrapped, kid } = await audited('pop.generate_data_key', caller, ctx, () => wrapKey(ring, plaintext, Buffer.from(req.context)));
+      return { plaintext, wrappedKey: wrapped, kid };
+    },
+
+    async unwrap(req, ctx) {
+      const caller = await auth.requireTrusted(ctx.bearer);
+      requireSize('wrapped_key', req.wrappedKey, 1, 64 * 1024);
+      requireSize('context', req.context, 0, 4096);
+      return audited('pop.unwrap', caller, ctx, () => unwrapKey(ring, req.wrappedKey, Buffer.from(req.context)));
+    },
+
+    async rewrap(req, ctx) {
+      const caller = await auth.requireTrusted(ctx.bearer);
+      requireSize('wrapped_key', req.wrappedKey, 1, 64 * 1024);
+      requireSize('context', req.context, 0, 4096);
+      const context = Buffer.from(req.context);
+      const out = await audited('pop.rewrap', caller, ctx, () => {
+        const { plaintext } = unwrapKey(ring, req.wrappedKey, context);
+        try {
+          return wrapKey(ring, plaintext, context);
+        } finally {
+          plaintext.fill(0);
+        }
+      });
+      return { wrappedKey: out.wrapped, kid: out.kid };
+    },
+
+    async rotateKeys(req, ctx) {
+      const caller = await auth.requireAdmin(ctx.bearer);
+      ctx.logFields.caller = caller.id;
+      const kinds = req.kinds.map((k, i) => kindFromPb(k, `kinds[${i}]`)).filter((k): k is KeyKind => k !== undefined);
+      const created = await ring.rotate(kinds.length === 0 ? undefined : [...new Set(kinds)]);
+      const views = new Map(ring.view().map((v) => [v.record.kid, v]));
+      return { created: created.map((r) => keyInfo(views.get(r.kid)!)) };
+    },
+
+    async listKeys(req, ctx) {
+      ctx.logFields.caller = (await auth.authenticate(ctx.bearer)).id;
+      const kind = kindFromPb(req.kind, 'kind');
+      const keys = ring.view().filter((v) => (kind === undefined || v.record.kind === kind) && (req.includeDestroyed || v.state !== 'destroyed'));
+      return { keys: keys.map(keyInfo) };
+    },
+  };
+}
