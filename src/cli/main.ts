@@ -4,7 +4,7 @@
  * Start-up errors print one line naming what to fix and exit with a sysexits(3) code; no stack traces.
  */
 import { type ParseArgsConfig, parseArgs } from 'node:util';
-import { startSts } from '../app.js';
+import { type RunningSts, startSts } from '../app.js';
 import { OPTIONS, SECRET_ENV, envName, optionsMarkdown, type OptionName } from '../config/defaults.js';
 import { loadConfig } from '../config/load.js';
 import { StartupError } from '../errors.js';
@@ -60,14 +60,20 @@ async function serve(args: string[]): Promise<void> {
   if (typeof values.profile === 'string') overrides.profile = values.profile;
   const config = loadConfig({ file: values.config as string | undefined, overrides });
   const logger = createLogger(config['log.level']);
-  const sts = await startSts({ config, logger });
 
+  // Handlers go in before the server starts: a signal during start-up must still drain and exit cleanly.
+  let sts: RunningSts | undefined;
+  let pending: NodeJS.Signals | undefined;
   let signals = 0;
   const stop = (signal: NodeJS.Signals): void => {
     signals += 1;
     if (signals > 1) {
       logger.warn('second signal: exiting now', { signal });
       process.exit(130);
+    }
+    if (!sts) {
+      pending = signal;
+      return;
     }
     logger.info('shutting down', { signal, graceMs: config['server.shutdownGraceMs'] });
     sts.close().then(
@@ -80,6 +86,11 @@ async function serve(args: string[]): Promise<void> {
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
+  sts = await startSts({ config, logger });
+  if (pending) {
+    signals -= 1;
+    stop(pending);
+  }
 }
 
 function showConfig(args: string[]): void {

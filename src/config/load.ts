@@ -154,6 +154,12 @@ function validateTogether(c: Config, env: NodeJS.ProcessEnv): void {
   if (c['pop.signing.legacyWindowMs'] < c['session.userTokenMaxLifetimeMs']) {
     fail(`pop.signing.legacyWindowMs: must be at least session.userTokenMaxLifetimeMs (${c['session.userTokenMaxLifetimeMs']} ms), the longest token lifetime, so every token stays verifiable until it expires`);
   }
+  if (c['session.userTokenIdleTimeoutMs'] > c['session.userTokenMaxLifetimeMs']) {
+    fail('session.userTokenIdleTimeoutMs: must not exceed session.userTokenMaxLifetimeMs');
+  }
+  if (c['session.throttleFreeFailures'] >= c['session.throttleMaxFailures']) {
+    fail('session.throttleFreeFailures: must be less than session.throttleMaxFailures');
+  }
   if (c.profile === 'prod') {
     // The prod profile refuses every default that is only acceptable on a developer's machine.
     if (!c['masterKey.file'] && !env.STS_MASTER_KEY) {

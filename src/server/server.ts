@@ -3,7 +3,8 @@
  * message size limits, keepalive, optional TLS/mTLS and graceful shutdown.
  */
 import { readFileSync } from 'node:fs';
-import { Server, ServerCredentials, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import { createSecureContext } from 'node:tls';
+import { Server, ServerCredentials, experimental, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
 import type { Config } from '../config/defaults.js';
 import { parseAddress } from '../config/load.js';
@@ -19,6 +20,26 @@ export interface ServiceBinding {
 }
 
 
+/**
+ * Certificates known at start-up, handed to grpc-js's certificate-provider credentials. Updates are
+ * delivered on the next turn of the event loop: grpc-js registers its listener before it starts watching,
+ * and an update delivered synchronously would be missed.
+ */
+class StaticCertificates implements experimental.CertificateProvider {
+  constructor(
+    private readonly identity: { certificate: Buffer; privateKey: Buffer } | null,
+    private readonly ca: Buffer | null,
+  ) {}
+  addCaCertificateListener(listener: experimental.CaCertificateUpdateListener): void {
+    setImmediate(() => listener(this.ca ? { caCertificate: this.ca } : null));
+  }
+  removeCaCertificateListener(): void {}
+  addIdentityCertificateListener(listener: experimental.IdentityCertificateUpdateListener): void {
+    setImmediate(() => listener(this.identity));
+  }
+  removeIdentityCertificateListener(): void {}
+}
+
 export function serverCredentials(config: Config): ServerCredentials {
   if (!config['tls.certFile']) return ServerCredentials.createInsecure();
   const read = (option: 'tls.certFile' | 'tls.keyFile' | 'tls.clientCaFile'): Buffer => {
@@ -28,12 +49,22 @@ export function serverCredentials(config: Config): ServerCredentials {
       throw new StartupError('config_invalid', `${option} ${config[option]}: cannot read it (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
     }
   };
+  const cert = read('tls.certFile');
+  const key = read('tls.keyFile');
   const ca = config['tls.clientCaFile'] ? read('tls.clientCaFile') : null;
+  // grpc-js parses the PEM files only when it binds; check them now so a bad file is a config error.
   try {
-    return ServerCredentials.createSsl(ca, [{ cert_chain: read('tls.certFile'), private_key: read('tls.keyFile') }], config['tls.requireClientCert']);
+    createSecureContext({ cert, key, ...(ca ? { ca } : {}) });
   } catch (err) {
-    throw new StartupError('config_invalid', `tls.certFile/tls.keyFile: not a usable PEM certificate and key (${(err as Error).message})`);
+    throw new StartupError('config_invalid', `tls.certFile/tls.keyFile/tls.clientCaFile: not a usable PEM certificate, key and CA (${(err as Error).message})`);
   }
+  if (ca && !config['tls.requireClientCert']) {
+    // createSsl(ca, ..., false) would not even ask for a client certificate. Certificate providers ask for
+    // one, verify it when offered and let clients without one through.
+    // Note: grpc-js uses the first provider for the server's own certificate, whatever its declared name.
+    return experimental.createCertificateProviderServerCredentials(new StaticCertificates({ certificate: cert, privateKey: key }, ca), new StaticCertificates(null, ca), false);
+  }
+  return ServerCredentials.createSsl(ca, [{ cert_chain: cert, private_key: key }], config['tls.requireClientCert']);
 }
 
 export class StsGrpcServer {
@@ -74,6 +105,8 @@ export class StsGrpcServer {
     }).catch((err: Error) => {
       throw new StartupError('listen_failed', `server.address ${this.config['server.address']}: cannot listen (${err.message})`, { cause: err });
     });
+    // Certificate providers deliver on the next turn of the event loop; serve once they have.
+    await new Promise((resolve) => setImmediate(resolve));
     this.setServing(true);
     return bound;
   }

@@ -36,6 +36,33 @@ export const MIGRATIONS: readonly Migration[] = [
         PRIMARY KEY (ns, id)) STRICT, WITHOUT ROWID;
     `,
   },
+  {
+    version: 2,
+    description: 'identity directory: applications, users, roles',
+    sql: `
+      CREATE TABLE applications (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL, secret_hash TEXT NOT NULL,
+        tags TEXT NOT NULL DEFAULT '[]', default_roles TEXT NOT NULL DEFAULT '[]',
+        trusted INTEGER NOT NULL DEFAULT 0, admin INTEGER NOT NULL DEFAULT 0,
+        personal_fields INTEGER NOT NULL DEFAULT 0, full_token INTEGER NOT NULL DEFAULT 0,
+        min_security_level INTEGER NOT NULL DEFAULT 0,
+        idle_timeout_ms INTEGER NOT NULL DEFAULT 0, max_lifetime_ms INTEGER NOT NULL DEFAULT 0,
+        disabled INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL) STRICT;
+      CREATE TABLE users (
+        uid TEXT PRIMARY KEY, username TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        first_name TEXT NOT NULL DEFAULT '', last_name TEXT NOT NULL DEFAULT '',
+        email TEXT NOT NULL DEFAULT '', cellphone TEXT NOT NULL DEFAULT '', person_ref TEXT NOT NULL DEFAULT '',
+        password_hash TEXT, disabled INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL,
+        external_issuer TEXT, external_subject TEXT) STRICT;
+      CREATE UNIQUE INDEX users_external ON users (external_issuer, external_subject) WHERE external_issuer IS NOT NULL;
+      CREATE TABLE roles (
+        uid TEXT NOT NULL REFERENCES users (uid) ON DELETE CASCADE,
+        application_id TEXT NOT NULL, organization_name TEXT NOT NULL, role_name TEXT NOT NULL,
+        role_value TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (uid, application_id, organization_name, role_name)) STRICT, WITHOUT ROWID;
+      CREATE INDEX roles_app ON roles (application_id);
+    `,
+  },
 ];
 
 /** Checks that the data directory exists (creating it if needed) and is writable; errors name the path. */

@@ -1,0 +1,68 @@
+/**
+ * Password and secret hashing with scrypt (memory-hard; OWASP Password Storage Cheat Sheet: N=2^17, r=8,
+ * p=1). node:crypto's async scrypt runs on the libuv thread pool, never on the event loop.
+ *
+ * Stored format: `scrypt$<log2 N>$<r>$<p>$<salt b64url>$<hash b64url>`, so parameters can be raised later
+ * and old hashes still verify (and can be upgraded on the next successful logon).
+ */
+import { randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
+
+export interface ScryptParams {
+  log2N: number;
+  r: number;
+  p: number;
+}
+
+/** OWASP minimum for user passwords: 128 MiB of memory per hash, about 0.4 s of one core here. */
+export const PASSWORD_PARAMS: ScryptParams = { log2N: 17, r: 8, p: 1 };
+/**
+ * Application secrets are long random strings (256 bits when STS makes them; at least 24 characters when
+ * given), so a memory-hard hash with lower cost keeps LogonApplication fast without weakening them.
+ */
+export const APP_SECRET_PARAMS: ScryptParams = { log2N: 14, r: 8, p: 1 };
+
+const KEY_LEN = 32;
+
+function derive(secret: string, salt: Buffer, params: ScryptParams): Promise<Buffer> {
+  const N = 2 ** params.log2N;
+  return new Promise((resolve, reject) =>
+    scrypt(secret.normalize('NFKC'), salt, KEY_LEN, { N, r: params.r, p: params.p, maxmem: 256 * N * params.r + 1024 * 1024 }, (err, key) =>
+      err ? reject(err) : resolve(key),
+    ),
+  );
+}
+
+export async function hashSecret(secret: string, params: ScryptParams = PASSWORD_PARAMS): Promise<string> {
+  const salt = randomBytes(16);
+  const hash = await derive(secret, salt, params);
+  return `scrypt$${params.log2N}$${params.r}$${params.p}$${salt.toString('base64url')}$${hash.toString('base64url')}`;
+}
+
+/** A hash of a random secret nobody knows: verifying against it costs the same as a real one. */
+const dummyHashes = new Map<string, Promise<string>>();
+function dummyHash(params: ScryptParams): Promise<string> {
+  const key = `${params.log2N}/${params.r}/${params.p}`;
+  let h = dummyHashes.get(key);
+  if (!h) {
+    h = hashSecret(randomBytes(32).toString('base64url'), params);
+    dummyHashes.set(key, h);
+  }
+  return h;
+}
+
+/**
+ * Verifies in constant time with respect to the secret. With `stored` undefined (unknown user, no password)
+ * it still spends a full hash and returns false, so a wrong username and a wrong password take the same time.
+ */
+export async function verifySecret(secret: string, stored: string | undefined | null, params: ScryptParams = PASSWORD_PARAMS): Promise<boolean> {
+  const parsed = stored ? /^scrypt\$(\d{1,2})\$(\d{1,2})\$(\d{1,2})\$([A-Za-z0-9_-]+)\$([A-Za-z0-9_-]+)$/.exec(stored) : null;
+  if (!parsed) {
+    const dummy = (await dummyHash(params)).split('$');
+    await derive(secret, Buffer.from(dummy[4]!, 'base64url'), params);
+    return false;
+  }
+  const p: ScryptParams = { log2N: Number(parsed[1]), r: Number(parsed[2]), p: Number(parsed[3]) };
+  const expected = Buffer.from(parsed[5]!, 'base64url');
+  const actual = await derive(secret, Buffer.from(parsed[4]!, 'base64url'), p);
+  return actual.length === expected.length && timingSafeEqual(actual, expected);
+}
