@@ -18,6 +18,10 @@ import { Authenticator, loadAdminKeys } from './auth/caller.js';
 import { KeyRing, KeyRingOpenError } from './pop/key-ring.js';
 import type { KeyKind, RotationPolicy } from './pop/key-record.js';
 import { popService } from './pop/pop-service.js';
+import { SqliteDirectory } from './session/directory.js';
+import { sessionService } from './session/session-service.js';
+import { SessionStore } from './session/sessions.js';
+import { LogonThrottle } from './session/throttle.js';
 
 export interface StartOptions {
   config: Config;
@@ -122,10 +126,40 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
     }, config['pop.rotationCheckIntervalMs']);
     maintenance.unref();
 
+    const directory = new SqliteDirectory(db);
+    const sessions = new SessionStore(store.ephemeral, clock);
+    // Application tokens authenticate every call; the directory decides what the application may do.
+    auth.setTokenAuthenticator(async (bearer) => {
+      const token = bearer.length <= 256 ? await sessions.findAppToken(bearer) : undefined;
+      const app = token && directory.getApplication(token.applicationId);
+      return app && !app.disabled ? { kind: 'application', id: app.id, trusted: app.trusted, admin: app.admin } : undefined;
+    });
+    const session = sessionService({
+      directory,
+      sessions,
+      throttle: new LogonThrottle(store.ephemeral, clock, {
+        windowMs: config['session.throttleWindowMs'],
+        freeFailures: config['session.throttleFreeFailures'],
+        maxFailures: config['session.throttleMaxFailures'],
+        maxFailuresPerAddress: config['session.throttleMaxFailuresPerAddress'],
+      }),
+      auth,
+      ring,
+      clock,
+      logger,
+      policy: {
+        issuer: config['session.issuer'],
+        applicationTokenLifetimeMs: config['session.applicationTokenLifetimeMs'],
+        userTokenIdleTimeoutMs: config['session.userTokenIdleTimeoutMs'],
+        userTokenMaxLifetimeMs: config['session.userTokenMaxLifetimeMs'],
+        userTicketLifetimeMs: config['session.userTicketLifetimeMs'],
+        anonymousView: config['session.anonymousView'],
+      },
+    });
     const pop = popService({ ring, auth, clock, logger, jwksMaxAgeMs: config['pop.jwksMaxAgeMs'] });
     const services: ServiceBinding[] = [
       { name: 'sts.v1.PopService', definition: PopServiceService, implementation: bindService(PopServiceService, pop, logger) },
-      { name: 'sts.v1.SessionService', definition: SessionServiceService, implementation: bindService(SessionServiceService, {}, logger) },
+      { name: 'sts.v1.SessionService', definition: SessionServiceService, implementation: bindService(SessionServiceService, session, logger) },
       { name: 'sts.v1.SecretService', definition: SecretServiceService, implementation: bindService(SecretServiceService, {}, logger) },
     ];
     grpc = new StsGrpcServer(config, services, logger);

@@ -5730,7 +5730,7 @@ export const SessionServiceService = {
       Buffer.from(ReleaseUserTokenResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ReleaseUserTokenResponse => ReleaseUserTokenResponse.decode(value),
   },
-  /** ReleaseUserSessions ends every session of a user. Caller: an administrator application. */
+  /** ReleaseUserSessions ends every session of a user. Caller: an administrator. */
   releaseUserSessions: {
     path: "/sts.v1.SessionService/ReleaseUserSessions" as const,
     requestStream: false as const,
@@ -5742,10 +5742,7 @@ export const SessionServiceService = {
       Buffer.from(ReleaseUserSessionsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ReleaseUserSessionsResponse => ReleaseUserSessionsResponse.decode(value),
   },
-  /**
-   * ListUserSessions lists the active sessions of a user. Caller: an administrator application, or any
-   * application for the user of a session token it presents.
-   */
+  /** ListUserSessions lists the active sessions of a user (ASVS 7.4.5). Caller: an administrator. */
   listUserSessions: {
     path: "/sts.v1.SessionService/ListUserSessions" as const,
     requestStream: false as const,
@@ -5938,12 +5935,9 @@ export interface SessionServiceServer extends UntypedServiceImplementation {
    * Idempotent.
    */
   releaseUserToken: handleUnaryCall<ReleaseUserTokenRequest, ReleaseUserTokenResponse>;
-  /** ReleaseUserSessions ends every session of a user. Caller: an administrator application. */
+  /** ReleaseUserSessions ends every session of a user. Caller: an administrator. */
   releaseUserSessions: handleUnaryCall<ReleaseUserSessionsRequest, ReleaseUserSessionsResponse>;
-  /**
-   * ListUserSessions lists the active sessions of a user. Caller: an administrator application, or any
-   * application for the user of a session token it presents.
-   */
+  /** ListUserSessions lists the active sessions of a user (ASVS 7.4.5). Caller: an administrator. */
   listUserSessions: handleUnaryCall<ListUserSessionsRequest, ListUserSessionsResponse>;
   /**
    * TransformUserToken returns the same session as seen by another application (its roles only), raising
@@ -6203,7 +6197,7 @@ export interface SessionServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ReleaseUserTokenResponse) => void,
   ): ClientUnaryCall;
-  /** ReleaseUserSessions ends every session of a user. Caller: an administrator application. */
+  /** ReleaseUserSessions ends every session of a user. Caller: an administrator. */
   releaseUserSessions(
     request: ReleaseUserSessionsRequest,
     callback: (error: ServiceError | null, response: ReleaseUserSessionsResponse) => void,
@@ -6219,10 +6213,7 @@ export interface SessionServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ReleaseUserSessionsResponse) => void,
   ): ClientUnaryCall;
-  /**
-   * ListUserSessions lists the active sessions of a user. Caller: an administrator application, or any
-   * application for the user of a session token it presents.
-   */
+  /** ListUserSessions lists the active sessions of a user (ASVS 7.4.5). Caller: an administrator. */
   listUserSessions(
     request: ListUserSessionsRequest,
     callback: (error: ServiceError | null, response: ListUserSessionsResponse) => void,
