@@ -1,0 +1,67 @@
+/** Builds a small directory through the admin RPCs of a running test server. */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Application } from '../../src/gen/sts/v1/session.js';
+import { call } from './call.js';
+import type { TestSts } from './server.js';
+
+export function adminToken(t: TestSts): string {
+  return readFileSync(join(t.dataDir, 'admin.token'), 'utf8').trim();
+}
+
+export function appDefaults(id: string, overrides: Partial<Application> = {}): Application {
+  return {
+    applicationId: id,
+    name: `${id} app`,
+    tags: [],
+    defaultRoles: [],
+    trusted: false,
+    admin: false,
+    personalFieldsAllowed: false,
+    fullToken: false,
+    minimumSecurityLevel: 0,
+    userTokenIdleTimeout: undefined,
+    userTokenMaxLifetime: undefined,
+    disabled: false,
+    createTime: undefined,
+    ...overrides,
+  };
+}
+
+/** Creates an application and logs it on; returns its secret and application token id. */
+export async function createApp(t: TestSts, id: string, overrides: Partial<Application> = {}): Promise<{ secret: string; token: string }> {
+  const created = await call(t.session.createApplication, t.session, { application: appDefaults(id, overrides), applicationSecret: '' }, adminToken(t));
+  const logon = await call(
+    t.session.logonApplication,
+    t.session,
+    { credential: { $case: 'applicationCredential', value: { applicationId: id, applicationSecret: created.applicationSecret } } },
+  );
+  return { secret: created.applicationSecret, token: logon.applicationToken!.applicationTokenId };
+}
+
+export async function createUser(t: TestSts, username: string, password: string, extra: { email?: string; cellphone?: string } = {}): Promise<string> {
+  const res = await call(
+    t.session.createUser,
+    t.session,
+    {
+      user: {
+        uid: '',
+        username,
+        firstName: username[0]!.toUpperCase() + username.slice(1),
+        lastName: 'Tester',
+        email: extra.email ?? `${username}@example.org`,
+        cellphone: extra.cellphone ?? '+4790000000',
+        personRef: `ref-${username}`,
+        disabled: false,
+        createTime: undefined,
+      },
+      password,
+    },
+    adminToken(t),
+  );
+  return res.user!.uid;
+}
+
+export async function addRole(t: TestSts, uid: string, applicationId: string, roleName: string, roleValue = 'true'): Promise<void> {
+  await call(t.session.addUserRole, t.session, { uid, role: { applicationId, organizationName: 'ACME', roleName, roleValue } }, adminToken(t));
+}

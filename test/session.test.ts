@@ -1,0 +1,401 @@
+/**
+ * SessionService against a real server: every RPC's success path and failure codes, one-time tickets under
+ * concurrency, expiry with a controllable clock, release, transform, security levels, filtering, throttling,
+ * disabled users, and sessions across a restart.
+ */
+import { status } from '@grpc/grpc-js';
+import { afterEach, describe, expect, it } from 'vitest';
+import { JwksCache } from '../clients/ts/src/jwks.js';
+import { ManualClock } from '../src/clock.js';
+import type { OptionName } from '../src/config/defaults.js';
+import { call, callError } from './helpers/call.js';
+import { addRole, adminToken, appDefaults, createApp, createUser } from './helpers/directory.js';
+import { type TestSts, startTestSts, tempDir } from './helpers/server.js';
+
+const MIN = 60_000;
+const PASSWORD = 'correct horse battery staple';
+
+let t: TestSts | undefined;
+afterEach(async () => {
+  await t?.stop(true);
+  t = undefined;
+});
+
+interface World {
+  t: TestSts;
+  clock: ManualClock;
+  a: { secret: string; token: string };
+  b: { secret: string; token: string };
+  uid: string;
+}
+
+/** A server with applications "app-a" and "app-b" and user "alice" (roles in both, different ones). */
+async function world(overrides: Partial<Record<OptionName, string | number | boolean>> = {}, dataDir?: string): Promise<World> {
+  const clock = new ManualClock(Date.UTC(2026, 5, 1));
+  t = await startTestSts({ clock, overrides, ...(dataDir ? { dataDir } : {}) });
+  const a = await createApp(t, 'app-a');
+  const b = await createApp(t, 'app-b', { personalFieldsAllowed: true });
+  const uid = await createUser(t, 'alice', PASSWORD);
+  await addRole(t, uid, 'app-a', 'reader');
+  await addRole(t, uid, 'app-b', 'editor');
+  return { t, clock, a, b, uid };
+}
+
+function logon(w: World, app: { token: string }, username = 'alice', password = PASSWORD, ticketApplicationId = '') {
+  return call(w.t.session.logonUser, w.t.session, { credential: { $case: 'userCredential', value: { username, password } }, ticketApplicationId }, app.token);
+}
+
+async function encryptToSts(t: TestSts, obj: unknown): Promise<string> {
+  const cache = new JwksCache(() => call(t.pop.getJwks, t.pop, {}));
+  return cache.encryptFor(JSON.stringify(obj));
+}
+
+describe('application sessions', () => {
+  it('logs on with a secret or a JWE credential; wrong, unknown and disabled look the same', async () => {
+    const w = await world();
+    expect(w.a.token).toMatch(/^[A-Za-z0-9_-]{43}$/); // 256 bits, base64url
+    const jwe = await encryptToSts(w.t, { application_id: 'app-a', application_secret: w.a.secret });
+    const viaJwe = await call(w.t.session.logonApplication, w.t.session, { credential: { $case: 'applicationCredentialJwe', value: jwe } });
+    expect(viaJwe.applicationToken!.applicationId).toBe('app-a');
+    expect(viaJwe.applicationToken!.applicationTokenId).not.toBe(w.a.token);
+
+    await call(w.t.session.updateApplication, w.t.session, { application: appDefaults('app-b', { disabled: true }), updateMask: ['disabled'], applicationSecret: '' }, adminToken(w.t));
+    const attempts = [
+      { applicationId: 'app-a', applicationSecret: 'wrong-secret-wrong-secret' },
+      { applicationId: 'no-such-app', applicationSecret: w.a.secret },
+      { applicationId: 'app-b', applicationSecret: w.b.secret },
+    ];
+    for (const value of attempts) {
+      const e = await callError(call(w.t.session.logonApplication, w.t.session, { credential: { $case: 'applicationCredential', value } }));
+      expect([e.code, e.details]).toEqual([status.UNAUTHENTICATED, 'invalid application credentials']);
+    }
+    // Disabling app-b ended its tokens at once.
+    const e = await callError(call(w.t.session.getApplicationInfo, w.t.session, {}, w.b.token));
+    expect(e.code).toBe(status.UNAUTHENTICATED);
+    const badJwe = await callError(call(w.t.session.logonApplication, w.t.session, { credential: { $case: 'applicationCredentialJwe', value: 'x.y.z' } }));
+    expect([badJwe.code, badJwe.details]).toEqual([status.INVALID_ARGUMENT, 'decryption failed']);
+    const missing = await callError(call(w.t.session.logonApplication, w.t.session, { credential: undefined }));
+    expect(missing.code).toBe(status.INVALID_ARGUMENT);
+  });
+
+  it('validates, renews and releases application tokens; only the owner may renew or release', async () => {
+    const w = await world({ 'session.applicationTokenLifetimeMs': 10 * MIN });
+    const v = await call(w.t.session.validateApplicationToken, w.t.session, { applicationTokenId: w.a.token }, w.b.token);
+    expect(v.active).toBe(true);
+    expect(v.applicationToken!.applicationId).toBe('app-a');
+    const info = await call(w.t.session.getApplicationInfo, w.t.session, {}, w.a.token);
+    expect(info.application!.applicationId).toBe('app-a');
+
+    const foreign = await callError(call(w.t.session.renewApplicationToken, w.t.session, { applicationTokenId: w.a.token }, w.b.token));
+    expect(foreign.code).toBe(status.PERMISSION_DENIED);
+    const foreignRelease = await callError(call(w.t.session.releaseApplicationToken, w.t.session, { applicationTokenId: w.a.token }, w.b.token));
+    expect(foreignRelease.code).toBe(status.PERMISSION_DENIED);
+
+    w.clock.advance(8 * MIN);
+    const renewed = await call(w.t.session.renewApplicationToken, w.t.session, { applicationTokenId: w.a.token }, w.a.token);
+    expect(renewed.applicationToken!.expireTime!.getTime()).toBe(w.clock.now() + 10 * MIN);
+    w.clock.advance(8 * MIN); // past the original expiry, within the renewed one
+    expect((await call(w.t.session.validateApplicationToken, w.t.session, { applicationTokenId: w.a.token }, w.a.token)).active).toBe(true);
+    // app-b did not renew: its token expired by age.
+    const expired = await callError(call(w.t.session.getApplicationInfo, w.t.session, {}, w.b.token));
+    expect(expired.code).toBe(status.UNAUTHENTICATED);
+    expect((await call(w.t.session.validateApplicationToken, w.t.session, { applicationTokenId: w.b.token }, w.a.token)).active).toBe(false);
+
+    await call(w.t.session.releaseApplicationToken, w.t.session, { applicationTokenId: w.a.token }, w.a.token);
+    const used = await callError(call(w.t.session.getApplicationInfo, w.t.session, {}, w.a.token));
+    expect(used.code).toBe(status.UNAUTHENTICATED);
+    const fresh = await call(w.t.session.logonApplication, w.t.session, { credential: { $case: 'applicationCredential', value: { applicationId: 'app-b', applicationSecret: w.b.secret } } });
+    expect((await call(w.t.session.validateApplicationToken, w.t.session, { applicationTokenId: w.a.token }, fresh.applicationToken!.applicationTokenId)).active).toBe(false);
+  });
+});
+
+describe('user sessions', () => {
+  it('LogonUser returns the calling application view and a JWT verifiable offline', async () => {
+    const w = await world();
+    const res = await logon(w, w.a);
+    const u = res.userToken!;
+    expect(u.userTokenId).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(u.uid).toBe(w.uid);
+    expect(u.username).toBe('alice');
+    expect(u.securityLevel).toBe(2);
+    expect(u.roles).toEqual([{ applicationId: 'app-a', organizationName: 'ACME', roleName: 'reader', roleValue: 'true' }]);
+    expect(u.email).toBe(''); // app-a is not allowed personal fields
+    const cache = new JwksCache(() => call(w.t.pop.getJwks, w.t.pop, {}));
+    const { payload, header } = await cache.verifyToken(res.userTokenJwt);
+    const claims = JSON.parse(new TextDecoder().decode(payload)) as Record<string, unknown>;
+    expect(header.typ).toBe('JWT');
+    expect(claims).toMatchObject({ iss: 'urn:sts:local', sub: w.uid, aud: 'app-a', acr: '2', preferred_username: 'alice' });
+    expect(JSON.stringify(claims)).not.toContain(u.userTokenId);
+
+    const viaB = await logon(w, w.b);
+    expect(viaB.userToken!.roles.map((r) => r.roleName)).toEqual(['editor']);
+    expect(viaB.userToken!.email).toBe('alice@example.org');
+    expect(viaB.userToken!.userTokenId).not.toBe(u.userTokenId);
+  });
+
+  it('accepts the credential as a JWE; wrong password, unknown user and disabled user are indistinguishable', async () => {
+    const w = await world();
+    const jwe = await encryptToSts(w.t, { username: 'alice', password: PASSWORD });
+    const res = await call(w.t.session.logonUser, w.t.session, { credential: { $case: 'userCredentialJwe', value: jwe }, ticketApplicationId: '' }, w.a.token);
+    expect(res.userToken!.uid).toBe(w.uid);
+    const bobUid = await createUser(w.t, 'bob', PASSWORD);
+    await call(w.t.session.updateUser, w.t.session, { user: { uid: bobUid, username: 'bob', firstName: '', lastName: '', email: '', cellphone: '', personRef: '', disabled: true, createTime: undefined }, updateMask: ['disabled'], password: '' }, adminToken(w.t));
+    for (const [username, password] of [['alice', 'wrong password'], ['nobody', PASSWORD], ['bob', PASSWORD]] as const) {
+      const e = await callError(logon(w, w.a, username, password));
+      expect([e.code, e.details, e.metadata.get('sts-error-code')[0]]).toEqual([status.UNAUTHENTICATED, 'invalid user credentials', 'invalid_credentials']);
+    }
+    const asAdmin = await callError(call(w.t.session.logonUser, w.t.session, { credential: { $case: 'userCredential', value: { username: 'alice', password: PASSWORD } }, ticketApplicationId: '' }, adminToken(w.t)));
+    expect(asAdmin.code).toBe(status.PERMISSION_DENIED);
+    const noApp = await callError(call(w.t.session.logonUser, w.t.session, { credential: { $case: 'userCredential', value: { username: 'alice', password: PASSWORD } }, ticketApplicationId: '' }));
+    expect(noApp.code).toBe(status.UNAUTHENTICATED);
+  });
+
+  it('validates by id and by JWT, refreshes with a sliding idle timeout capped by the absolute lifetime', async () => {
+    const w = await world({ 'session.userTokenIdleTimeoutMs': 10 * MIN, 'session.userTokenMaxLifetimeMs': 25 * MIN });
+    const res = await logon(w, w.a);
+    const id = res.userToken!.userTokenId;
+    const byId = await call(w.t.session.validateUserToken, w.t.session, { token: { $case: 'userTokenId', value: id } }, w.b.token);
+    expect(byId.active).toBe(true);
+    expect(byId.userToken!.applicationId).toBe('app-b');
+    const byJwt = await call(w.t.session.validateUserToken, w.t.session, { token: { $case: 'userTokenJwt', value: res.userTokenJwt } }, w.a.token);
+    expect(byJwt.active).toBe(true);
+    expect(byJwt.userToken!.uid).toBe(w.uid);
+
+    w.clock.advance(9 * MIN);
+    const r1 = await call(w.t.session.refreshUserToken, w.t.session, { userTokenId: id }, w.a.token);
+    expect(r1.userToken!.expireTime!.getTime()).toBe(w.clock.now() + 10 * MIN);
+    w.clock.advance(9 * MIN);
+    const r2 = await call(w.t.session.refreshUserToken, w.t.session, { userTokenId: id }, w.a.token);
+    // Capped: 25 minutes after logon, not 18 + 10.
+    expect(r2.userToken!.expireTime!.getTime()).toBe(r2.userToken!.absoluteExpireTime!.getTime());
+    w.clock.advance(7 * MIN + 1);
+    expect((await call(w.t.session.validateUserToken, w.t.session, { token: { $case: 'userTokenId', value: id } }, w.a.token)).active).toBe(false);
+    const gone = await callError(call(w.t.session.refreshUserToken, w.t.session, { userTokenId: id }, w.a.token));
+    expect(gone.code).toBe(status.NOT_FOUND);
+
+    // Idle timeout without refresh.
+    const res2 = await logon(w, w.a);
+    w.clock.advance(10 * MIN + 1);
+    const idle = await callError(call(w.t.session.getUserTokenByUserTokenId, w.t.session, { userTokenId: res2.userToken!.userTokenId }, w.a.token));
+    expect(idle.code).toBe(status.NOT_FOUND);
+    // A JWT whose signature is fine but whose session is gone is not active; neither is garbage.
+    expect((await call(w.t.session.validateUserToken, w.t.session, { token: { $case: 'userTokenJwt', value: res2.userTokenJwt } }, w.a.token)).active).toBe(false);
+    expect((await call(w.t.session.validateUserToken, w.t.session, { token: { $case: 'userTokenJwt', value: 'a.b.c' } }, w.a.token)).active).toBe(false);
+  });
+
+  it('release (logout) ends the session and its tickets at once', async () => {
+    const w = await world();
+    const res = await logon(w, w.a, 'alice', PASSWORD, 'app-b');
+    const id = res.userToken!.userTokenId;
+    const ticket2 = (await call(w.t.session.createUserTicket, w.t.session, { userTokenId: id, ticketApplicationId: 'app-b' }, w.a.token)).userTicket;
+    await call(w.t.session.releaseUserToken, w.t.session, { userTokenId: id }, w.a.token);
+    await call(w.t.session.releaseUserToken, w.t.session, { userTokenId: id }, w.a.token); // idempotent
+    expect((await call(w.t.session.validateUserToken, w.t.session, { token: { $case: 'userTokenId', value: id } }, w.a.token)).active).toBe(false);
+    for (const ticket of [res.userTicket, ticket2]) {
+      const e = await callError(call(w.t.session.getUserTokenByUserTicket, w.t.session, { userTicket: ticket }, w.b.token));
+      expect(e.code).toBe(status.NOT_FOUND);
+    }
+    const e = await callError(call(w.t.session.getUserTokenByUserTokenId, w.t.session, { userTokenId: id }, w.a.token));
+    expect(e.code).toBe(status.NOT_FOUND);
+  });
+});
+
+describe('user tickets (SSO handover)', () => {
+  it('a ticket is redeemed once, by the application it was made for, within its lifetime', async () => {
+    const w = await world({ 'session.userTicketLifetimeMs': 60_000 });
+    const res = await logon(w, w.a, 'alice', PASSWORD, 'app-b');
+    expect(res.userTicket).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    const redeemed = await call(w.t.session.getUserTokenByUserTicket, w.t.session, { userTicket: res.userTicket }, w.b.token);
+    expect(redeemed.userToken!.userTokenId).toBe(res.userToken!.userTokenId);
+    expect(redeemed.userToken!.applicationId).toBe('app-b');
+    expect(redeemed.userToken!.roles.map((r) => r.roleName)).toEqual(['editor']);
+    const again = await callError(call(w.t.session.getUserTokenByUserTicket, w.t.session, { userTicket: res.userTicket }, w.b.token));
+    expect(again.code).toBe(status.NOT_FOUND);
+
+    // Made for app-b, shown by app-a: refused, and spent.
+    const t2 = (await call(w.t.session.createUserTicket, w.t.session, { userTokenId: res.userToken!.userTokenId, ticketApplicationId: 'app-b' }, w.a.token)).userTicket;
+    expect((await callError(call(w.t.session.getUserTokenByUserTicket, w.t.session, { userTicket: t2 }, w.a.token))).code).toBe(status.NOT_FOUND);
+    expect((await callError(call(w.t.session.getUserTokenByUserTicket, w.t.session, { userTicket: t2 }, w.b.token))).code).toBe(status.NOT_FOUND);
+
+    // Expiry.
+    const t3 = await call(w.t.session.createUserTicket, w.t.session, { userTokenId: res.userToken!.userTokenId, ticketApplicationId: '' }, w.a.token);
+    expect(t3.expireTime!.getTime()).toBe(w.clock.now() + 60_000);
+    w.clock.advance(60_001);
+    expect((await callError(call(w.t.session.getUserTokenByUserTicket, w.t.session, { userTicket: t3.userTicket }, w.a.token))).code).toBe(status.NOT_FOUND);
+
+    const unknownTarget = await callError(call(w.t.session.createUserTicket, w.t.session, { userTokenId: res.userToken!.userTokenId, ticketApplicationId: 'nope' }, w.a.token));
+    expect(unknownTarget.code).toBe(status.NOT_FOUND);
+    const deadSession = await callError(call(w.t.session.createUserTicket, w.t.session, { userTokenId: 'not-a-token', ticketApplicationId: '' }, w.a.token));
+    expect(deadSession.code).toBe(status.NOT_FOUND);
+  });
+
+  it('many concurrent redemptions of one ticket: exactly one wins', async () => {
+    const w = await world();
+    const res = await logon(w, w.a);
+    for (let round = 0; round < 5; round++) {
+      const { userTicket } = await call(w.t.session.createUserTicket, w.t.session, { userTokenId: res.userToken!.userTokenId, ticketApplicationId: 'app-b' }, w.a.token);
+      const results = await Promise.allSettled(Array.from({ length: 50 }, () => call(w.t.session.getUserTokenByUserTicket, w.t.session, { userTicket }, w.b.token)));
+      expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+      for (const r of results) if (r.status === 'rejected') expect((r.reason as { code: number }).code).toBe(status.NOT_FOUND);
+    }
+  });
+});
+
+describe('transform and security levels', () => {
+  it('shows only the target application roles, and a higher level only after a step-up proof', async () => {
+    const w = await world();
+    const bankSecret = (await createApp(w.t, 'bank', { minimumSecurityLevel: 3 })).secret;
+    await addRole(w.t, w.uid, 'bank', 'customer');
+    const res = await logon(w, w.a);
+    const id = res.userToken!.userTokenId;
+
+    const toB = await call(w.t.session.transformUserToken, w.t.session, { userTokenId: id, targetApplicationId: 'app-b', stepUp: undefined }, w.a.token);
+    expect(toB.userToken!.roles.map((r) => [r.applicationId, r.roleName])).toEqual([['app-b', 'editor']]);
+    expect(toB.userToken!.userTokenId).toBe(id);
+
+    const denied = await callError(call(w.t.session.transformUserToken, w.t.session, { userTokenId: id, targetApplicationId: 'bank', stepUp: undefined }, w.a.token));
+    expect([denied.code, denied.metadata.get('sts-error-code')[0]]).toEqual([status.PERMISSION_DENIED, 'security_level_too_low']);
+    const wrongProof = await callError(
+      call(w.t.session.transformUserToken, w.t.session, { userTokenId: id, targetApplicationId: 'bank', stepUp: { proof: { $case: 'password', value: 'nope nope' } } }, w.a.token),
+    );
+    expect(wrongProof.code).toBe(status.UNAUTHENTICATED);
+    const stepUpJwe = await encryptToSts(w.t, { password: PASSWORD });
+    const stepped = await call(
+      w.t.session.transformUserToken,
+      w.t.session,
+      { userTokenId: id, targetApplicationId: 'bank', stepUp: { proof: { $case: 'passwordJwe', value: stepUpJwe } } },
+      w.a.token,
+    );
+    expect(stepped.userToken!.securityLevel).toBe(3);
+    expect(stepped.userToken!.roles.map((r) => r.roleName)).toEqual(['customer']);
+    // The session itself was raised: the bank now accepts it without another proof.
+    const later = await call(w.t.session.transformUserToken, w.t.session, { userTokenId: id, targetApplicationId: 'bank', stepUp: undefined }, w.a.token);
+    expect(later.userToken!.securityLevel).toBe(3);
+    // Logon straight to an application that needs more than a password: refused, and no session is made.
+    const bankApp = await call(w.t.session.logonApplication, w.t.session, { credential: { $case: 'applicationCredential', value: { applicationId: 'bank', applicationSecret: bankSecret } } });
+    const direct = await callError(logon(w, { token: bankApp.applicationToken!.applicationTokenId }));
+    expect([direct.code, direct.metadata.get('sts-error-code')[0]]).toEqual([status.PERMISSION_DENIED, 'security_level_too_low']);
+    expect((await call(w.t.session.listUserSessions, w.t.session, { uid: w.uid }, adminToken(w.t))).sessions).toHaveLength(1);
+  });
+
+  it('filters what each application sees: personal fields, anonymised view, full token', async () => {
+    const w = await world();
+    await createApp(w.t, 'no-roles');
+    const full = await createApp(w.t, 'portal', { fullToken: true });
+    const res = await logon(w, w.a);
+    const id = res.userToken!.userTokenId;
+    const anon = await call(w.t.session.transformUserToken, w.t.session, { userTokenId: id, targetApplicationId: 'no-roles', stepUp: undefined }, w.a.token);
+    expect(anon.userToken).toMatchObject({ anonymised: true, uid: w.uid, username: '', firstName: '', email: '', roles: [] });
+    const all = await call(w.t.session.getUserTokenByUserTokenId, w.t.session, { userTokenId: id }, full.token);
+    expect(all.userToken!.roles.map((r) => r.roleName).sort()).toEqual(['editor', 'reader']);
+    expect(all.userToken!.email).toBe('alice@example.org');
+    expect(all.userToken!.personRef).toBe('ref-alice');
+  });
+
+  it('the anonymous view can be configured to deny', async () => {
+    const w = await world({ 'session.anonymousView': 'deny' });
+    const other = await createApp(w.t, 'no-roles');
+    const res = await logon(w, w.a);
+    const e = await callError(call(w.t.session.getUserTokenByUserTokenId, w.t.session, { userTokenId: res.userToken!.userTokenId }, other.token));
+    expect(e.code).toBe(status.PERMISSION_DENIED);
+  });
+});
+
+describe('administration and disabled users', () => {
+  it('lists and releases a user sessions; disabling a user ends them and blocks logon', async () => {
+    const w = await world();
+    const s1 = await logon(w, w.a);
+    await logon(w, w.b);
+    const listed = await call(w.t.session.listUserSessions, w.t.session, { uid: w.uid }, adminToken(w.t));
+    expect(listed.sessions).toHaveLength(2);
+    expect(listed.sessions.map((s) => s.applicationId).sort()).toEqual(['app-a', 'app-b']);
+    expect(JSON.stringify(listed)).not.toContain(s1.userToken!.userTokenId);
+    const notAdmin = await callError(call(w.t.session.listUserSessions, w.t.session, { uid: w.uid }, w.a.token));
+    expect(notAdmin.code).toBe(status.PERMISSION_DENIED);
+
+    const released = await call(w.t.session.releaseUserSessions, w.t.session, { uid: w.uid }, adminToken(w.t));
+    expect(released.releasedCount).toBe(2);
+    expect((await call(w.t.session.validateUserToken, w.t.session, { token: { $case: 'userTokenId', value: s1.userToken!.userTokenId } }, w.a.token)).active).toBe(false);
+
+    const s3 = await logon(w, w.a);
+    await call(
+      w.t.session.updateUser,
+      w.t.session,
+      { user: { uid: w.uid, username: 'alice', firstName: '', lastName: '', email: '', cellphone: '', personRef: '', disabled: true, createTime: undefined }, updateMask: ['disabled'], password: '' },
+      adminToken(w.t),
+    );
+    expect((await call(w.t.session.validateUserToken, w.t.session, { token: { $case: 'userTokenId', value: s3.userToken!.userTokenId } }, w.a.token)).active).toBe(false);
+    expect((await call(w.t.session.listUserSessions, w.t.session, { uid: w.uid }, adminToken(w.t))).sessions).toHaveLength(0);
+    expect((await callError(logon(w, w.a))).code).toBe(status.UNAUTHENTICATED);
+  });
+
+  it('admin RPCs validate input and refuse non-administrators', async () => {
+    const w = await world();
+    const dup = await callError(call(w.t.session.createApplication, w.t.session, { application: appDefaults('app-a'), applicationSecret: '' }, adminToken(w.t)));
+    expect(dup.code).toBe(status.ALREADY_EXISTS);
+    const badId = await callError(call(w.t.session.createApplication, w.t.session, { application: appDefaults('bad id!'), applicationSecret: '' }, adminToken(w.t)));
+    expect([badId.code, badId.details]).toEqual([status.INVALID_ARGUMENT, 'application.application_id: 1 to 128 characters of A-Z a-z 0-9 . _ -']);
+    const shortSecret = await callError(call(w.t.session.createApplication, w.t.session, { application: appDefaults('x'), applicationSecret: 'short' }, adminToken(w.t)));
+    expect(shortSecret.code).toBe(status.INVALID_ARGUMENT);
+    const notAdmin = await callError(call(w.t.session.createApplication, w.t.session, { application: appDefaults('y'), applicationSecret: '' }, w.a.token));
+    expect(notAdmin.code).toBe(status.PERMISSION_DENIED);
+    const dupUser = await callError(createUser(w.t, 'ALICE', PASSWORD));
+    expect(dupUser.code).toBe(status.ALREADY_EXISTS);
+    const badMask = await callError(
+      call(w.t.session.updateUser, w.t.session, { user: { uid: w.uid, username: 'alice', firstName: '', lastName: '', email: '', cellphone: '', personRef: '', disabled: false, createTime: undefined }, updateMask: ['uid'], password: '' }, adminToken(w.t)),
+    );
+    expect(badMask.code).toBe(status.INVALID_ARGUMENT);
+    const noRole = await callError(call(w.t.session.removeUserRole, w.t.session, { uid: w.uid, role: { applicationId: 'app-a', organizationName: 'ACME', roleName: 'ghost', roleValue: '' } }, adminToken(w.t)));
+    expect(noRole.code).toBe(status.NOT_FOUND);
+    const roleForUnknownApp = await callError(call(w.t.session.addUserRole, w.t.session, { uid: w.uid, role: { applicationId: 'nope', organizationName: '', roleName: 'r', roleValue: '' } }, adminToken(w.t)));
+    expect(roleForUnknownApp.code).toBe(status.NOT_FOUND);
+    const users = await call(w.t.session.listUsers, w.t.session, { usernamePrefix: 'al', pageSize: 0, pageToken: '' }, adminToken(w.t));
+    expect(users.users.map((u) => u.username)).toEqual(['alice']);
+    expect(JSON.stringify(users)).not.toContain('scrypt');
+    // Nothing changed by the refused calls.
+    expect((await call(w.t.session.listApplications, w.t.session, {}, adminToken(w.t))).applications.map((a) => a.applicationId)).toEqual(['app-a', 'app-b']);
+  });
+
+  it('changing a password ends the user sessions (ASVS 7.4.3)', async () => {
+    const w = await world();
+    const s = await logon(w, w.a);
+    await call(
+      w.t.session.updateUser,
+      w.t.session,
+      { user: { uid: w.uid, username: 'alice', firstName: '', lastName: '', email: '', cellphone: '', personRef: '', disabled: false, createTime: undefined }, updateMask: [], password: 'a brand new password' },
+      adminToken(w.t),
+    );
+    expect((await call(w.t.session.validateUserToken, w.t.session, { token: { $case: 'userTokenId', value: s.userToken!.userTokenId } }, w.a.token)).active).toBe(false);
+    expect((await logon(w, w.a, 'alice', 'a brand new password')).userToken!.uid).toBe(w.uid);
+  });
+});
+
+describe('throttling', () => {
+  it('slows down repeated failures, then refuses with RESOURCE_EXHAUSTED and a retry time; the window ends it', async () => {
+    const w = await world({ 'session.throttleFreeFailures': 1, 'session.throttleMaxFailures': 3, 'session.throttleWindowMs': 5 * MIN });
+    for (let i = 0; i < 3; i++) expect((await callError(logon(w, w.a, 'alice', 'bad password'))).code).toBe(status.UNAUTHENTICATED);
+    const blocked = await callError(logon(w, w.a, 'alice', PASSWORD));
+    expect(blocked.code).toBe(status.RESOURCE_EXHAUSTED);
+    expect(Number(blocked.metadata.get('retry-after-ms')[0])).toBe(5 * MIN);
+    // The same for an unknown username: the limit does not reveal which accounts exist.
+    for (let i = 0; i < 3; i++) await callError(logon(w, w.a, 'mallory', 'bad password'));
+    expect((await callError(logon(w, w.a, 'mallory', 'bad password'))).code).toBe(status.RESOURCE_EXHAUSTED);
+    w.clock.advance(5 * MIN);
+    expect((await logon(w, w.a)).userToken!.uid).toBe(w.uid);
+  });
+});
+
+describe('persistence', () => {
+  it('sessions survive an STS restart in embedded mode', async () => {
+    const dataDir = tempDir();
+    const w = await world({}, dataDir);
+    const res = await logon(w, w.a, 'alice', PASSWORD, 'app-b');
+    await w.t.stop();
+    t = await startTestSts({ dataDir, clock: w.clock });
+    const v = await call(t.session.validateUserToken, t.session, { token: { $case: 'userTokenId', value: res.userToken!.userTokenId } }, w.a.token);
+    expect(v.active).toBe(true);
+    const redeemed = await call(t.session.getUserTokenByUserTicket, t.session, { userTicket: res.userTicket }, w.b.token);
+    expect(redeemed.userToken!.uid).toBe(w.uid);
+  });
+});
+
