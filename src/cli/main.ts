@@ -7,7 +7,8 @@ import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { type RunningSts, startSts } from '../app.js';
 import { OPTIONS, SECRET_ENV, envName, optionsMarkdown, type OptionName } from '../config/defaults.js';
 import { loadConfig } from '../config/load.js';
-import { StartupError } from '../errors.js';
+import { StartupError, StsError } from '../errors.js';
+import { ADMIN_HELP, AdminUsageError, admin } from './admin.js';
 import { createLogger } from '../log.js';
 
 const HELP = `sts: the security token service (gRPC)
@@ -23,15 +24,10 @@ Usage:
   sts --help | sts --version
 
 Environment: STS_<OPTION> for every option (see \`sts config\`), ${Object.keys(SECRET_ENV).join(', ')}.
-Exit codes: 0 ok, 64 usage, 65 bad data (master key, store), 69 cannot listen, 73 data dir unusable,
+Exit codes: 0 ok, 1 the server refused an admin command, 64 usage, 65 bad data (master key, store), 69 cannot listen, 73 data dir unusable,
 78 configuration invalid, 70 internal error.
 `;
 
-const ADMIN_HELP = `sts admin: operator commands
-
-No admin commands are available in this version yet; they arrive with the services they manage
-(applications, users, roles, identity providers, resource servers, key rotation).
-`;
 
 class UsageError extends Error {}
 
@@ -117,7 +113,12 @@ export async function main(argv: string[]): Promise<void> {
         process.stdout.write(ADMIN_HELP);
         return;
       }
-      return usage(`unknown admin command "${rest[0]}"; see \`sts admin --help\``);
+      try {
+        return await admin(rest);
+      } catch (err) {
+        if (err instanceof AdminUsageError) return usage(err.message);
+        throw err;
+      }
     case undefined:
     case '--help':
     case '-h':
@@ -136,6 +137,16 @@ main(process.argv.slice(2)).catch((err: unknown) => {
   if (err instanceof UsageError) {
     process.stderr.write(`sts: ${err.message}\n`);
     process.exit(64);
+  }
+  if (err instanceof StsError) {
+    process.stderr.write(`sts: ${err.message}\n`);
+    process.exit(65);
+  }
+  const grpcErr = err as { code?: unknown; details?: unknown };
+  if (typeof grpcErr?.code === 'number' && typeof grpcErr.details === 'string') {
+    // A refused admin RPC: the server's message says what to fix.
+    process.stderr.write(`sts: server refused: ${grpcErr.details} (gRPC status ${grpcErr.code})\n`);
+    process.exit(1);
   }
   if (err instanceof StartupError) {
     process.stderr.write(`sts: cannot start: ${err.message}\n`);

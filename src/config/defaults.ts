@@ -292,6 +292,14 @@ export const OPTIONS = {
     unit: 'ms',
     doc: 'Longest absolute lifetime of a user session and its signed JWT. The signing legacy window must be at least this long, so every token stays verifiable until it expires.',
   },
+  'secret.secretBytes': {
+    type: 'int',
+    default: 32,
+    min: 16,
+    max: 64,
+    unit: 'bytes',
+    doc: 'Length of the secret SecretService creates (CSPRNG) for a user on first use. Secrets already created keep their length.',
+  },
   'log.level': enumSpec({
     values: ['debug', 'info', 'warn', 'error'],
     default: 'info',
@@ -316,6 +324,7 @@ export type Config = { readonly [K in OptionName]: ValueOf<(typeof OPTIONS)[K]> 
 export const SECRET_ENV = {
   STS_MASTER_KEY: 'Master key(s) as `id:base64url` entries separated by commas; used when masterKey.file is empty.',
   STS_CONFIG: 'Path of the config file (same as `sts serve --config`).',
+  STS_ADMIN_TOKEN: 'Admin key used by `sts admin` commands (instead of --token).',
 } as const;
 
 /** `server.maxMessageBytes` -> `STS_SERVER_MAX_MESSAGE_BYTES` */
