@@ -44,6 +44,8 @@ export interface StsErrorOptions {
   retryAfterMs?: number;
   /** The request field that is wrong, for INVALID_ARGUMENT (AIP-193 BadRequest.field_violations style). */
   field?: string;
+  /** OAuth 2.0 error name (RFC 6749 section 5.2, RFC 8693 section 2.2.2), sent as `sts-oauth-error`. */
+  oauthError?: string;
 }
 
 /** Base class of every domain error. */
@@ -51,6 +53,7 @@ export class StsError extends Error {
   readonly code: StsErrorCode;
   readonly retryAfterMs: number | undefined;
   readonly field: string | undefined;
+  readonly oauthError: string | undefined;
 
   constructor(code: StsErrorCode, message: string, options: StsErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -58,6 +61,7 @@ export class StsError extends Error {
     this.code = code;
     this.retryAfterMs = options.retryAfterMs;
     this.field = options.field;
+    this.oauthError = options.oauthError;
   }
 }
 

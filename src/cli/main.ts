@@ -58,7 +58,7 @@ async function serve(args: string[]): Promise<void> {
   const logger = createLogger(config['log.level']);
 
   // Handlers go in before the server starts: a signal during start-up must still drain and exit cleanly.
-  let sts: RunningSts | undefined;
+  const running: { sts?: RunningSts } = {};
   let pending: NodeJS.Signals | undefined;
   let signals = 0;
   const stop = (signal: NodeJS.Signals): void => {
@@ -67,6 +67,7 @@ async function serve(args: string[]): Promise<void> {
       logger.warn('second signal: exiting now', { signal });
       process.exit(130);
     }
+    const sts = running.sts;
     if (!sts) {
       pending = signal;
       return;
@@ -82,7 +83,7 @@ async function serve(args: string[]): Promise<void> {
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
-  sts = await startSts({ config, logger });
+  running.sts = await startSts({ config, logger });
   if (pending) {
     signals -= 1;
     stop(pending);

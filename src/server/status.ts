@@ -2,7 +2,8 @@
  * The one place where errors become gRPC statuses.
  *
  * A domain error (StsError) keeps its message and gets its code's status; the stable code travels in the
- * trailing metadata `sts-error-code` (and `retry-after-ms` where retrying helps). Anything else is a bug or
+ * trailing metadata `sts-error-code` (and `retry-after-ms` where retrying helps, `sts-oauth-error` for the
+ * OAuth-shaped RPCs). Anything else is a bug or
  * an infrastructure failure: it is logged in full by the caller of this function and the client sees only
  * INTERNAL with a fixed message, so no internals leak.
  */
@@ -41,6 +42,7 @@ export function toServiceError(err: unknown): MappedError {
   if (err instanceof StsError && err.code !== 'internal') {
     metadata.set('sts-error-code', err.code);
     if (err.retryAfterMs !== undefined) metadata.set('retry-after-ms', String(Math.ceil(err.retryAfterMs)));
+    if (err.oauthError !== undefined) metadata.set('sts-oauth-error', err.oauthError);
     return { error: { code: STATUS_BY_CODE[err.code], details: err.message, metadata }, unexpected: false, stsCode: err.code };
   }
   metadata.set('sts-error-code', 'internal');

@@ -63,6 +63,25 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX roles_app ON roles (application_id);
     `,
   },
+  {
+    version: 3,
+    description: 'secret server registries: identity providers, resource servers',
+    sql: `
+      CREATE TABLE identity_providers (
+        issuer TEXT PRIMARY KEY, jwks_uri TEXT, jwks_json TEXT,
+        audiences TEXT NOT NULL DEFAULT '[]', algorithms TEXT NOT NULL DEFAULT '[]',
+        clock_skew_ms INTEGER NOT NULL DEFAULT 0, subject_claim TEXT NOT NULL DEFAULT '',
+        security_level INTEGER NOT NULL DEFAULT 0, updated_at INTEGER NOT NULL,
+        CHECK ((jwks_uri IS NULL) <> (jwks_json IS NULL))) STRICT;
+      CREATE TABLE resource_servers (
+        id TEXT PRIMARY KEY, application_id TEXT, certificate_sha256 TEXT,
+        audiences TEXT NOT NULL DEFAULT '[]', jwks_uri TEXT, jwks_json TEXT, updated_at INTEGER NOT NULL,
+        CHECK ((application_id IS NULL) <> (certificate_sha256 IS NULL)),
+        CHECK ((jwks_uri IS NULL) <> (jwks_json IS NULL))) STRICT;
+      CREATE UNIQUE INDEX resource_servers_app ON resource_servers (application_id) WHERE application_id IS NOT NULL;
+      CREATE UNIQUE INDEX resource_servers_cert ON resource_servers (certificate_sha256) WHERE certificate_sha256 IS NOT NULL;
+    `,
+  },
 ];
 
 /** Checks that the data directory exists (creating it if needed) and is writable; errors name the path. */
