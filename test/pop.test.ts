@@ -16,6 +16,7 @@ import { KeyKind, KeyState, type KeyInfo } from '../src/gen/sts/v1/pop.js';
 import { MasterKeyRing } from '../src/crypto/master-key.js';
 import type { OptionName } from '../src/config/defaults.js';
 import { call, callError } from './helpers/call.js';
+import { createApp } from './helpers/directory.js';
 import { type TestSts, startTestSts, tempDir } from './helpers/server.js';
 
 const MIN = 60_000;
@@ -247,6 +248,29 @@ describe('authentication and audit', () => {
     expect(all).not.toContain(plaintextMarker);
     expect(all).not.toContain(jwe);
     expect(all).not.toContain(adminToken(t));
+  });
+});
+
+describe('application callers', () => {
+  it('trusted applications may use keys; others get PERMISSION_DENIED; only administrators rotate', async () => {
+    t = await startTestSts();
+    const trusted = await createApp(t, 'vault-app', { trusted: true });
+    const plain = await createApp(t, 'plain-app');
+    const jwe = await cacheFor(t).encryptFor('for trusted eyes');
+    expect(Buffer.from((await call(t.pop.decrypt, t.pop, { jwe }, trusted.token)).plaintext).toString()).toBe('for trusted eyes');
+    const signed = await call(t.pop.sign, t.pop, { payload: Buffer.from('x'), type: '', contentType: '' }, trusted.token);
+    // Verify and ListKeys need only an authenticated application.
+    expect((await call(t.pop.verify, t.pop, { jws: signed.jws }, plain.token)).kid).toBe(signed.kid);
+    expect((await call(t.pop.listKeys, t.pop, { kind: KeyKind.KEY_KIND_UNSPECIFIED, includeDestroyed: false }, plain.token)).keys.length).toBeGreaterThan(0);
+    const denied = [
+      await callError(call(t.pop.decrypt, t.pop, { jwe }, plain.token)),
+      await callError(call(t.pop.sign, t.pop, { payload: Buffer.from('x'), type: '', contentType: '' }, plain.token)),
+      await callError(call(t.pop.generateDataKey, t.pop, { keyLengthBits: 0, context: Buffer.alloc(0) }, plain.token)),
+      await callError(call(t.pop.rotateKeys, t.pop, { kinds: [] }, trusted.token)),
+    ];
+    for (const e of denied) expect(e.code).toBe(status.PERMISSION_DENIED);
+    const audit = t.logs.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.event === 'pop.decrypt' && l.outcome === 'ok');
+    expect(audit).toMatchObject({ caller: 'vault-app', callerKind: 'application' });
   });
 });
 
