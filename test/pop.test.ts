@@ -36,6 +36,7 @@ const FAST_ROTATION: Partial<Record<OptionName, number | string>> = {
   'pop.secret.minimumKeys': 1,
   'pop.jwksMaxAgeMs': MIN,
   'session.userTokenMaxLifetimeMs': 30 * MIN,
+  'session.userTokenIdleTimeoutMs': 10 * MIN,
 };
 
 const masterKey = (id: string) => `${id}:${randomBytes(32).toString('base64url')}`;
@@ -132,6 +133,32 @@ describe('key lifecycle through a rotation cycle', () => {
     expect(signed.kid).toBe(res.created[0]!.kid);
     const all = await call(t.pop.rotateKeys, t.pop, { kinds: [] }, adminToken(t));
     expect(all.created.map((k) => k.kind).sort()).toEqual([KeyKind.KEY_KIND_ENCRYPTION, KeyKind.KEY_KIND_SIGNING, KeyKind.KEY_KIND_SECRET]);
+  });
+
+  it('the client cache refetches the JWKS when it meets an unknown kid, and only then', async () => {
+    const clock = new ManualClock(Date.UTC(2026, 5, 1));
+    t = await startTestSts({ clock, overrides: FAST_ROTATION });
+    const s = t;
+    let fetches = 0;
+    // The client's own clock stands still: its cached JWKS never expires by age in this test.
+    const clientClock = new ManualClock(clock.now());
+    const cache = new JwksCache(
+      () => {
+        fetches++;
+        return call(s.pop.getJwks, s.pop, {});
+      },
+      { now: () => clientClock.now(), minRefetchIntervalMs: 0 },
+    );
+    const sign = async () => (await call(s.pop.sign, s.pop, { payload: Buffer.from('p'), type: '', contentType: '' }, adminToken(s))).jws;
+    await cache.verifyToken(await sign());
+    await cache.verifyToken(await sign());
+    expect(fetches).toBe(1);
+    await call(s.pop.rotateKeys, s.pop, { kinds: [KeyKind.KEY_KIND_SIGNING] }, adminToken(s));
+    clock.advance(10 * MIN);
+    const byNewKey = await sign();
+    expect(new TextDecoder().decode((await cache.verifyToken(byNewKey)).payload)).toBe('p');
+    expect(fetches).toBe(2);
+    await expect(cache.verifyToken(byNewKey.slice(0, -2) + 'AA')).rejects.toThrow();
   });
 
   it('ListKeys and GetJwks never carry private or secret material', async () => {
