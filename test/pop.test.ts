@@ -158,7 +158,11 @@ describe('key lifecycle through a rotation cycle', () => {
     const byNewKey = await sign();
     expect(new TextDecoder().decode((await cache.verifyToken(byNewKey)).payload)).toBe('p');
     expect(fetches).toBe(2);
-    await expect(cache.verifyToken(byNewKey.slice(0, -2) + 'AA')).rejects.toThrow();
+    // Flip one full sextet in the middle of the signature (the last character carries padding bits).
+    const [h, p, sig] = byNewKey.split('.') as [string, string, string];
+    const mid = sig.length >> 1;
+    const tampered = `${h}.${p}.${sig.slice(0, mid)}${sig[mid] === 'A' ? 'B' : 'A'}${sig.slice(mid + 1)}`;
+    await expect(cache.verifyToken(tampered)).rejects.toThrow();
   });
 
   it('ListKeys and GetJwks never carry private or secret material', async () => {
