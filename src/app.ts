@@ -14,10 +14,18 @@ import { bindService } from './server/rpc.js';
 import { type ServiceBinding, StsGrpcServer } from './server/server.js';
 import { type Db, getMeta, openDatabase, setMeta } from './store/sqlite/database.js';
 import { SqliteStore } from './store/sqlite/sqlite-store.js';
+import type { Store } from './store/adapter.js';
+import { HazelcastStore } from './store/hazelcast/hazelcast-store.js';
+import { ReplicatedDirectory } from './session/replicated-directory.js';
+import { randomBytes } from 'node:crypto';
 import { Authenticator, loadAdminKeys } from './auth/caller.js';
 import { KeyRing, KeyRingOpenError } from './pop/key-ring.js';
 import type { KeyKind, RotationPolicy } from './pop/key-record.js';
 import { popService } from './pop/pop-service.js';
+import { IdentityProviderRegistry } from './secret/identity-providers.js';
+import { ResourceServerRegistry } from './secret/resource-servers.js';
+import { secretService } from './secret/secret-service.js';
+import { type RewrapResult, UserSecrets } from './secret/user-secrets.js';
 import { SqliteDirectory } from './session/directory.js';
 import { sessionService } from './session/session-service.js';
 import { SessionStore } from './session/sessions.js';
@@ -35,8 +43,11 @@ export interface RunningSts {
   /** The bound port (useful with server.address port 0). */
   readonly port: number;
   readonly grpc: StsGrpcServer;
-  readonly store: SqliteStore;
+  /** The shared state: SQLite (embedded) or Hazelcast (cluster mode). */
+  readonly store: Store;
   readonly ring: KeyRing;
+  /** Walks every user secret and re-wraps those under an older management key (maintenance does it too). */
+  rewrapUserSecrets(): Promise<RewrapResult>;
   /** Graceful stop: drains calls, then closes the store. Idempotent. */
   close(): Promise<void>;
 }
@@ -90,7 +101,9 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
   const env = options.env ?? process.env;
 
   const db = openDatabase(config.dataDir);
-  const store = new SqliteStore(db, clock);
+  const sqlite = new SqliteStore(db, clock);
+  let store: Store = sqlite;
+  let hz: HazelcastStore | undefined;
   let grpc: StsGrpcServer | undefined;
   let sweeper: NodeJS.Timeout | undefined;
   let maintenance: NodeJS.Timeout | undefined;
@@ -111,7 +124,36 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
       ),
     );
 
-    keyRing = new KeyRing({ store: store.durable, master, clock, logger, algorithms: keyAlgorithms(config), policies: rotationPolicies(config) });
+    if (config['cluster.enabled']) {
+      hz = await HazelcastStore.connect(
+        {
+          clusterName: config['cluster.name'],
+          members: config['cluster.members'].split(',').map((m) => m.trim()),
+          connectTimeoutMs: config['cluster.connectTimeoutMs'],
+          invocationTimeoutMs: config['cluster.invocationTimeoutMs'],
+        },
+        sqlite.durable,
+        clock,
+        logger,
+        // Health follows the cluster connection: NOT_SERVING while cluster state cannot be reached.
+        (connected) => grpc?.setServing(connected),
+      ).catch((err: unknown) => {
+        throw new StartupError('listen_failed', `cluster.members ${config['cluster.members']}: ${(err as Error).message}`, { cause: err });
+      });
+      store = hz;
+    }
+    const cluster = hz;
+    const nodeId = randomBytes(8).toString('base64url');
+    keyRing = new KeyRing({
+      store: store.durable,
+      master,
+      clock,
+      logger,
+      algorithms: keyAlgorithms(config),
+      policies: rotationPolicies(config),
+      // One node at a time creates and erases keys; the others learn the result through listeners.
+      ...(cluster ? { lease: (name: string) => cluster.tryLease(name, nodeId, 30_000) } : {}),
+    });
     try {
       await keyRing.load();
     } catch (err) {
@@ -121,12 +163,28 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
     await keyRing.maintain();
     resealMasterKeyCheck(db, master);
     const ring = keyRing;
+    // Users' secrets follow the management key (the PRIMARY secret key) after every rotation.
+    const userSecrets = new UserSecrets({ store: store.durable, ring, clock, logger, secretBytes: config['secret.secretBytes'] });
+    const rewrap = () => userSecrets.rewrap().catch((err: unknown) => logger.error('re-wrapping user secrets failed; will retry', { err }));
+    await rewrap();
     maintenance = setInterval(() => {
-      ring.maintain().catch((err: unknown) => logger.error('key ring maintenance failed; will retry', { err }));
+      ring.maintain().then(rewrap, (err: unknown) => logger.error('key ring maintenance failed; will retry', { err }));
     }, config['pop.rotationCheckIntervalMs']);
     maintenance.unref();
 
-    const directory = new SqliteDirectory(db);
+    const directory = cluster ? await ReplicatedDirectory.open(db, await cluster.directoryMap(), logger) : new SqliteDirectory(db);
+    if (cluster) {
+      // Keys created or erased by another node take effect here at once, not at the next timer tick.
+      let pending: Promise<void> | undefined;
+      cluster.onDurableChange((ns) => {
+        if (ns !== 'key' || pending) return;
+        pending = ring
+          .refresh()
+          .catch((err: unknown) => logger.error('reloading the key ring after a cluster change failed', { err }))
+          .finally(() => (pending = undefined));
+      });
+    }
+    const identityProviders = new IdentityProviderRegistry(db, { clock, logger });
     const sessions = new SessionStore(store.ephemeral, clock);
     // Application tokens authenticate every call; the directory decides what the application may do.
     auth.setTokenAuthenticator(async (bearer) => {
@@ -155,18 +213,40 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
         userTicketLifetimeMs: config['session.userTicketLifetimeMs'],
         anonymousView: config['session.anonymousView'],
       },
+      verifyThirdParty: async (jwt) => {
+        const v = await identityProviders.verify(jwt, { field: 'third_party_token', label: 'third-party token' });
+        return { issuer: v.issuer, subject: v.subject, securityLevel: v.securityLevel, claims: v.claims };
+      },
     });
     const pop = popService({ ring, auth, clock, logger, jwksMaxAgeMs: config['pop.jwksMaxAgeMs'] });
+    const secret = secretService({
+      auth,
+      ring,
+      clock,
+      logger,
+      identityProviders,
+      resourceServers: new ResourceServerRegistry(db, { clock, logger }),
+      userSecrets,
+      applicationExists: (id) => directory.getApplication(id) !== undefined,
+      // Exchanged tokens live 5 minutes, never longer than a user token (which the signing keys outlive).
+      policy: { issuer: config['session.issuer'], exchangedTokenLifetimeMs: Math.min(5 * 60_000, config['session.userTokenMaxLifetimeMs']) },
+    });
     const services: ServiceBinding[] = [
       { name: 'sts.v1.PopService', definition: PopServiceService, implementation: bindService(PopServiceService, pop, logger) },
       { name: 'sts.v1.SessionService', definition: SessionServiceService, implementation: bindService(SessionServiceService, session, logger) },
-      { name: 'sts.v1.SecretService', definition: SecretServiceService, implementation: bindService(SecretServiceService, {}, logger) },
+      { name: 'sts.v1.SecretService', definition: SecretServiceService, implementation: bindService(SecretServiceService, secret, logger) },
     ];
     grpc = new StsGrpcServer(config, services, logger);
     const port = await grpc.start();
-    sweeper = setInterval(() => store.ephemeral.sweep(), SWEEP_INTERVAL_MS);
-    sweeper.unref();
-    logger.info('sts started', { address: config['server.address'].replace(/:\d+$/, `:${port}`), profile: config.profile, dataDir: config.dataDir, tls: Boolean(config['tls.certFile']) });
+    // Hazelcast expires entries itself; SQLite needs a sweep.
+    if (!cluster) sweeper = setInterval(() => sqlite.ephemeral.sweep(), SWEEP_INTERVAL_MS).unref();
+    logger.info('sts started', {
+      address: config['server.address'].replace(/:\d+$/, `:${port}`),
+      profile: config.profile,
+      dataDir: config.dataDir,
+      tls: Boolean(config['tls.certFile']),
+      store: cluster ? `hazelcast ${config['cluster.name']}@${config['cluster.members']}` : 'sqlite',
+    });
 
     let closing: Promise<void> | undefined;
     const server = grpc;
@@ -175,12 +255,14 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
       grpc: server,
       store,
       ring,
+      rewrapUserSecrets: () => userSecrets.rewrap({ full: true }),
       close: () =>
         (closing ??= (async () => {
           clearInterval(sweeper);
           clearInterval(maintenance);
           await server.shutdown();
-          await store.close();
+          await hz?.close();
+          await sqlite.close();
           logger.info('sts stopped');
         })()),
     };
@@ -188,7 +270,8 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
     clearInterval(sweeper);
     clearInterval(maintenance);
     await grpc?.shutdown();
-    await store.close();
+    await hz?.close().catch(() => undefined);
+    await sqlite.close();
     throw err;
   }
 }

@@ -15,7 +15,8 @@ const HELP = `sts: the security token service (gRPC)
 
 Usage:
   sts serve [--config FILE] [--address HOST:PORT] [--data-dir DIR] [--profile dev|prod]
-      Start the server. Options override the config file and STS_* environment variables.
+            [--cluster [--members HOST:PORT,...]]
+      Start the server (embedded SQLite, or cluster mode on Hazelcast with --cluster). Options override the config file and STS_* environment variables.
   sts config [--markdown] [--config FILE]
       Print every option with its value (secrets hidden), or the option table as Markdown.
   sts admin ...
@@ -49,11 +50,15 @@ async function serve(args: string[]): Promise<void> {
     address: { type: 'string' },
     'data-dir': { type: 'string' },
     profile: { type: 'string' },
+    cluster: { type: 'boolean' },
+    members: { type: 'string' },
   });
   const overrides: Partial<Record<OptionName, string>> = {};
   if (typeof values.address === 'string') overrides['server.address'] = values.address;
   if (typeof values['data-dir'] === 'string') overrides.dataDir = values['data-dir'];
   if (typeof values.profile === 'string') overrides.profile = values.profile;
+  if (values.cluster === true) overrides['cluster.enabled'] = 'true';
+  if (typeof values.members === 'string') overrides['cluster.members'] = values.members;
   const config = loadConfig({ file: values.config as string | undefined, overrides });
   const logger = createLogger(config['log.level']);
 

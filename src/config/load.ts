@@ -154,6 +154,11 @@ function validateTogether(c: Config, env: NodeJS.ProcessEnv): void {
   if (c['pop.signing.legacyWindowMs'] < c['session.userTokenMaxLifetimeMs']) {
     fail(`pop.signing.legacyWindowMs: must be at least session.userTokenMaxLifetimeMs (${c['session.userTokenMaxLifetimeMs']} ms), the longest token lifetime, so every token stays verifiable until it expires`);
   }
+  if (c['cluster.enabled']) {
+    const members = c['cluster.members'].split(',').map((m) => m.trim());
+    if (members.length === 0 || members.some((m) => m === '')) fail('cluster.members: give at least one host:port');
+    for (const m of members) parseAddress(m, 'cluster.members');
+  }
   if (c['session.userTokenIdleTimeoutMs'] > c['session.userTokenMaxLifetimeMs']) {
     fail('session.userTokenIdleTimeoutMs: must not exceed session.userTokenMaxLifetimeMs');
   }

@@ -34,6 +34,11 @@ export interface KeyRingOptions {
   logger: Logger;
   algorithms: Record<KeyKind, KeyAlg>;
   policies: Record<KeyKind, RotationPolicy>;
+  /**
+   * Cluster mode: a cluster-wide lease, so that one node at a time creates, erases and re-seals keys.
+   * Returns a release function, or undefined when another node holds the lease.
+   */
+  lease?: (name: string) => Promise<(() => Promise<void>) | undefined>;
 }
 
 export interface KeyView {
@@ -147,15 +152,48 @@ export class KeyRing {
    */
   maintain(): Promise<KeyRecord[]> {
     return this.exclusive(async () => {
-      const created = await this.createDue();
-      await this.eraseAndReseal();
-      return created;
+      const release = await this.acquire();
+      if (!release) {
+        // Another node maintains the ring; keep in step with what it writes.
+        await this.load();
+        return [];
+      }
+      try {
+        if (this.o.lease) await this.load(); // see what other nodes wrote before deciding what is due
+        const created = await this.createDue();
+        await this.eraseAndReseal();
+        return created;
+      } finally {
+        await release();
+      }
     });
+  }
+
+  /** Reloads the ring from the store (another node changed it). */
+  refresh(): Promise<void> {
+    return this.exclusive(() => this.load());
+  }
+
+  private async acquire(): Promise<(() => Promise<void>) | undefined> {
+    if (!this.o.lease) return async () => {};
+    return this.o.lease('key-ring');
   }
 
   /** On-demand rotation: a new key per kind, STAGED for stagingLeadMs, then PRIMARY. */
   rotate(kinds: readonly KeyKind[] = KEY_KINDS): Promise<KeyRecord[]> {
     return this.exclusive(async () => {
+      const release = await this.acquire();
+      if (!release) throw new StsError('unavailable', 'another node is changing the key ring; retry in a moment', { retryAfterMs: 1000 });
+      try {
+        return await this.rotateNow(kinds);
+      } finally {
+        await release();
+      }
+    });
+  }
+
+  private async rotateNow(kinds: readonly KeyKind[]): Promise<KeyRecord[]> {
+    {
       const now = this.o.clock.now();
       const fresh: LiveKey[] = [];
       for (const kind of kinds) {
@@ -166,7 +204,7 @@ export class KeyRing {
       await this.commit(fresh);
       for (const k of fresh) this.o.logger.info('audit', { event: 'key.rotated', kid: k.record.kid, kind: k.record.kind, alg: k.record.alg, notBefore: iso(k.record.notBefore), trigger: 'on-demand' });
       return fresh.map((k) => k.record);
-    });
+    }
   }
 
   private async newKey(kind: KeyKind, now: number, notBefore: number): Promise<LiveKey> {

@@ -71,6 +71,7 @@ export class SqliteDurableStore implements DurableStore {
       get: db.prepare('SELECT value FROM durable WHERE ns = ? AND id = ?').pluck(),
       list: db.prepare('SELECT id, value FROM durable WHERE ns = ? ORDER BY id'),
       replace: db.prepare('UPDATE durable SET value = ? WHERE ns = ? AND id = ? AND value = ?'),
+      put: db.prepare('INSERT INTO durable (ns, id, value) VALUES (?, ?, ?) ON CONFLICT (ns, id) DO UPDATE SET value = excluded.value'),
     };
     this.insertMany = db.transaction((ns: DurableNamespace, records: readonly GroupEntry[]) => {
       for (const r of records) this.stmts.insertStrict.run(ns, r.id, r.value);
@@ -96,6 +97,11 @@ export class SqliteDurableStore implements DurableStore {
 
   async replaceIfSame(ns: DurableNamespace, id: string, expected: string, next: string): Promise<boolean> {
     return this.stmts.replace.run(next, ns, id, expected).changes === 1;
+  }
+
+  /** Writes a copy of a record decided elsewhere (cluster mode's local mirror). Not part of the contract. */
+  put(ns: DurableNamespace, id: string, value: string): void {
+    this.stmts.put.run(ns, id, value);
   }
 }
 

@@ -1,0 +1,336 @@
+/**
+ * Trusted identity providers: the registry (SQLite) and the verification of their JWTs.
+ *
+ * `verify(jwt)` picks the provider by the unverified "iss" claim (only to choose the keys), then checks the
+ * signature with the provider's key for the token's kid (RFC 8725: the provider's algorithm allow-list, never
+ * "none" or HMAC), the issuer, the audience, exp and nbf with the provider's clock skew, all against the
+ * injectable clock. Failures are StsErrors with a short message naming the reason class; the token itself is
+ * never echoed.
+ */
+import { type JWK, type JWSHeaderParameters, type FlattenedJWSInput, type CryptoKey, type JWTPayload, createLocalJWKSet, errors, jwtVerify } from 'jose';
+import type { Clock } from '../clock.js';
+import { StsError, invalidArgument } from '../errors.js';
+import type { Duration } from '../gen/google/protobuf/duration.js';
+import type { IdentityProvider } from '../gen/sts/v1/secret.js';
+import type { Logger } from '../log.js';
+import type { Db } from '../store/sqlite/database.js';
+import { type Jwks, type RemoteJwksOptions, RemoteJwks, checkJwksUri, parsePublicJwks } from './jwks.js';
+
+/** JWS algorithms a provider may allow: asymmetric only (no "none", no HMAC: RFC 8725 sections 2.1, 3.1). */
+export const SIGNATURE_ALGS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'] as const;
+
+export const DEFAULT_CLOCK_SKEW_MS = 60_000;
+const MAX_CLOCK_SKEW_MS = 10 * 60_000;
+export const MAX_TOKEN_CHARS = 16 * 1024;
+const MAX_AUDIENCES = 50;
+const MAX_SUBJECT_CHARS = 1024;
+
+export interface IdentityProviderRecord {
+  issuer: string;
+  jwksUri: string | null;
+  jwksJson: string | null;
+  audiences: string[];
+  algorithms: string[];
+  /** 0 = the default (60 s). */
+  clockSkewMs: number;
+  /** '' = "sub". */
+  subjectClaim: string;
+  /** 0 = 1. */
+  securityLevel: number;
+  updatedAt: number;
+}
+
+/** A verified third-party token. */
+export interface VerifiedIdentity {
+  issuer: string;
+  subject: string;
+  securityLevel: number;
+  claims: Record<string, unknown>;
+  /** The token's "aud", as a list. */
+  audience: string[];
+}
+
+export interface VerifyOptions {
+  /** Request field carrying the token, for INVALID_ARGUMENT ("subject_token"). */
+  field: string;
+  /** Name of the token in messages ("subject token"). */
+  label: string;
+}
+
+/** Text without control characters, `min` to `max` characters long. */
+export function text(field: string, value: string, min: number, max: number): string {
+  if (value.length < min || value.length > max) throw invalidArgument(field, `must be ${min} to ${max} characters long`);
+  if (/[\x00-\x1f\x7f]/.test(value)) throw invalidArgument(field, 'must not contain control characters');
+  return value;
+}
+
+/** A list of 1 to `max` distinct texts. */
+export function textList(field: string, values: readonly string[], maxChars: number, max = MAX_AUDIENCES): string[] {
+  if (values.length === 0 || values.length > max) throw invalidArgument(field, `must hold 1 to ${max} values`);
+  values.forEach((v, i) => text(`${field}[${i}]`, v, 1, maxChars));
+  return [...new Set(values)];
+}
+
+function durationMs(field: string, d: Duration | undefined): number {
+  if (!d) return 0;
+  const ms = d.seconds * 1000 + Math.floor(d.nanos / 1e6);
+  if (ms < 0 || d.nanos < 0) throw invalidArgument(field, 'must not be negative');
+  if (ms > MAX_CLOCK_SKEW_MS) throw invalidArgument(field, `must be at most ${MAX_CLOCK_SKEW_MS / 1000} s`);
+  return ms;
+}
+
+/** Validates an IdentityProvider message into a record; INVALID_ARGUMENT naming the field otherwise. */
+export function identityProviderRecord(p: IdentityProvider | undefined, field: string, now: number): IdentityProviderRecord {
+  if (!p) throw invalidArgument(field, 'is required');
+  const issuer = text(`${field}.issuer`, p.issuer, 1, 512);
+  try {
+    new URL(issuer);
+  } catch {
+    throw invalidArgument(`${field}.issuer`, 'must be an absolute URI, exactly as in the tokens\' "iss" claim');
+  }
+  const src = p.jwksSource;
+  if (!src) throw invalidArgument(`${field}.jwks_source`, 'give jwks_uri or jwks_json');
+  const jwksUri = src.$case === 'jwksUri' ? checkJwksUri(`${field}.jwks_uri`, src.value) : null;
+  let jwksJson: string | null = null;
+  if (src.$case === 'jwksJson') {
+    const jwks = parsePublicJwks(`${field}.jwks_json`, src.value);
+    if (!jwks.keys.some((k) => k.use === undefined || k.use === 'sig')) throw invalidArgument(`${field}.jwks_json`, 'has no key usable for signatures (use "sig" or no use)');
+    jwksJson = JSON.stringify(jwks);
+  }
+  const audiences = textList(`${field}.audiences`, p.audiences, 512);
+  if (p.algorithms.length === 0) throw invalidArgument(`${field}.algorithms`, `must name at least one of ${SIGNATURE_ALGS.join(', ')}`);
+  p.algorithms.forEach((alg, i) => {
+    const f = `${field}.algorithms[${i}]`;
+    if (alg.toLowerCase() === 'none') throw invalidArgument(f, '"none" is refused: unsigned tokens are never accepted');
+    if (/^HS\d+$/i.test(alg)) throw invalidArgument(f, `"${alg.slice(0, 16)}" is refused: HMAC algorithms need a shared secret, which proves nothing about the issuer`);
+    if (!(SIGNATURE_ALGS as readonly string[]).includes(alg)) throw invalidArgument(f, `unsupported algorithm; use one of ${SIGNATURE_ALGS.join(', ')}`);
+  });
+  const subjectClaim = p.subjectClaim;
+  if (subjectClaim !== '' && !/^[\x21-\x7e]{1,256}$/.test(subjectClaim)) throw invalidArgument(`${field}.subject_claim`, 'must be empty (meaning "sub") or 1 to 256 printable ASCII characters');
+  if (p.securityLevel > 4) throw invalidArgument(`${field}.security_level`, 'must be 0 to 4 (0 means 1)');
+  return {
+    issuer,
+    jwksUri,
+    jwksJson,
+    audiences,
+    algorithms: [...new Set(p.algorithms)],
+    clockSkewMs: durationMs(`${field}.clock_skew`, p.clockSkew),
+    subjectClaim,
+    securityLevel: p.securityLevel,
+    updatedAt: now,
+  };
+}
+
+export function identityProviderPb(r: IdentityProviderRecord): IdentityProvider {
+  return {
+    issuer: r.issuer,
+    jwksSource: r.jwksUri !== null ? { $case: 'jwksUri', value: r.jwksUri } : { $case: 'jwksJson', value: r.jwksJson ?? '' },
+    audiences: r.audiences,
+    algorithms: r.algorithms,
+    clockSkew: r.clockSkewMs > 0 ? { seconds: Math.floor(r.clockSkewMs / 1000), nanos: (r.clockSkewMs % 1000) * 1e6 } : undefined,
+    subjectClaim: r.subjectClaim,
+    securityLevel: r.securityLevel,
+  };
+}
+
+interface Row {
+  issuer: string;
+  jwks_uri: string | null;
+  jwks_json: string | null;
+  audiences: string;
+  algorithms: string;
+  clock_skew_ms: number;
+  subject_claim: string;
+  security_level: number;
+  updated_at: number;
+}
+
+const fromRow = (r: Row): IdentityProviderRecord => ({
+  issuer: r.issuer,
+  jwksUri: r.jwks_uri,
+  jwksJson: r.jwks_json,
+  audiences: JSON.parse(r.audiences) as string[],
+  algorithms: JSON.parse(r.algorithms) as string[],
+  clockSkewMs: r.clock_skew_ms,
+  subjectClaim: r.subject_claim,
+  securityLevel: r.security_level,
+  updatedAt: r.updated_at,
+});
+
+type KeyResolver = (header: JWSHeaderParameters, token: FlattenedJWSInput) => Promise<CryptoKey>;
+
+const B64URL_PART = /^[A-Za-z0-9_-]+$/;
+
+export interface IdentityProviderRegistryOptions extends Omit<RemoteJwksOptions, 'clock' | 'logger'> {
+  clock: Clock;
+  logger: Logger;
+}
+
+export class IdentityProviderRegistry {
+  private readonly stmts;
+  /** Key sets of inline providers, by issuer, with the JSON they were made from. */
+  private readonly inline = new Map<string, { json: string; resolve: KeyResolver }>();
+  /** Fetched key sets, by URL. */
+  private readonly remote = new Map<string, { jwks: RemoteJwks; version: number; resolve: KeyResolver | undefined }>();
+
+  constructor(
+    db: Db,
+    private readonly o: IdentityProviderRegistryOptions,
+  ) {
+    this.stmts = {
+      get: db.prepare('SELECT * FROM identity_providers WHERE issuer = ?'),
+      list: db.prepare('SELECT * FROM identity_providers ORDER BY issuer'),
+      put: db.prepare(
+        'INSERT INTO identity_providers (issuer, jwks_uri, jwks_json, audiences, algorithms, clock_skew_ms, subject_claim, security_level, updated_at) ' +
+          'VALUES (@issuer, @jwksUri, @jwksJson, @audiences, @algorithms, @clockSkewMs, @subjectClaim, @securityLevel, @updatedAt) ' +
+          'ON CONFLICT (issuer) DO UPDATE SET jwks_uri = excluded.jwks_uri, jwks_json = excluded.jwks_json, audiences = excluded.audiences, ' +
+          'algorithms = excluded.algorithms, clock_skew_ms = excluded.clock_skew_ms, subject_claim = excluded.subject_claim, ' +
+          'security_level = excluded.security_level, updated_at = excluded.updated_at',
+      ),
+      delete: db.prepare('DELETE FROM identity_providers WHERE issuer = ?'),
+    };
+  }
+
+  get(issuer: string): IdentityProviderRecord | undefined {
+    const row = this.stmts.get.get(issuer) as Row | undefined;
+    return row && fromRow(row);
+  }
+
+  list(): IdentityProviderRecord[] {
+    return (this.stmts.list.all() as Row[]).map(fromRow);
+  }
+
+  put(r: IdentityProviderRecord): void {
+    const before = this.get(r.issuer);
+    this.stmts.put.run({ ...r, audiences: JSON.stringify(r.audiences), algorithms: JSON.stringify(r.algorithms) });
+    this.forget(before);
+  }
+
+  /** False when there was no such provider. */
+  delete(issuer: string): boolean {
+    const before = this.get(issuer);
+    const deleted = this.stmts.delete.run(issuer).changes === 1;
+    this.forget(before);
+    return deleted;
+  }
+
+  /** Drops cached keys of a provider's old configuration, so a changed registration takes effect at once. */
+  private forget(r: IdentityProviderRecord | undefined): void {
+    if (!r) return;
+    this.inline.delete(r.issuer);
+    if (r.jwksUri) this.remote.delete(r.jwksUri);
+  }
+
+  /** The key resolver for jose's jwtVerify: the provider's key for the token's kid and alg. */
+  private resolverFor(p: IdentityProviderRecord): KeyResolver {
+    if (p.jwksJson !== null) {
+      let entry = this.inline.get(p.issuer);
+      if (!entry || entry.json !== p.jwksJson) {
+        entry = { json: p.jwksJson, resolve: createLocalJWKSet(JSON.parse(p.jwksJson) as Jwks) };
+        this.inline.set(p.issuer, entry);
+      }
+      return entry.resolve;
+    }
+    const url = p.jwksUri!;
+    let entry = this.remote.get(url);
+    if (!entry) {
+      entry = { jwks: new RemoteJwks(url, 'identity provider', this.o), version: -1, resolve: undefined };
+      this.remote.set(url, entry);
+    }
+    const e = entry;
+    const localSet = async (): Promise<KeyResolver> => {
+      const doc = await e.jwks.current();
+      if (!e.resolve || e.version !== e.jwks.version) {
+        e.resolve = createLocalJWKSet({ keys: doc.keys as JWK[] });
+        e.version = e.jwks.version;
+      }
+      return e.resolve;
+    };
+    return async (header, token) => {
+      try {
+        return await (await localSet())(header, token);
+      } catch (err) {
+        // An unknown kid may be a key the provider has just added: fetch again, at most once per interval.
+        if (!(err instanceof errors.JWKSNoMatchingKey) || !e.jwks.mayRefetch()) throw err;
+        await e.jwks.refresh();
+        return (await localSet())(header, token);
+      }
+    };
+  }
+
+  /** Verifies a third-party JWT; see the module comment for the checks and their errors. */
+  async verify(jwt: string, opts: VerifyOptions = { field: 'subject_token', label: 'subject token' }): Promise<VerifiedIdentity> {
+    const { field, label } = opts;
+    if (jwt.length === 0 || jwt.length > MAX_TOKEN_CHARS) throw invalidArgument(field, `must be 1 to ${MAX_TOKEN_CHARS} characters`);
+    const { header, claims } = decodeUnverified(jwt, field, label);
+    // The unverified issuer only chooses the provider (and so the keys); jwtVerify checks it again.
+    const provider = typeof claims.iss === 'string' ? this.get(claims.iss) : undefined;
+    if (!provider) throw invalidArgument(field, `the ${label} issuer is not a trusted identity provider`);
+    const invalid = (reason: string, cause?: unknown) => new StsError('token_invalid', `${label} ${reason}`, { cause });
+    // Before any key lookup: "none", HMAC and every algorithm the provider does not use are refused outright.
+    if (typeof header.alg !== 'string' || !provider.algorithms.includes(header.alg)) throw invalid('algorithm not allowed');
+    let payload: JWTPayload;
+    try {
+      ({ payload } = await jwtVerify(jwt, this.resolverFor(provider), {
+        issuer: provider.issuer,
+        audience: provider.audiences,
+        algorithms: provider.algorithms,
+        clockTolerance: (provider.clockSkewMs || DEFAULT_CLOCK_SKEW_MS) / 1000,
+        currentDate: new Date(this.o.clock.now()),
+        requiredClaims: ['exp'],
+      }));
+    } catch (err) {
+      throw joseFailure(err, invalid);
+    }
+    const claim = provider.subjectClaim || 'sub';
+    const subject = payload[claim];
+    if (typeof subject !== 'string' || subject.length === 0 || subject.length > MAX_SUBJECT_CHARS) throw invalid(`has no usable "${claim}" claim`);
+    const aud = payload.aud;
+    return {
+      issuer: provider.issuer,
+      subject,
+      securityLevel: provider.securityLevel || 1,
+      claims: payload as Record<string, unknown>,
+      audience: typeof aud === 'string' ? [aud] : Array.isArray(aud) ? aud : [],
+    };
+  }
+}
+
+/** Header and claims of a compact JWS, unverified; INVALID_ARGUMENT when it is not one. */
+function decodeUnverified(jwt: string, field: string, label: string): { header: Record<string, unknown>; claims: Record<string, unknown> } {
+  const parts = jwt.split('.');
+  if (parts.length === 5) throw invalidArgument(field, `the ${label} is a JWE; give a signed JWT (JWS)`);
+  const malformed = () => invalidArgument(field, `the ${label} is not a JWT (compact JWS with a JSON header and JSON claims)`);
+  if (parts.length !== 3 || !B64URL_PART.test(parts[0]!) || !B64URL_PART.test(parts[1]!) || !/^[A-Za-z0-9_-]*$/.test(parts[2]!)) throw malformed();
+  const json = (s: string): Record<string, unknown> => {
+    let v: unknown;
+    try {
+      v = JSON.parse(Buffer.from(s, 'base64url').toString('utf8'));
+    } catch {
+      throw malformed();
+    }
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw malformed();
+    return v as Record<string, unknown>;
+  };
+  return { header: json(parts[0]!), claims: json(parts[1]!) };
+}
+
+/** Maps a jose verification failure to a token_invalid error naming the reason class. */
+function joseFailure(err: unknown, invalid: (reason: string, cause?: unknown) => StsError): unknown {
+  if (err instanceof StsError) return err; // the provider's keys could not be fetched (UNAVAILABLE)
+  if (err instanceof errors.JWTExpired) return invalid('expired', err);
+  if (err instanceof errors.JWTClaimValidationFailed) {
+    if (err.claim === 'nbf') return invalid('not yet valid', err);
+    if (err.claim === 'aud') return invalid('audience not accepted', err);
+    if (err.claim === 'iss') return invalid('issuer mismatch', err);
+    if (err.claim === 'exp') return invalid('has no valid "exp" claim', err);
+    return invalid(`has an invalid "${err.claim.slice(0, 32)}" claim`, err);
+  }
+  if (err instanceof errors.JWSSignatureVerificationFailed) return invalid('signature invalid', err);
+  if (err instanceof errors.JWKSNoMatchingKey) return invalid('signed with an unknown key', err);
+  if (err instanceof errors.JWKSMultipleMatchingKeys) return invalid('key is ambiguous (several keys match its kid)', err);
+  if (err instanceof errors.JOSEAlgNotAllowed) return invalid('algorithm not allowed', err);
+  if (err instanceof errors.JOSEError) return invalid('invalid', err);
+  return err; // not the token's fault: INTERNAL, logged with its detail
+
+}

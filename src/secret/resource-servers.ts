@@ -1,0 +1,194 @@
+/**
+ * Registered resource servers (SQLite): who they are (a directory application or an mTLS certificate
+ * fingerprint), which token audiences they may present, and the public key STS encrypts their secrets to.
+ */
+import { type JWK, calculateJwkThumbprint, importJWK } from 'jose';
+import { StsError, invalidArgument } from '../errors.js';
+import type { ResourceServer } from '../gen/sts/v1/secret.js';
+import type { Db } from '../store/sqlite/database.js';
+import { text, textList } from './identity-providers.js';
+import { type Jwks, type KeyEncryptionAlg, type RemoteJwksOptions, RemoteJwks, checkJwksUri, chooseEncryptionKey, parsePublicJwks } from './jwks.js';
+
+export interface ResourceServerRecord {
+  id: string;
+  applicationId: string | null;
+  /** Lowercase hex, no separators. */
+  certificateSha256: string | null;
+  audiences: string[];
+  jwksUri: string | null;
+  jwksJson: string | null;
+  updatedAt: number;
+}
+
+/** The key a resource server's secrets are encrypted to. */
+export interface RecipientKey {
+  kid: string;
+  alg: KeyEncryptionAlg;
+  key: Awaited<ReturnType<typeof importJWK>>;
+}
+
+/** Validates a ResourceServer message into a record; INVALID_ARGUMENT naming the field otherwise. */
+export function resourceServerRecord(r: ResourceServer | undefined, field: string, now: number): ResourceServerRecord {
+  if (!r) throw invalidArgument(field, 'is required');
+  const id = text(`${field}.resource_server_id`, r.resourceServerId, 1, 128);
+  const cred = r.credential;
+  if (!cred) throw invalidArgument(`${field}.credential`, 'give application_id or certificate_sha256');
+  let applicationId: string | null = null;
+  let certificateSha256: string | null = null;
+  if (cred.$case === 'applicationId') {
+    if (!/^[A-Za-z0-9._-]{1,128}$/.test(cred.value)) throw invalidArgument(`${field}.application_id`, '1 to 128 characters of A-Z a-z 0-9 . _ -');
+    applicationId = cred.value;
+  } else {
+    // Accept the "AB:CD:..." form openssl prints as well as plain hex; store lowercase hex.
+    const hex = cred.value.replace(/:/g, '').toLowerCase();
+    if (!/^[0-9a-f]{64}$/.test(hex)) throw invalidArgument(`${field}.certificate_sha256`, 'must be the SHA-256 fingerprint of the certificate: 64 hex digits (colons allowed)');
+    certificateSha256 = hex;
+  }
+  const audiences = textList(`${field}.audiences`, r.audiences, 512);
+  const src = r.encryptionKeySource;
+  if (!src) throw invalidArgument(`${field}.encryption_key_source`, 'give jwks_uri or jwks_json');
+  let jwksJson: string | null = null;
+  if (src.$case === 'jwksJson') {
+    const jwks = parsePublicJwks(`${field}.jwks_json`, src.value);
+    if (!chooseEncryptionKey(jwks)) {
+      throw invalidArgument(`${field}.jwks_json`, 'has no key usable for encryption (use "enc" or no use; alg ECDH-ES+A256KW, ECDH-ES or RSA-OAEP-256, or none with an EC, OKP or RSA key)');
+    }
+    jwksJson = JSON.stringify(jwks);
+  }
+  return {
+    id,
+    applicationId,
+    certificateSha256,
+    audiences,
+    jwksUri: src.$case === 'jwksUri' ? checkJwksUri(`${field}.jwks_uri`, src.value) : null,
+    jwksJson,
+    updatedAt: now,
+  };
+}
+
+export function resourceServerPb(r: ResourceServerRecord): ResourceServer {
+  return {
+    resourceServerId: r.id,
+    credential: r.applicationId !== null ? { $case: 'applicationId', value: r.applicationId } : { $case: 'certificateSha256', value: r.certificateSha256 ?? '' },
+    audiences: r.audiences,
+    encryptionKeySource: r.jwksUri !== null ? { $case: 'jwksUri', value: r.jwksUri } : { $case: 'jwksJson', value: r.jwksJson ?? '' },
+  };
+}
+
+interface Row {
+  id: string;
+  application_id: string | null;
+  certificate_sha256: string | null;
+  audiences: string;
+  jwks_uri: string | null;
+  jwks_json: string | null;
+  updated_at: number;
+}
+
+const fromRow = (r: Row): ResourceServerRecord => ({
+  id: r.id,
+  applicationId: r.application_id,
+  certificateSha256: r.certificate_sha256,
+  audiences: JSON.parse(r.audiences) as string[],
+  jwksUri: r.jwks_uri,
+  jwksJson: r.jwks_json,
+  updatedAt: r.updated_at,
+});
+
+export class ResourceServerRegistry {
+  private readonly stmts;
+  private readonly remote = new Map<string, RemoteJwks>();
+  /** Imported recipient keys, by the JWK JSON they came from. */
+  private readonly imported = new Map<string, RecipientKey>();
+
+  constructor(
+    db: Db,
+    private readonly o: RemoteJwksOptions,
+  ) {
+    this.stmts = {
+      get: db.prepare('SELECT * FROM resource_servers WHERE id = ?'),
+      byApp: db.prepare('SELECT * FROM resource_servers WHERE application_id = ?'),
+      byCert: db.prepare('SELECT * FROM resource_servers WHERE certificate_sha256 = ?'),
+      list: db.prepare('SELECT * FROM resource_servers ORDER BY id'),
+      put: db.prepare(
+        'INSERT INTO resource_servers (id, application_id, certificate_sha256, audiences, jwks_uri, jwks_json, updated_at) ' +
+          'VALUES (@id, @applicationId, @certificateSha256, @audiences, @jwksUri, @jwksJson, @updatedAt) ' +
+          'ON CONFLICT (id) DO UPDATE SET application_id = excluded.application_id, certificate_sha256 = excluded.certificate_sha256, ' +
+          'audiences = excluded.audiences, jwks_uri = excluded.jwks_uri, jwks_json = excluded.jwks_json, updated_at = excluded.updated_at',
+      ),
+      delete: db.prepare('DELETE FROM resource_servers WHERE id = ?'),
+    };
+  }
+
+  get(id: string): ResourceServerRecord | undefined {
+    const row = this.stmts.get.get(id) as Row | undefined;
+    return row && fromRow(row);
+  }
+
+  byApplication(applicationId: string): ResourceServerRecord | undefined {
+    const row = this.stmts.byApp.get(applicationId) as Row | undefined;
+    return row && fromRow(row);
+  }
+
+  byCertificate(sha256Hex: string): ResourceServerRecord | undefined {
+    const row = this.stmts.byCert.get(sha256Hex.toLowerCase()) as Row | undefined;
+    return row && fromRow(row);
+  }
+
+  list(): ResourceServerRecord[] {
+    return (this.stmts.list.all() as Row[]).map(fromRow);
+  }
+
+  /** Creates or replaces; ALREADY_EXISTS when the credential already identifies another resource server. */
+  put(r: ResourceServerRecord, field: string): void {
+    const other = r.applicationId !== null ? this.byApplication(r.applicationId) : this.byCertificate(r.certificateSha256!);
+    if (other && other.id !== r.id) {
+      const what = r.applicationId !== null ? `${field}.application_id: application ${r.applicationId}` : `${field}.certificate_sha256: this certificate`;
+      throw new StsError('already_exists', `${what} already identifies resource server ${other.id}`);
+    }
+    const before = this.get(r.id);
+    this.stmts.put.run({ ...r, audiences: JSON.stringify(r.audiences) });
+    if (before?.jwksUri) this.remote.delete(before.jwksUri);
+  }
+
+  /** False when there was no such resource server. */
+  delete(id: string): boolean {
+    const before = this.get(id);
+    const deleted = this.stmts.delete.run(id).changes === 1;
+    if (before?.jwksUri) this.remote.delete(before.jwksUri);
+    return deleted;
+  }
+
+  /**
+   * The resource server's current encryption key: the first usable key of its JWKS (fetched and cached when
+   * given by URL). UNAVAILABLE when the JWKS cannot be fetched, FAILED_PRECONDITION when it has no usable key.
+   */
+  async recipientKey(rs: ResourceServerRecord): Promise<RecipientKey> {
+    let jwks: Jwks;
+    if (rs.jwksJson !== null) {
+      jwks = JSON.parse(rs.jwksJson) as Jwks;
+    } else {
+      let remote = this.remote.get(rs.jwksUri!);
+      if (!remote) {
+        remote = new RemoteJwks(rs.jwksUri!, 'resource server', this.o);
+        this.remote.set(rs.jwksUri!, remote);
+      }
+      jwks = await remote.current();
+    }
+    const chosen = chooseEncryptionKey(jwks);
+    if (!chosen) throw new StsError('failed_precondition', `resource server ${rs.id} publishes no key usable for encryption`);
+    const cacheKey = `${chosen.alg}:${JSON.stringify(chosen.jwk)}`;
+    let recipient = this.imported.get(cacheKey);
+    if (!recipient) {
+      const { alg: _alg, use: _use, key_ops: _ops, ...material } = chosen.jwk;
+      recipient = {
+        kid: chosen.jwk.kid ?? (await calculateJwkThumbprint(chosen.jwk as JWK, 'sha256')),
+        alg: chosen.alg,
+        key: await importJWK(material, chosen.alg),
+      };
+      if (this.imported.size > 1000) this.imported.clear();
+      this.imported.set(cacheKey, recipient);
+    }
+    return recipient;
+  }
+}

@@ -1,0 +1,304 @@
+/**
+ * The Store contract on a Hazelcast cluster (cluster mode): every STS node sees the same sessions, tokens,
+ * tickets, throttling counters, keys and user secrets.
+ *
+ * - Ephemeral records live in IMaps `sts-<namespace>` with a per-entry TTL; `consume` is IMap.remove, which
+ *   the owning partition executes atomically, so of concurrent consumers on any nodes exactly one wins.
+ * - Durable records (keys, user secrets) are immutable once written: created with putIfAbsent (one winner
+ *   cluster-wide), and every node also keeps every record it sees in its local SQLite (entry listeners) and
+ *   republishes them on start and after a reconnect. A full cluster restart therefore loses no key and no
+ *   secret, and a node never creates a record it already has a copy of.
+ *
+ * Every cluster failure surfaces as UNAVAILABLE: a node that cannot reach the cluster refuses, it never
+ * answers from partial state.
+ */
+import { Client, type IMap, LifecycleState, Predicates, ReconnectMode } from 'hazelcast-client';
+import type { Clock } from '../../clock.js';
+import { StsError } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import type { DurableNamespace, DurableStore, EphemeralNamespace, EphemeralStore, GroupEntry, Store } from '../adapter.js';
+import type { SqliteDurableStore } from '../sqlite/sqlite-store.js';
+
+export interface HazelcastOptions {
+  clusterName: string;
+  members: string[];
+  /** How long the first connection may take before start-up fails. */
+  connectTimeoutMs: number;
+  /** Per-operation timeout. */
+  invocationTimeoutMs: number;
+}
+
+interface EphemeralEntry {
+  value: string;
+  grp: string | null;
+  exp: number;
+}
+
+const EPHEMERAL: readonly EphemeralNamespace[] = ['app_token', 'user_token', 'user_ticket', 'throttle'];
+const DURABLE: readonly DurableNamespace[] = ['key', 'user_secret'];
+
+function unavailable(err: unknown): StsError {
+  if (err instanceof StsError) return err;
+  return new StsError('unavailable', 'cluster state is unavailable; retry shortly', { cause: err, retryAfterMs: 1000 });
+}
+
+async function guarded<T>(op: () => Promise<T>): Promise<T> {
+  try {
+    return await op();
+  } catch (err) {
+    throw unavailable(err);
+  }
+}
+
+class HazelcastEphemeralStore implements EphemeralStore {
+  constructor(
+    private readonly maps: Map<EphemeralNamespace, IMap<string, EphemeralEntry>>,
+    private readonly clock: Clock,
+  ) {}
+
+  private map(ns: EphemeralNamespace): IMap<string, EphemeralEntry> {
+    return this.maps.get(ns)!;
+  }
+
+  upsert(ns: EphemeralNamespace, id: string, value: string, ttlMs: number, group?: string): Promise<void> {
+    // Hazelcast TTLs have one-second resolution: round up, and check `exp` on every read as well.
+    const exp = this.clock.now() + ttlMs;
+    return guarded(() => this.map(ns).set(id, { value, grp: group ?? null, exp }, Math.max(1000, Math.ceil(ttlMs / 1000) * 1000)));
+  }
+
+  async find(ns: EphemeralNamespace, id: string): Promise<string | undefined> {
+    const e = await guarded(() => this.map(ns).get(id));
+    return e && e.exp > this.clock.now() ? e.value : undefined;
+  }
+
+  async consume(ns: EphemeralNamespace, id: string): Promise<string | undefined> {
+    const e = (await guarded(() => this.map(ns).remove(id))) as EphemeralEntry | null;
+    return e && e.exp > this.clock.now() ? e.value : undefined;
+  }
+
+  destroy(ns: EphemeralNamespace, id: string): Promise<void> {
+    return guarded(() => this.map(ns).delete(id));
+  }
+
+  async findGroup(ns: EphemeralNamespace, group: string): Promise<GroupEntry[]> {
+    const now = this.clock.now();
+    const entries = await guarded(() => this.map(ns).entrySetWithPredicate(Predicates.equal('grp', group)));
+    return entries.filter(([, e]) => e.exp > now).map(([id, e]) => ({ id, value: e.value }));
+  }
+
+  async destroyGroup(ns: EphemeralNamespace, group: string): Promise<number> {
+    const now = this.clock.now();
+    const keys = await guarded(() => this.map(ns).keySetWithPredicate(Predicates.equal('grp', group)));
+    let live = 0;
+    for (const k of keys) {
+      const e = (await guarded(() => this.map(ns).remove(k))) as EphemeralEntry | null;
+      if (e && e.exp > now) live++;
+    }
+    return live;
+  }
+}
+
+/** Chooses between two versions of one durable record: an erased key beats a sealed one (erasure is final). */
+function preferred(a: string, b: string): string {
+  if (a === b) return a;
+  const erased = (v: string) => !(JSON.parse(v) as { sealed?: unknown }).sealed;
+  return erased(b) && !erased(a) ? b : a;
+}
+
+class HazelcastDurableStore implements DurableStore {
+  constructor(
+    private readonly maps: Map<DurableNamespace, IMap<string, string>>,
+    private readonly local: SqliteDurableStore,
+  ) {}
+
+  private map(ns: DurableNamespace): IMap<string, string> {
+    return this.maps.get(ns)!;
+  }
+
+  async insertIfAbsent(ns: DurableNamespace, id: string, value: string): Promise<string> {
+    // A node that already holds a copy republishes it instead of offering a new value.
+    const mine = (await this.local.get(ns, id)) ?? value;
+    const existing = await guarded(() => this.map(ns).putIfAbsent(id, mine));
+    const winner = existing ?? mine;
+    this.local.put(ns, id, winner);
+    return winner;
+  }
+
+  async insertAll(ns: DurableNamespace, records: readonly GroupEntry[]): Promise<void> {
+    // Each record has a fresh random or thumbprint id, so putIfAbsent cannot meet another value; the local
+    // copy is written only once the cluster has them all.
+    for (const r of records) {
+      const existing = await guarded(() => this.map(ns).putIfAbsent(r.id, r.value));
+      if (existing !== null && existing !== r.value) throw new StsError('internal', `durable record ${ns}/${r.id} exists with another value`);
+    }
+    for (const r of records) this.local.put(ns, r.id, r.value);
+  }
+
+  async get(ns: DurableNamespace, id: string): Promise<string | undefined> {
+    const remote = await guarded(() => this.map(ns).get(id));
+    if (remote !== null) {
+      this.local.put(ns, id, remote);
+      return remote;
+    }
+    const mine = await this.local.get(ns, id);
+    if (mine !== undefined) return this.insertIfAbsent(ns, id, mine);
+    return undefined;
+  }
+
+  async list(ns: DurableNamespace): Promise<GroupEntry[]> {
+    const remote = await guarded(() => this.map(ns).entrySet());
+    const merged = new Map<string, string>();
+    for (const r of await this.local.list(ns)) merged.set(r.id, r.value);
+    for (const [id, value] of remote) {
+      const m = merged.get(id);
+      merged.set(id, m === undefined ? value : preferred(value, m));
+    }
+    return [...merged].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([id, value]) => ({ id, value }));
+  }
+
+  async replaceIfSame(ns: DurableNamespace, id: string, expected: string, next: string): Promise<boolean> {
+    const ok = await guarded(() => this.map(ns).replaceIfSame(id, expected, next));
+    if (ok) this.local.put(ns, id, next);
+    return ok;
+  }
+
+  /** Publishes every local record the cluster lacks (start-up, reconnect after a full cluster restart). */
+  async republish(): Promise<number> {
+    let published = 0;
+    for (const ns of DURABLE) {
+      for (const r of await this.local.list(ns)) {
+        const existing = await guarded(() => this.map(ns).putIfAbsent(r.id, r.value));
+        if (existing === null) published++;
+        else if (existing !== r.value) this.local.put(ns, r.id, preferred(existing, r.value));
+      }
+    }
+    return published;
+  }
+}
+
+export type DurableChangeListener = (ns: DurableNamespace, id: string) => void;
+
+export class HazelcastStore implements Store {
+  readonly ephemeral: EphemeralStore;
+  readonly durable: HazelcastDurableStore;
+  private readonly listeners: DurableChangeListener[] = [];
+  private connected = true;
+
+  private constructor(
+    private readonly client: Client,
+    ephemeral: Map<EphemeralNamespace, IMap<string, EphemeralEntry>>,
+    private readonly durableMaps: Map<DurableNamespace, IMap<string, string>>,
+    private readonly local: SqliteDurableStore,
+    clock: Clock,
+    private readonly logger: Logger,
+  ) {
+    this.ephemeral = new HazelcastEphemeralStore(ephemeral, clock);
+    this.durable = new HazelcastDurableStore(durableMaps, local);
+  }
+
+  static async connect(options: HazelcastOptions, local: SqliteDurableStore, clock: Clock, logger: Logger, onState: (connected: boolean) => void): Promise<HazelcastStore> {
+    // The lifecycle listener is registered before the store exists; it reaches it through this holder.
+    const self: { store?: HazelcastStore } = {};
+    let client: Client;
+    try {
+      client = await Client.newHazelcastClient({
+        clusterName: options.clusterName,
+        network: { clusterMembers: options.members, connectionTimeout: 5000, smartRouting: true, redoOperation: false },
+        connectionStrategy: {
+          asyncStart: false,
+          // ASYNC: while disconnected, calls fail at once (ClientOfflineError -> UNAVAILABLE) and the client
+          // keeps reconnecting in the background.
+          reconnectMode: ReconnectMode.ASYNC,
+          connectionRetry: { initialBackoffMillis: 200, maxBackoffMillis: 2000, multiplier: 1.5, jitter: 0.1, clusterConnectTimeoutMillis: options.connectTimeoutMs },
+        },
+        properties: {
+          'hazelcast.client.heartbeat.interval': 1000,
+          'hazelcast.client.heartbeat.timeout': 5000,
+          'hazelcast.client.invocation.timeout.millis': options.invocationTimeoutMs,
+          'hazelcast.logging.level': 'ERROR',
+        },
+        lifecycleListeners: [
+          (state: LifecycleState) => {
+            if (state === LifecycleState.DISCONNECTED) {
+              logger.warn('cluster connection lost; cluster RPCs answer UNAVAILABLE until it is back');
+              if (self.store) self.store.connected = false;
+              onState(false);
+            } else if (state === LifecycleState.CONNECTED || state === LifecycleState.CHANGED_CLUSTER) {
+              // After a reconnect (possibly to a restarted, empty cluster) republish before serving again.
+              const store = self.store;
+              if (store && !store.connected) {
+                void store.durable.republish().then(
+                  (n) => {
+                    store.connected = true;
+                    logger.info('cluster connection restored', { republished: n });
+                    onState(true);
+                  },
+                  (err: unknown) => logger.error('republishing to the cluster failed; staying unavailable', { err }),
+                );
+              }
+            }
+          },
+        ],
+      });
+    } catch (err) {
+      throw new StsError('unavailable', `cannot connect to the Hazelcast cluster ${options.clusterName} at ${options.members.join(', ')}`, { cause: err });
+    }
+    const ephemeral = new Map<EphemeralNamespace, IMap<string, EphemeralEntry>>();
+    for (const ns of EPHEMERAL) ephemeral.set(ns, await client.getMap<string, EphemeralEntry>(`sts-${ns}`));
+    const durable = new Map<DurableNamespace, IMap<string, string>>();
+    for (const ns of DURABLE) durable.set(ns, await client.getMap<string, string>(`sts-${ns}`));
+    const store = new HazelcastStore(client, ephemeral, durable, local, clock, logger);
+    self.store = store;
+    await store.listen();
+    const republished = await store.durable.republish();
+    logger.info('connected to the cluster', { cluster: options.clusterName, republished });
+    return store;
+  }
+
+  /** Every node keeps every durable record it sees in its local SQLite, and tells its listeners. */
+  private async listen(): Promise<void> {
+    for (const [ns, map] of this.durableMaps) {
+      const onEvent = (e: { key: string; value: string | null }) => {
+        if (e.value === null) return;
+        try {
+          this.local.put(ns, e.key, e.value);
+        } catch (err) {
+          this.logger.error('could not keep a local copy of a cluster record', { ns, id: e.key, err });
+        }
+        for (const l of this.listeners) l(ns, e.key);
+      };
+      await map.addEntryListener({ added: onEvent, updated: onEvent }, undefined, true);
+    }
+  }
+
+  onDurableChange(listener: DurableChangeListener): void {
+    this.listeners.push(listener);
+  }
+
+  /**
+   * A cluster-wide lease: at most one holder until `leaseMs` passes or it is released. Hazelcast's
+   * FencedLock is Enterprise-only since 5.5 and IMap locks are per client, not per request, so the lease is
+   * a putIfAbsent with TTL on a map, released with remove(key, owner).
+   */
+  async tryLease(name: string, owner: string, leaseMs: number): Promise<(() => Promise<void>) | undefined> {
+    const map = await guarded(() => this.client.getMap<string, string>('sts-lock'));
+    const existing = await guarded(() => map.putIfAbsent(name, owner, leaseMs));
+    if (existing !== null && existing !== owner) return undefined;
+    return async () => {
+      await map.remove(name, owner).catch(() => undefined);
+    };
+  }
+
+  /** The cluster map that replicates the directory (see src/session/replicated-directory.ts). */
+  directoryMap(): Promise<IMap<string, string>> {
+    return guarded(() => this.client.getMap<string, string>('sts-directory'));
+  }
+
+  get isConnected(): boolean {
+    return this.connected;
+  }
+
+  async close(): Promise<void> {
+    await this.client.shutdown();
+  }
+}

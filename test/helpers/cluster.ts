@@ -1,0 +1,182 @@
+/**
+ * Real Hazelcast members (Java processes from scripts/hazelcast.sh) and real STS processes in cluster mode,
+ * for the cluster tests. Everything listens on 127.0.0.1 only; every process is killed in `stopAll`.
+ */
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { credentials, type Client } from '@grpc/grpc-js';
+import { hashAdminKey, newAdminKey } from '../../src/auth/caller.js';
+import { PopServiceClient } from '../../src/gen/sts/v1/pop.js';
+import { SecretServiceClient } from '../../src/gen/sts/v1/secret.js';
+import { SessionServiceClient } from '../../src/gen/sts/v1/session.js';
+import { tempDir } from './server.js';
+
+const children = new Set<ChildProcess>();
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.unref();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Resolves when `pattern` appears in the child's output; rejects on exit or after `timeoutMs`. */
+function waitForOutput(child: ChildProcess, pattern: RegExp, timeoutMs: number, what: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let seen = '';
+    const timer = setTimeout(() => reject(new Error(`${what}: not ready within ${timeoutMs} ms; output:\n${seen.slice(-2000)}`)), timeoutMs);
+    const onData = (d: Buffer) => {
+      seen += d.toString();
+      const m = pattern.exec(seen);
+      if (m) {
+        clearTimeout(timer);
+        child.stdout?.off('data', onData);
+        child.stderr?.off('data', onData);
+        resolve(m[0]);
+      }
+    };
+    child.stdout?.on('data', onData);
+    child.stderr?.on('data', onData);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${what}: exited with ${code} before it was ready; output:\n${seen.slice(-2000)}`));
+    });
+  });
+}
+
+export interface Member {
+  port: number;
+  process: ChildProcess;
+  /** SIGKILL: the member dies without saying goodbye (a crash). */
+  kill(): Promise<void>;
+}
+
+function exited(child: ChildProcess): Promise<void> {
+  return child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise((r) => child.once('exit', () => r()));
+}
+
+export async function startMember(port: number, allPorts: number[], cluster: string): Promise<Member> {
+  const members = allPorts.map((p) => `127.0.0.1:${p}`).join(',');
+  const cmd = execFileSync('bash', ['scripts/hazelcast.sh', 'java-command', String(port), members, cluster], { encoding: 'utf8' }).trim().split('\n');
+  const child = spawn(cmd[0]!, cmd.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  await waitForOutput(child, new RegExp(`127\\.0\\.0\\.1\\]:${port} is STARTED`), 90_000, `hazelcast member ${port}`);
+  return {
+    port,
+    process: child,
+    async kill() {
+      child.kill('SIGKILL');
+      await exited(child);
+    },
+  };
+}
+
+export interface Cluster {
+  name: string;
+  ports: number[];
+  members: Member[];
+  /** STS's `cluster.members` value. */
+  memberList: string;
+}
+
+export async function startCluster(size: number): Promise<Cluster> {
+  const name = `sts-test-${randomBytes(4).toString('hex')}`;
+  const ports: number[] = [];
+  for (let i = 0; i < size; i++) ports.push(await freePort());
+  // The first member waits out its join timeout alone; the others join it.
+  const members: Member[] = [];
+  for (const p of ports) members.push(await startMember(p, ports, name));
+  return { name, ports, members, memberList: ports.map((p) => `127.0.0.1:${p}`).join(',') };
+}
+
+/** What every STS node of one deployment shares: the master key and the admin key. */
+export interface Deployment {
+  masterKey: string;
+  adminKey: string;
+  adminKeyFile: string;
+}
+
+export function newDeployment(): Deployment {
+  const dir = tempDir('sts-deploy-');
+  const adminKey = newAdminKey();
+  const adminKeyFile = join(dir, 'admin-keys');
+  writeFileSync(adminKeyFile, `ops:${hashAdminKey(adminKey)}\n`);
+  return { masterKey: `mk-test:${randomBytes(32).toString('base64url')}`, adminKey, adminKeyFile };
+}
+
+export interface StsNode {
+  address: string;
+  dataDir: string;
+  process: ChildProcess;
+  pop: PopServiceClient;
+  session: SessionServiceClient;
+  secret: SecretServiceClient;
+  logs: string[];
+  stop(): Promise<void>;
+  kill(): Promise<void>;
+}
+
+export async function startStsNode(cluster: Cluster, deployment: Deployment, options: { dataDir?: string; env?: Record<string, string> } = {}): Promise<StsNode> {
+  const dataDir = options.dataDir ?? tempDir('sts-node-');
+  const port = await freePort();
+  const env = {
+    ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('STS_'))),
+    STS_MASTER_KEY: deployment.masterKey,
+    STS_AUTH_ADMIN_KEY_FILE: deployment.adminKeyFile,
+    STS_CLUSTER_NAME: cluster.name,
+    STS_SERVER_SHUTDOWN_GRACE_MS: '2000',
+    ...options.env,
+  };
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve', '--cluster', '--members', cluster.memberList, '--address', `127.0.0.1:${port}`, '--data-dir', dataDir], {
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  const logs: string[] = [];
+  child.stdout!.on('data', (d: Buffer) => logs.push(...d.toString().split('\n').filter(Boolean)));
+  await waitForOutput(child, /"msg":"sts started"/, 90_000, `sts node ${port}`);
+  const address = `127.0.0.1:${port}`;
+  const creds = credentials.createInsecure();
+  const clients: Client[] = [];
+  const make = <T extends Client>(C: new (a: string, c: typeof creds) => T): T => {
+    const c = new C(address, creds);
+    clients.push(c);
+    return c;
+  };
+  return {
+    address,
+    dataDir,
+    process: child,
+    pop: make(PopServiceClient),
+    session: make(SessionServiceClient),
+    secret: make(SecretServiceClient),
+    logs,
+    async stop() {
+      clients.forEach((c) => c.close());
+      child.kill('SIGTERM');
+      await exited(child);
+    },
+    async kill() {
+      clients.forEach((c) => c.close());
+      child.kill('SIGKILL');
+      await exited(child);
+    },
+  };
+}
+
+/** Kills every member and node still running (afterEach/afterAll). */
+export async function stopAll(): Promise<void> {
+  const all = [...children];
+  for (const c of all) c.kill('SIGKILL');
+  await Promise.all(all.map(exited));
+}
