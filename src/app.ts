@@ -17,6 +17,7 @@ import { SqliteStore } from './store/sqlite/sqlite-store.js';
 import type { Store } from './store/adapter.js';
 import { HazelcastStore } from './store/hazelcast/hazelcast-store.js';
 import { ReplicatedDirectory } from './session/replicated-directory.js';
+import { type ReplicatedTable, replicateTables } from './secret/registry-replication.js';
 import { randomBytes } from 'node:crypto';
 import { Authenticator, loadAdminKeys } from './auth/caller.js';
 import { KeyRing, KeyRingOpenError } from './pop/key-ring.js';
@@ -154,15 +155,48 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
       // One node at a time creates and erases keys; the others learn the result through listeners.
       ...(cluster ? { lease: (name: string) => cluster.tryLease(name, nodeId, 30_000) } : {}),
     });
+    const ring = keyRing;
+    if (cluster) {
+      // Keys created or erased by another node take effect here at once, not at the next timer tick. An
+      // event during a reload triggers one more reload, so no change is missed.
+      let reloading = false;
+      let again = false;
+      const reload = (): void => {
+        if (reloading) {
+          again = true;
+          return;
+        }
+        reloading = true;
+        ring
+          .refresh()
+          .catch((err: unknown) => logger.error('reloading the key ring after a cluster change failed', { err }))
+          .finally(() => {
+            reloading = false;
+            if (again) {
+              again = false;
+              reload();
+            }
+          });
+      };
+      cluster.onDurableChange((ns) => {
+        if (ns === 'key') reload();
+      });
+    }
     try {
-      await keyRing.load();
+      await ring.load();
     } catch (err) {
       if (err instanceof KeyRingOpenError) throw new StartupError('master_key_invalid', `the key ring does not open with the configured master keys: ${err.message}. Nothing was changed.`, { cause: err });
       throw err;
     }
-    await keyRing.maintain();
+    // In a cluster another node may hold the rotation lease while it creates the first keys: wait for them.
+    const readyBy = Date.now() + config['cluster.connectTimeoutMs'];
+    for (;;) {
+      await ring.maintain();
+      if (ring.complete()) break;
+      if (Date.now() > readyBy) throw new StartupError('listen_failed', 'the key ring has no primary key of every kind yet, and another node holds the rotation lease');
+      await new Promise((r) => setTimeout(r, 200));
+    }
     resealMasterKeyCheck(db, master);
-    const ring = keyRing;
     // Users' secrets follow the management key (the PRIMARY secret key) after every rotation.
     const userSecrets = new UserSecrets({ store: store.durable, ring, clock, logger, secretBytes: config['secret.secretBytes'] });
     const rewrap = () => userSecrets.rewrap().catch((err: unknown) => logger.error('re-wrapping user secrets failed; will retry', { err }));
@@ -172,18 +206,7 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
     }, config['pop.rotationCheckIntervalMs']);
     maintenance.unref();
 
-    const directory = cluster ? await ReplicatedDirectory.open(db, await cluster.directoryMap(), logger) : new SqliteDirectory(db);
-    if (cluster) {
-      // Keys created or erased by another node take effect here at once, not at the next timer tick.
-      let pending: Promise<void> | undefined;
-      cluster.onDurableChange((ns) => {
-        if (ns !== 'key' || pending) return;
-        pending = ring
-          .refresh()
-          .catch((err: unknown) => logger.error('reloading the key ring after a cluster change failed', { err }))
-          .finally(() => (pending = undefined));
-      });
-    }
+    const directory = cluster ? await ReplicatedDirectory.open(db, await cluster.replicationMap('sts-directory'), logger) : new SqliteDirectory(db);
     const identityProviders = new IdentityProviderRegistry(db, { clock, logger });
     const sessions = new SessionStore(store.ephemeral, clock);
     // Application tokens authenticate every call; the directory decides what the application may do.
@@ -218,6 +241,17 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
         return { issuer: v.issuer, subject: v.subject, securityLevel: v.securityLevel, claims: v.claims };
       },
     });
+    const resourceServers = new ResourceServerRegistry(db, { clock, logger });
+    if (cluster) {
+      await replicateTables(
+        await cluster.replicationMap('sts-registry'),
+        {
+          idp: { table: identityProviders as ReplicatedTable<unknown>, idOf: (r) => (r as { issuer: string }).issuer },
+          rs: { table: resourceServers as ReplicatedTable<unknown>, idOf: (r) => (r as { id: string }).id },
+        },
+        logger,
+      );
+    }
     const pop = popService({ ring, auth, clock, logger, jwksMaxAgeMs: config['pop.jwksMaxAgeMs'] });
     const secret = secretService({
       auth,
@@ -225,7 +259,7 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
       clock,
       logger,
       identityProviders,
-      resourceServers: new ResourceServerRegistry(db, { clock, logger }),
+      resourceServers,
       userSecrets,
       applicationExists: (id) => directory.getApplication(id) !== undefined,
       // Exchanged tokens live 5 minutes, never longer than a user token (which the signing keys outlive).

@@ -106,6 +106,12 @@ export class KeyRing {
     return p;
   }
 
+  /** True when every kind has a PRIMARY key (a node serves only then). */
+  complete(): boolean {
+    const now = this.o.clock.now();
+    return KEY_KINDS.every((kind) => selectPrimary(this.byKind[kind], now)?.privateKey !== undefined);
+  }
+
   /** A key that may still decrypt/verify/unwrap (STAGED, PRIMARY or DECRYPT_ONLY), or undefined. */
   usable(kid: string, kind: KeyKind): LiveKey | undefined {
     const k = this.keys.get(kid);

@@ -200,18 +200,29 @@ export class IdentityProviderRegistry {
     return (this.stmts.list.all() as Row[]).map(fromRow);
   }
 
+  /** Cluster mode: told of every local change, to publish it to the other nodes. */
+  onChange: ((id: string, record: IdentityProviderRecord | null) => void) | undefined;
+
   put(r: IdentityProviderRecord): void {
-    const before = this.get(r.issuer);
-    this.stmts.put.run({ ...r, audiences: JSON.stringify(r.audiences), algorithms: JSON.stringify(r.algorithms) });
-    this.forget(before);
+    this.apply(r.issuer, r);
+    this.onChange?.(r.issuer, r);
   }
 
   /** False when there was no such provider. */
   delete(issuer: string): boolean {
-    const before = this.get(issuer);
-    const deleted = this.stmts.delete.run(issuer).changes === 1;
-    this.forget(before);
+    const deleted = this.apply(issuer, null);
+    this.onChange?.(issuer, null);
     return deleted;
+  }
+
+  /** Writes (or, with null, deletes) a provider locally: a local change, or one made on another node. */
+  apply(issuer: string, r: IdentityProviderRecord | null): boolean {
+    const before = this.get(issuer);
+    const changed = r
+      ? this.stmts.put.run({ ...r, audiences: JSON.stringify(r.audiences), algorithms: JSON.stringify(r.algorithms) }).changes === 1
+      : this.stmts.delete.run(issuer).changes === 1;
+    this.forget(before);
+    return changed;
   }
 
   /** Drops cached keys of a provider's old configuration, so a changed registration takes effect at once. */

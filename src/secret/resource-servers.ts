@@ -146,17 +146,26 @@ export class ResourceServerRegistry {
       const what = r.applicationId !== null ? `${field}.application_id: application ${r.applicationId}` : `${field}.certificate_sha256: this certificate`;
       throw new StsError('already_exists', `${what} already identifies resource server ${other.id}`);
     }
-    const before = this.get(r.id);
-    this.stmts.put.run({ ...r, audiences: JSON.stringify(r.audiences) });
-    if (before?.jwksUri) this.remote.delete(before.jwksUri);
+    this.apply(r.id, r);
+    this.onChange?.(r.id, r);
   }
 
   /** False when there was no such resource server. */
   delete(id: string): boolean {
-    const before = this.get(id);
-    const deleted = this.stmts.delete.run(id).changes === 1;
-    if (before?.jwksUri) this.remote.delete(before.jwksUri);
+    const deleted = this.apply(id, null);
+    this.onChange?.(id, null);
     return deleted;
+  }
+
+  /** Cluster mode: told of every local change, to publish it to the other nodes. */
+  onChange: ((id: string, record: ResourceServerRecord | null) => void) | undefined;
+
+  /** Writes (or, with null, deletes) a resource server locally: a local change, or one made on another node. */
+  apply(id: string, r: ResourceServerRecord | null): boolean {
+    const before = this.get(id);
+    const changed = r ? this.stmts.put.run({ ...r, audiences: JSON.stringify(r.audiences) }).changes === 1 : this.stmts.delete.run(id).changes === 1;
+    if (before?.jwksUri) this.remote.delete(before.jwksUri);
+    return changed;
   }
 
   /**

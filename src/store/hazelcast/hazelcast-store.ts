@@ -289,9 +289,9 @@ export class HazelcastStore implements Store {
     };
   }
 
-  /** The cluster map that replicates the directory (see src/session/replicated-directory.ts). */
-  directoryMap(): Promise<IMap<string, string>> {
-    return guarded(() => this.client.getMap<string, string>('sts-directory'));
+  /** A cluster map for replicated tables: `sts-directory` (the directory), `sts-registry` (IdPs, resource servers). */
+  replicationMap(name: 'sts-directory' | 'sts-registry'): Promise<IMap<string, string>> {
+    return guarded(() => this.client.getMap<string, string>(name));
   }
 
   get isConnected(): boolean {
