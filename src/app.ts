@@ -19,6 +19,8 @@ import { HazelcastStore } from './store/hazelcast/hazelcast-store.js';
 import { ReplicatedDirectory } from './session/replicated-directory.js';
 import { type ReplicatedTable, replicateTables } from './secret/registry-replication.js';
 import { randomBytes } from 'node:crypto';
+import type { Server as HttpServer } from 'node:http';
+import { Metrics } from './server/metrics.js';
 import { Authenticator, loadAdminKeys } from './auth/caller.js';
 import { KeyRing, KeyRingOpenError } from './pop/key-ring.js';
 import type { KeyKind, RotationPolicy } from './pop/key-record.js';
@@ -47,6 +49,8 @@ export interface RunningSts {
   /** The shared state: SQLite (embedded) or Hazelcast (cluster mode). */
   readonly store: Store;
   readonly ring: KeyRing;
+  /** Port of the Prometheus listener, when metrics.address is set. */
+  readonly metricsPort: number | undefined;
   /** Walks every user secret and re-wraps those under an older management key (maintenance does it too). */
   rewrapUserSecrets(): Promise<RewrapResult>;
   /** Graceful stop: drains calls, then closes the store. Idempotent. */
@@ -109,6 +113,8 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
   let sweeper: NodeJS.Timeout | undefined;
   let maintenance: NodeJS.Timeout | undefined;
   let keyRing: KeyRing | undefined;
+  let metricsServer: HttpServer | undefined;
+  let metricsPort: number | undefined;
   try {
     const master = loadMasterKeyRing({
       file: config['masterKey.file'],
@@ -265,13 +271,33 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
       // Exchanged tokens live 5 minutes, never longer than a user token (which the signing keys outlive).
       policy: { issuer: config['session.issuer'], exchangedTokenLifetimeMs: Math.min(5 * 60_000, config['session.userTokenMaxLifetimeMs']) },
     });
+    const metrics = new Metrics();
+    metrics.addGauges(() => {
+      const counts = new Map<string, number>();
+      for (const v of ring.view()) counts.set(`${v.record.kind}/${v.state}`, (counts.get(`${v.record.kind}/${v.state}`) ?? 0) + 1);
+      const next = ring.nextChange();
+      return [
+        {
+          name: 'sts_keys',
+          help: 'Keys in the key ring by kind and state.',
+          samples: [...counts].map(([k, value]) => ({ labels: { kind: k.split('/')[0]!, state: k.split('/')[1]! }, value })),
+        },
+        { name: 'sts_key_ring_next_change_seconds', help: 'Seconds until the key ring next changes by itself.', samples: [{ labels: {}, value: Number.isFinite(next) ? Math.max(0, (next - clock.now()) / 1000) : -1 }] },
+        { name: 'sts_cluster_connected', help: '1 when the node reaches its Hazelcast cluster (always 1 in embedded mode).', samples: [{ labels: { mode: cluster ? 'cluster' : 'embedded' }, value: !cluster || cluster.isConnected ? 1 : 0 }] },
+      ];
+    });
     const services: ServiceBinding[] = [
-      { name: 'sts.v1.PopService', definition: PopServiceService, implementation: bindService(PopServiceService, pop, logger) },
-      { name: 'sts.v1.SessionService', definition: SessionServiceService, implementation: bindService(SessionServiceService, session, logger) },
-      { name: 'sts.v1.SecretService', definition: SecretServiceService, implementation: bindService(SecretServiceService, secret, logger) },
+      { name: 'sts.v1.PopService', definition: PopServiceService, implementation: bindService(PopServiceService, pop, logger, metrics) },
+      { name: 'sts.v1.SessionService', definition: SessionServiceService, implementation: bindService(SessionServiceService, session, logger, metrics) },
+      { name: 'sts.v1.SecretService', definition: SecretServiceService, implementation: bindService(SecretServiceService, secret, logger, metrics) },
     ];
     grpc = new StsGrpcServer(config, services, logger);
     const port = await grpc.start();
+    if (config['metrics.address']) {
+      const m = await metrics.listen(config['metrics.address']);
+      metricsServer = m.server;
+      metricsPort = m.port;
+    }
     // Hazelcast expires entries itself; SQLite needs a sweep.
     if (!cluster) sweeper = setInterval(() => sqlite.ephemeral.sweep(), SWEEP_INTERVAL_MS).unref();
     logger.info('sts started', {
@@ -288,12 +314,14 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
       port,
       grpc: server,
       store,
+      metricsPort,
       ring,
       rewrapUserSecrets: () => userSecrets.rewrap({ full: true }),
       close: () =>
         (closing ??= (async () => {
           clearInterval(sweeper);
           clearInterval(maintenance);
+          metricsServer?.close();
           await server.shutdown();
           await hz?.close();
           await sqlite.close();
@@ -303,6 +331,7 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
   } catch (err) {
     clearInterval(sweeper);
     clearInterval(maintenance);
+    metricsServer?.close();
     await grpc?.shutdown();
     await hz?.close().catch(() => undefined);
     await sqlite.close();

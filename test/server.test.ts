@@ -86,6 +86,26 @@ describe('limits and logs', () => {
   });
 });
 
+describe('metrics', () => {
+  it('serves Prometheus text with RPC counts and latency by method and status, key ring state and cluster connection', async () => {
+    t = await startTestSts({ overrides: { 'metrics.address': '127.0.0.1:0' } });
+    await call(t.pop.getJwks, t.pop, {});
+    await call(t.pop.getJwks, t.pop, {});
+    await callError(call(t.pop.decrypt, t.pop, { jwe: 'x' }));
+    const res = await fetch(`http://127.0.0.1:${t.sts.metricsPort}/metrics`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toContain('text/plain');
+    const text = await res.text();
+    expect(text).toContain('sts_rpc_requests_total{method="/sts.v1.PopService/GetJwks",code="OK"} 2');
+    expect(text).toContain('sts_rpc_requests_total{method="/sts.v1.PopService/Decrypt",code="UNAUTHENTICATED"} 1');
+    expect(text).toContain('sts_rpc_duration_seconds_count{method="/sts.v1.PopService/GetJwks",code="OK"} 2');
+    expect(text).toMatch(/sts_rpc_duration_seconds_bucket\{method="\/sts.v1.PopService\/GetJwks",code="OK",le="\+Inf"\} 2/);
+    expect(text).toContain('sts_keys{kind="signing",state="primary"} 1');
+    expect(text).toContain('sts_cluster_connected{mode="embedded"} 1');
+    expect((await fetch(`http://127.0.0.1:${t.sts.metricsPort}/other`)).status).toBe(404);
+  });
+});
+
 describe('reflection with real grpcurl', () => {
   it('lists the three services and answers a health check', async () => {
     expect(existsSync(GRPCURL), 'grpcurl missing: run scripts/ensure-tools.sh (npm test does it)').toBe(true);

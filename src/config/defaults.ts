@@ -333,6 +333,12 @@ export const OPTIONS = {
     unit: 'ms',
     doc: 'Longest wait for one cluster operation; past it the RPC answers UNAVAILABLE.',
   },
+  'metrics.address': {
+    type: 'string',
+    default: '',
+    unit: 'host:port',
+    doc: 'Where to serve Prometheus metrics (`GET /metrics`: RPC counts and latency by method and status, key ring state, cluster connection). Empty: off.',
+  },
   'log.level': enumSpec({
     values: ['debug', 'info', 'warn', 'error'],
     default: 'info',

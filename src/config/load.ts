@@ -154,6 +154,7 @@ function validateTogether(c: Config, env: NodeJS.ProcessEnv): void {
   if (c['pop.signing.legacyWindowMs'] < c['session.userTokenMaxLifetimeMs']) {
     fail(`pop.signing.legacyWindowMs: must be at least session.userTokenMaxLifetimeMs (${c['session.userTokenMaxLifetimeMs']} ms), the longest token lifetime, so every token stays verifiable until it expires`);
   }
+  if (c['metrics.address']) parseAddress(c['metrics.address'], 'metrics.address');
   if (c['cluster.enabled']) {
     const members = c['cluster.members'].split(',').map((m) => m.trim());
     if (members.length === 0 || members.some((m) => m === '')) fail('cluster.members: give at least one host:port');

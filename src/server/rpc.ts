@@ -8,6 +8,7 @@
 import { createHash } from 'node:crypto';
 import { type ServerUnaryCall, type sendUnaryData, type UntypedServiceImplementation, status } from '@grpc/grpc-js';
 import type { Logger } from '../log.js';
+import type { Metrics } from './metrics.js';
 import { toServiceError } from './status.js';
 
 /** What a domain handler may know about the call. */
@@ -58,6 +59,7 @@ export function bindService<S>(
   definition: Record<string, { path: string }>,
   handlers: DomainService<S>,
   logger: Logger,
+  metrics?: Metrics,
 ): UntypedServiceImplementation {
   const impl: UntypedServiceImplementation = {};
   for (const [name, def] of Object.entries(definition)) {
@@ -70,17 +72,22 @@ export function bindService<S>(
       handler(call.request, ctx).then(
         (response) => {
           callback(null, response);
-          logger.info('rpc', { method, code: 'OK', durationMs: round(performance.now() - started), peer: ctx.peer, ...ctx.logFields });
+          const ms = performance.now() - started;
+          metrics?.observe(method, 'OK', ms / 1000);
+          logger.info('rpc', { method, code: 'OK', durationMs: round(ms), peer: ctx.peer, ...ctx.logFields });
         },
         (err: unknown) => {
           const mapped = toServiceError(err);
           if (mapped.unexpected) logger.error('rpc failed unexpectedly', { method, err });
           callback(mapped.error, null);
+          const ms = performance.now() - started;
+          const code = status[mapped.error.code!]!;
+          metrics?.observe(method, code, ms / 1000);
           logger.info('rpc', {
             method,
-            code: status[mapped.error.code!],
+            code,
             stsCode: mapped.stsCode,
-            durationMs: round(performance.now() - started),
+            durationMs: round(ms),
             peer: ctx.peer,
             ...ctx.logFields,
           });

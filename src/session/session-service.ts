@@ -273,7 +273,7 @@ export function sessionService(deps: SessionServiceDeps): DomainService<SessionS
     async renewApplicationToken(req, ctx) {
       const app = await callerApp(ctx);
       const rec = req.applicationTokenId.length <= 256 ? await sessions.findAppToken(req.applicationTokenId) : undefined;
-      if (!rec) throw new StsError('unauthenticated', 'application token not active: unknown, expired or released');
+      if (!rec) throw new StsError('token_invalid', 'application token not active: unknown, expired or released');
       if (rec.applicationId !== app.id) throw new StsError('permission_denied', 'an application may renew only its own tokens');
       const next = await sessions.renewAppToken(req.applicationTokenId, rec, policy.applicationTokenLifetimeMs);
       return {

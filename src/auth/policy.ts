@@ -1,0 +1,87 @@
+/**
+ * The authorization model: which caller may call which RPC. The handlers enforce it (each checks its own
+ * caller); this table is the single written statement of it, printed into the README and checked cell by
+ * cell by test/authorization.test.ts, so the three cannot drift apart.
+ *
+ * Callers, from weakest to strongest:
+ * - anonymous: no credential;
+ * - application: a valid application token (`authorization: Bearer <token>`);
+ * - trusted: an application marked trusted (may use STS's private and secret keys);
+ * - resource_server: an application (or mTLS certificate) registered as a resource server;
+ * - admin: an admin API key, or an application marked admin.
+ */
+export type Requirement = 'anonymous' | 'authenticated' | 'application' | 'trusted' | 'resource_server' | 'admin';
+
+export const POLICY: Record<string, Requirement> = {
+  '/sts.v1.PopService/GetJwks': 'anonymous',
+  '/sts.v1.PopService/Decrypt': 'trusted',
+  '/sts.v1.PopService/Sign': 'trusted',
+  '/sts.v1.PopService/Verify': 'authenticated',
+  '/sts.v1.PopService/GenerateDataKey': 'trusted',
+  '/sts.v1.PopService/Unwrap': 'trusted',
+  '/sts.v1.PopService/Rewrap': 'trusted',
+  '/sts.v1.PopService/RotateKeys': 'admin',
+  '/sts.v1.PopService/ListKeys': 'authenticated',
+  '/sts.v1.SessionService/LogonApplication': 'anonymous',
+  '/sts.v1.SessionService/ValidateApplicationToken': 'authenticated',
+  '/sts.v1.SessionService/RenewApplicationToken': 'application',
+  '/sts.v1.SessionService/ReleaseApplicationToken': 'application',
+  '/sts.v1.SessionService/GetApplicationInfo': 'application',
+  '/sts.v1.SessionService/LogonUser': 'application',
+  '/sts.v1.SessionService/ValidateUserToken': 'application',
+  '/sts.v1.SessionService/GetUserTokenByUserTokenId': 'application',
+  '/sts.v1.SessionService/CreateUserTicket': 'application',
+  '/sts.v1.SessionService/GetUserTokenByUserTicket': 'application',
+  '/sts.v1.SessionService/RefreshUserToken': 'application',
+  '/sts.v1.SessionService/ReleaseUserToken': 'application',
+  '/sts.v1.SessionService/ReleaseUserSessions': 'admin',
+  '/sts.v1.SessionService/ListUserSessions': 'admin',
+  '/sts.v1.SessionService/TransformUserToken': 'application',
+  '/sts.v1.SessionService/CreateUserFromThirdPartyToken': 'application',
+  '/sts.v1.SessionService/CreateApplication': 'admin',
+  '/sts.v1.SessionService/UpdateApplication': 'admin',
+  '/sts.v1.SessionService/ListApplications': 'admin',
+  '/sts.v1.SessionService/CreateUser': 'admin',
+  '/sts.v1.SessionService/UpdateUser': 'admin',
+  '/sts.v1.SessionService/ListUsers': 'admin',
+  '/sts.v1.SessionService/AddUserRole': 'admin',
+  '/sts.v1.SessionService/RemoveUserRole': 'admin',
+  '/sts.v1.SecretService/GetUserSecret': 'resource_server',
+  '/sts.v1.SecretService/ExchangeToken': 'resource_server',
+  '/sts.v1.SecretService/PutIdentityProvider': 'admin',
+  '/sts.v1.SecretService/ListIdentityProviders': 'admin',
+  '/sts.v1.SecretService/DeleteIdentityProvider': 'admin',
+  '/sts.v1.SecretService/PutResourceServer': 'admin',
+  '/sts.v1.SecretService/ListResourceServers': 'admin',
+  '/sts.v1.SecretService/DeleteResourceServer': 'admin',
+};
+
+/** Caller kinds as the tests and the README table name them. */
+export const CALLERS = ['anonymous', 'application', 'trusted application', 'resource server', 'admin key'] as const;
+export type CallerKind = (typeof CALLERS)[number];
+
+/** May a caller of this kind call an RPC with this requirement? */
+export function allowed(req: Requirement, caller: CallerKind): boolean {
+  switch (req) {
+    case 'anonymous':
+      return true;
+    case 'authenticated':
+      return caller !== 'anonymous';
+    case 'application':
+      // Admin keys manage STS; they are not applications and cannot hold user sessions.
+      return caller === 'application' || caller === 'trusted application' || caller === 'resource server';
+    case 'trusted':
+      return caller === 'trusted application' || caller === 'admin key';
+    case 'resource_server':
+      return caller === 'resource server';
+    case 'admin':
+      return caller === 'admin key';
+  }
+}
+
+export function policyMarkdown(): string {
+  const head = `| RPC | ${CALLERS.join(' | ')} |`;
+  const sep = `| --- |${CALLERS.map(() => ' :-: |').join('')}`;
+  const rows = Object.entries(POLICY).map(([method, req]) => `| \`${method.slice(8)}\` | ${CALLERS.map((c) => (allowed(req, c) ? 'yes' : '-')).join(' | ')} |`);
+  return [head, sep, ...rows].join('\n');
+}
