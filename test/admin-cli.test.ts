@@ -5,6 +5,7 @@
 import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { exportJWK, generateKeyPair } from 'jose';
 import { afterEach, describe, expect, it } from 'vitest';
 import { call } from './helpers/call.js';
 import { type TestSts, startTestSts, tempDir } from './helpers/server.js';
@@ -23,7 +24,7 @@ function sts(args: string[], stdin = ''): Promise<{ code: number; stdout: string
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    const timer = setTimeout(() => child.kill("SIGKILL"), 90_000);
     child.on('error', reject);
     child.on('close', (code) => {
       clearTimeout(timer);
@@ -33,7 +34,7 @@ function sts(args: string[], stdin = ''): Promise<{ code: number; stdout: string
   });
 }
 
-describe('sts admin', () => {
+describe('sts admin', { timeout: 180_000 }, () => {
   it('manages applications, users, roles and keys through the server, and reports refusals', async () => {
     const t = await startTestSts();
     servers.push(t);
@@ -104,6 +105,32 @@ describe('sts admin', () => {
     const refused = await sts(['admin', 'directory', 'import', bad, '--data-dir', target]);
     expect(refused.code).toBe(65);
     expect(refused.stderr).toContain('applications[0]');
+  });
+
+  it('registers identity providers and resource servers', async () => {
+    const t = await startTestSts();
+    servers.push(t);
+    const conn = ['--address', t.address, '--data-dir', t.dataDir];
+    const { publicKey } = await generateKeyPair('ES256');
+    const jwksFile = join(tempDir(), 'jwks.json');
+    writeFileSync(jwksFile, JSON.stringify({ keys: [{ ...(await exportJWK(publicKey)), kid: 'k1', alg: 'ES256', use: 'sig' }] }));
+    const idp = await sts(['admin', 'idps', 'put', '--issuer', 'https://idp.example', '--jwks-file', jwksFile, '--audience', 'api', '--alg', 'ES256', ...conn]);
+    expect(idp.code, idp.stderr).toBe(0);
+    expect(JSON.parse(idp.stdout)).toMatchObject({ issuer: 'https://idp.example', audiences: ['api'], algorithms: ['ES256'] });
+    const hmac = await sts(['admin', 'idps', 'put', '--issuer', 'https://bad.example', '--jwks-file', jwksFile, '--audience', 'api', '--alg', 'HS256', ...conn]);
+    expect(hmac.code).toBe(1);
+    expect(hmac.stderr).toContain('HS256');
+    await sts(['admin', 'apps', 'create', '--id', 'notes', '--name', 'Notes', ...conn]);
+    const { publicKey: encKey } = await generateKeyPair('ECDH-ES+A256KW');
+    const rsJwks = join(tempDir(), 'rs.json');
+    writeFileSync(rsJwks, JSON.stringify({ keys: [{ ...(await exportJWK(encKey)), kid: 'e1', alg: 'ECDH-ES+A256KW', use: 'enc' }] }));
+    const rs = await sts(['admin', 'resource-servers', 'put', '--id', 'notes-rs', '--app', 'notes', '--audience', 'api', '--jwks-file', rsJwks, ...conn]);
+    expect(rs.code, rs.stderr).toBe(0);
+    expect(JSON.parse((await sts(['admin', 'resource-servers', 'list', ...conn])).stdout)).toEqual([expect.objectContaining({ resourceServerId: 'notes-rs' })]);
+    expect((await sts(['admin', 'idps', 'delete', '--issuer', 'https://idp.example', ...conn])).code).toBe(0);
+    expect(JSON.parse((await sts(['admin', 'idps', 'list', ...conn])).stdout)).toEqual([]);
+    const both = await sts(['admin', 'resource-servers', 'put', '--id', 'x', '--app', 'notes', '--cert-sha256', 'ab', '--audience', 'api', '--jwks-file', rsJwks, ...conn]);
+    expect(both.code).toBe(64);
   });
 
   it('generates master key and admin key material in the formats the server reads', async () => {

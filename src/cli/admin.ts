@@ -34,7 +34,13 @@ Connection options (server commands): --address HOST:PORT  --token ADMIN_KEY  --
   roles remove --uid UID --app APP --role NAME [--org ORG]
   sessions list --uid UID | sessions release --uid UID
   keys list [--all] | keys rotate [--kind encryption|signing|secret]...
-  idps list | resource-servers list
+  idps list
+  idps put --issuer ISS (--jwks-uri URL | --jwks-file FILE) --audience AUD... --alg ALG... [--clock-skew-ms N]
+           [--subject-claim CLAIM] [--security-level N]
+  idps delete --issuer ISS
+  resource-servers list
+  resource-servers put --id ID (--app APP_ID | --cert-sha256 HEX) --audience AUD... (--jwks-uri URL | --jwks-file FILE)
+  resource-servers delete --id ID
   directory export [--out FILE]        (reads <dataDir>/sts.db directly; contains password hashes)
   directory import FILE                (upserts applications, users and roles in one transaction)
   master-key generate                  (prints a new "id:key" line for masterKey.file)
@@ -136,6 +142,14 @@ const emptyUser = (uid: string): User => ({ uid, username: '', firstName: '', la
 
 const KINDS: Record<string, KeyKind> = { encryption: KeyKind.KEY_KIND_ENCRYPTION, signing: KeyKind.KEY_KIND_SIGNING, secret: KeyKind.KEY_KIND_SECRET };
 
+/** --jwks-uri URL or --jwks-file FILE (inline JWKS), exactly one. */
+function jwksSource(values: Values): { $case: 'jwksUri'; value: string } | { $case: 'jwksJson'; value: string } {
+  const uri = values['jwks-uri'] as string | undefined;
+  const file = values['jwks-file'] as string | undefined;
+  if (Boolean(uri) === Boolean(file)) throw new AdminUsageError('give exactly one of --jwks-uri and --jwks-file');
+  return uri ? { $case: 'jwksUri', value: uri } : { $case: 'jwksJson', value: readFileSync(file!, 'utf8') };
+}
+
 export async function admin(args: string[]): Promise<void> {
   const [group, action, ...rest] = args;
   const cmd = `${group ?? ''} ${action ?? ''}`.trim();
@@ -211,7 +225,27 @@ export async function admin(args: string[]): Promise<void> {
     'keys list': { all: { type: 'boolean' } },
     'keys rotate': { kind: { type: 'string', multiple: true } },
     'idps list': {},
+    'idps put': {
+      issuer: { type: 'string' },
+      'jwks-uri': { type: 'string' },
+      'jwks-file': { type: 'string' },
+      audience: { type: 'string', multiple: true },
+      alg: { type: 'string', multiple: true },
+      'clock-skew-ms': { type: 'string' },
+      'subject-claim': { type: 'string' },
+      'security-level': { type: 'string' },
+    },
+    'idps delete': { issuer: { type: 'string' } },
     'resource-servers list': {},
+    'resource-servers put': {
+      id: { type: 'string' },
+      app: { type: 'string' },
+      'cert-sha256': { type: 'string' },
+      audience: { type: 'string', multiple: true },
+      'jwks-uri': { type: 'string' },
+      'jwks-file': { type: 'string' },
+    },
+    'resource-servers delete': { id: { type: 'string' } },
   };
   const spec = specs[cmd];
   if (!spec) throw new AdminUsageError(`unknown admin command "${cmd}"; see \`sts admin --help\``);
@@ -295,6 +329,51 @@ export async function admin(args: string[]): Promise<void> {
         return out((await rpc(c, c.secret, c.secret.listIdentityProviders, {})).identityProviders);
       case 'resource-servers list':
         return out((await rpc(c, c.secret, c.secret.listResourceServers, {})).resourceServers);
+      case 'idps put': {
+        const skew = Number(values['clock-skew-ms'] ?? 0);
+        const level = Number(values['security-level'] ?? 0);
+        if (!Number.isInteger(skew) || skew < 0) throw new AdminUsageError('--clock-skew-ms must be a whole number of milliseconds');
+        if (!Number.isInteger(level) || level < 0 || level > 4) throw new AdminUsageError('--security-level must be 0 to 4');
+        return out(
+          (
+            await rpc(c, c.secret, c.secret.putIdentityProvider, {
+              identityProvider: {
+                issuer: need(values, 'issuer'),
+                jwksSource: jwksSource(values),
+                audiences: (values.audience as string[] | undefined) ?? [],
+                algorithms: (values.alg as string[] | undefined) ?? [],
+                clockSkew: skew ? { seconds: Math.floor(skew / 1000), nanos: (skew % 1000) * 1e6 } : undefined,
+                subjectClaim: (values['subject-claim'] as string | undefined) ?? '',
+                securityLevel: level,
+              },
+            })
+          ).identityProvider,
+        );
+      }
+      case 'idps delete':
+        await rpc(c, c.secret, c.secret.deleteIdentityProvider, { issuer: need(values, 'issuer') });
+        return out({ ok: true });
+      case 'resource-servers put': {
+        const app = values.app as string | undefined;
+        const cert = values['cert-sha256'] as string | undefined;
+        if (Boolean(app) === Boolean(cert)) throw new AdminUsageError('give exactly one of --app and --cert-sha256');
+        const source = jwksSource(values);
+        return out(
+          (
+            await rpc(c, c.secret, c.secret.putResourceServer, {
+              resourceServer: {
+                resourceServerId: need(values, 'id'),
+                credential: app ? { $case: 'applicationId', value: app } : { $case: 'certificateSha256', value: cert! },
+                audiences: (values.audience as string[] | undefined) ?? [],
+                encryptionKeySource: source,
+              },
+            })
+          ).resourceServer,
+        );
+      }
+      case 'resource-servers delete':
+        await rpc(c, c.secret, c.secret.deleteResourceServer, { resourceServerId: need(values, 'id') });
+        return out({ ok: true });
     }
   } finally {
     c.close();
