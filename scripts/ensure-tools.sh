@@ -1,21 +1,95 @@
 #!/usr/bin/env bash
-# Fetches the tools the test suite needs into .tools/ (ignored by git), only when missing:
-#   - grpcurl, built with `go install` through the Go module proxy.
-# Idempotent and quiet when everything is present; `npm test` runs it as its pretest step.
+# Fetches the tools the test suite and the code generation need into .tools/ (ignored by git), only when
+# missing or when their pinned version changed. Idempotent and quiet when everything is present; `npm test`
+# runs it as its pretest step, the generate scripts run the parts they need.
+#
+#   ensure-tools.sh [component...]     no component: all of them
+#     grpcurl      (tests)       grpcurl, built with `go install` through the Go module proxy
+#     python       (tests, generation)  venv .tools/python with grpcio, protobuf and grpcio-tools from PyPI
+#     go-modules   (tests)       the modules of the Go client (clients/go), so its test build is offline
+#     go-plugins   (generation)  protoc-gen-go and protoc-gen-go-grpc, `go install`ed into .tools/bin
+#     hazelcast    (tests)       the Hazelcast member jar in .hazelcast/, from Maven Central
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 GRPCURL_VERSION=v1.9.4
+# Go code generation (clients/go): the plugin versions decide the generated code, so they are pinned here.
+PROTOC_GEN_GO_VERSION=v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION=v1.5.1
+# Python client (clients/python): runtime pins in clients/python/requirements.txt; grpcio-tools generates.
+GRPCIO_TOOLS_VERSION=1.85.1
+
 TOOLS="$PWD/.tools"
 mkdir -p "$TOOLS/bin"
 
-# go-installed grpcurl reports no version, so a stamp file records which one was built.
-if [ ! -x "$TOOLS/bin/grpcurl" ] || [ "$(cat "$TOOLS/bin/grpcurl.version" 2>/dev/null)" != "$GRPCURL_VERSION" ]; then
+need_go() {
   if ! command -v go >/dev/null 2>&1; then
-    echo "ensure-tools: Go is needed to build grpcurl (go install); install Go 1.22+ and retry" >&2
+    echo "ensure-tools: Go is needed for $1; install Go 1.25+ (clients/go asks for it) and retry" >&2
     exit 1
   fi
-  echo "ensure-tools: installing grpcurl $GRPCURL_VERSION into .tools/bin" >&2
-  GOBIN="$TOOLS/bin" GOFLAGS=-mod=mod go install "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION"
-  echo "$GRPCURL_VERSION" > "$TOOLS/bin/grpcurl.version"
-fi
+}
+
+# go-installed tools report no version, so a stamp file next to each records which one was built.
+go_tool() { # name package version
+  local name=$1 pkg=$2 version=$3
+  if [ ! -x "$TOOLS/bin/$name" ] || [ "$(cat "$TOOLS/bin/$name.version" 2>/dev/null)" != "$version" ]; then
+    need_go "$name (go install)"
+    echo "ensure-tools: installing $name $version into .tools/bin" >&2
+    GOBIN="$TOOLS/bin" GOFLAGS=-mod=mod go install "$pkg@$version"
+    echo "$version" > "$TOOLS/bin/$name.version"
+  fi
+}
+
+ensure_grpcurl() {
+  go_tool grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl "$GRPCURL_VERSION"
+}
+
+ensure_go_plugins() {
+  go_tool protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go "$PROTOC_GEN_GO_VERSION"
+  go_tool protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc "$PROTOC_GEN_GO_GRPC_VERSION"
+}
+
+ensure_go_modules() {
+  need_go "the Go client"
+  # Fast when the module cache has them; go.sum (committed) pins every module.
+  (cd clients/go && go mod download)
+}
+
+ensure_python() {
+  local venv="$TOOLS/python" python
+  python=$(command -v python3 || command -v python || true)
+  if [ -z "$python" ] || ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+    echo "ensure-tools: Python 3.10+ (python3) is needed for the Python client; install it and retry" >&2
+    exit 1
+  fi
+  # The stamp names the interpreter version and every pin, so changing either rebuilds the venv.
+  local want
+  want="$("$python" -c 'import sys; print("python=%d.%d.%d" % sys.version_info[:3])') grpcio-tools=$GRPCIO_TOOLS_VERSION $(grep -v '^#' clients/python/requirements.txt | tr '\n' ' ' | sed 's/ *$//')"
+  if [ -x "$venv/bin/python" ] && [ "$(cat "$venv/stamp" 2>/dev/null)" = "$want" ]; then
+    return
+  fi
+  echo "ensure-tools: creating .tools/python ($want)" >&2
+  rm -rf "$venv"
+  "$python" -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
+    -r clients/python/requirements.txt "grpcio-tools==$GRPCIO_TOOLS_VERSION"
+  echo "$want" > "$venv/stamp"
+}
+
+ensure_hazelcast() {
+  # The Hazelcast member jar, for the cluster-mode tests (Maven Central).
+  bash scripts/hazelcast.sh fetch
+}
+
+components=("$@")
+[ ${#components[@]} -gt 0 ] || components=(grpcurl python go-modules go-plugins hazelcast)
+for c in "${components[@]}"; do
+  case "$c" in
+    grpcurl) ensure_grpcurl ;;
+    python) ensure_python ;;
+    go-modules) ensure_go_modules ;;
+    go-plugins) ensure_go_plugins ;;
+    hazelcast) ensure_hazelcast ;;
+    *) echo "ensure-tools: unknown component '$c' (grpcurl, python, go-modules, go-plugins, hazelcast)" >&2; exit 64 ;;
+  esac
+done

@@ -1,4 +1,8 @@
-/** The STS TypeScript client: generated stubs (as namespaces, since ts-proto repeats helper names) and the JWKS helpers. */
+/**
+ * The STS TypeScript client: `createStsClient` (promise API with logon, renewal, deadlines, retries of reads
+ * and typed errors), the generated stubs (as namespaces, since ts-proto repeats helper names) and the JWKS
+ * helpers.
+ */
 export * as common from './gen/sts/v1/common.js';
 export * as pop from './gen/sts/v1/pop.js';
 export * as session from './gen/sts/v1/session.js';
@@ -7,3 +11,17 @@ export { PopServiceClient } from './gen/sts/v1/pop.js';
 export { SessionServiceClient } from './gen/sts/v1/session.js';
 export { SecretServiceClient } from './gen/sts/v1/secret.js';
 export { JwksCache, encryptFor, type JwksDocument, type JwksFetcher, type JwksCacheOptions } from './jwks.js';
+export {
+  createStsClient,
+  StsClientError,
+  IDEMPOTENT_METHODS,
+  type StsClient,
+  type StsClientOptions,
+  type StsCallOptions,
+  type StsClientEvent,
+  type StsScheduler,
+  type PromiseService,
+  type PopApi,
+  type SessionApi,
+  type SecretApi,
+} from './client.js';
