@@ -197,7 +197,7 @@ describe('faults', () => {
     for (const m of cluster.members) await m.kill();
     await until('A reports NOT_SERVING', async () => (await health(a)) === 'NOT_SERVING');
     const down = await callError(call(a.session.validateUserToken, a.session, { token: { $case: 'userTokenId', value: session.userToken!.userTokenId } }, app.tokenA, 5000));
-    expect([status.UNAVAILABLE, status.UNAUTHENTICATED]).toContain(down.code);
+    expect([down.code, down.metadata.get('sts-error-code')[0]]).toEqual([status.UNAVAILABLE, 'unavailable']);
 
     cluster.members = [];
     for (const p of cluster.ports) cluster.members.push(await startMember(p, cluster.ports, cluster.name));
