@@ -14,30 +14,11 @@ import { ManualClock } from '../src/clock.js';
 import { StartupError } from '../src/errors.js';
 import { KeyKind, KeyState, type KeyInfo } from '../src/gen/sts/v1/pop.js';
 import { MasterKeyRing } from '../src/crypto/master-key.js';
-import type { OptionName } from '../src/config/defaults.js';
 import { call, callError } from './helpers/call.js';
 import { createApp } from './helpers/directory.js';
-import { type TestSts, startTestSts, tempDir } from './helpers/server.js';
+import { FAST_ROTATION, type TestSts, startTestSts, tempDir } from './helpers/server.js';
 
 const MIN = 60_000;
-/** Short, readable policies: validity 60 min, staging 10 min, legacy 30 min, one key ahead. */
-const FAST_ROTATION: Partial<Record<OptionName, number | string>> = {
-  'pop.encryption.validityMs': 60 * MIN,
-  'pop.encryption.stagingLeadMs': 10 * MIN,
-  'pop.encryption.legacyWindowMs': 30 * MIN,
-  'pop.encryption.minimumKeys': 1,
-  'pop.signing.validityMs': 60 * MIN,
-  'pop.signing.stagingLeadMs': 10 * MIN,
-  'pop.signing.legacyWindowMs': 30 * MIN,
-  'pop.signing.minimumKeys': 1,
-  'pop.secret.validityMs': 60 * MIN,
-  'pop.secret.stagingLeadMs': 10 * MIN,
-  'pop.secret.legacyWindowMs': 30 * MIN,
-  'pop.secret.minimumKeys': 1,
-  'pop.jwksMaxAgeMs': MIN,
-  'session.userTokenMaxLifetimeMs': 30 * MIN,
-  'session.userTokenIdleTimeoutMs': 10 * MIN,
-};
 
 const masterKey = (id: string) => `${id}:${randomBytes(32).toString('base64url')}`;
 

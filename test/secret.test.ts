@@ -22,7 +22,7 @@ import { KeyKind, KeyState } from '../src/gen/sts/v1/pop.js';
 import { type IdentityProvider, type ResourceServer, SecretServiceClient } from '../src/gen/sts/v1/secret.js';
 import { Application } from '../src/gen/sts/v1/session.js';
 import { call, callError } from './helpers/call.js';
-import { type TestSts, startTestSts } from './helpers/server.js';
+import { FAST_ROTATION, type TestSts, startTestSts } from './helpers/server.js';
 
 const MIN = 60_000;
 const T0 = Date.UTC(2026, 5, 1);
@@ -142,20 +142,7 @@ function putRs(w: { t: TestSts; admin: string }, r: Partial<ResourceServer> & { 
 }
 
 const ROTATION: Partial<Record<OptionName, number | string>> = {
-  'pop.encryption.validityMs': 60 * MIN,
-  'pop.encryption.stagingLeadMs': 10 * MIN,
-  'pop.encryption.legacyWindowMs': 30 * MIN,
-  'pop.encryption.minimumKeys': 1,
-  'pop.signing.validityMs': 60 * MIN,
-  'pop.signing.stagingLeadMs': 10 * MIN,
-  'pop.signing.legacyWindowMs': 30 * MIN,
-  'pop.signing.minimumKeys': 1,
-  'pop.secret.validityMs': 60 * MIN,
-  'pop.secret.stagingLeadMs': 10 * MIN,
-  'pop.secret.legacyWindowMs': 30 * MIN,
-  'pop.secret.minimumKeys': 1,
-  'pop.jwksMaxAgeMs': MIN,
-  'session.userTokenMaxLifetimeMs': 30 * MIN,
+  ...FAST_ROTATION,
   'session.userTokenIdleTimeoutMs': 30 * MIN,
   'session.applicationTokenLifetimeMs': 30 * 24 * 60 * MIN,
 };

@@ -15,7 +15,7 @@ import { newMasterKey, formatMasterKeys } from '../crypto/master-key.js';
 import { hashAdminKey, newAdminKey } from '../auth/caller.js';
 import { KeyInfo, KeyKind, PopServiceClient } from '../gen/sts/v1/pop.js';
 import { SecretServiceClient } from '../gen/sts/v1/secret.js';
-import { type Application, SessionServiceClient, type User } from '../gen/sts/v1/session.js';
+import { Application, SessionServiceClient, User } from '../gen/sts/v1/session.js';
 import { openDatabase } from '../store/sqlite/database.js';
 import { exportDirectory, importDirectory } from '../session/directory-file.js';
 
@@ -122,23 +122,8 @@ function rpc<Req, Res>(c: Connection, client: Client, method: Unary<Req, Res>, r
   return new Promise((resolve, reject) => method.call(client, req, md, { deadline: Date.now() + 30_000 }, (err, res) => (err ? reject(err) : resolve(res))));
 }
 
-const emptyApp = (id: string): Application => ({
-  applicationId: id,
-  name: '',
-  tags: [],
-  defaultRoles: [],
-  trusted: false,
-  admin: false,
-  personalFieldsAllowed: false,
-  fullToken: false,
-  minimumSecurityLevel: 0,
-  userTokenIdleTimeout: undefined,
-  userTokenMaxLifetime: undefined,
-  disabled: false,
-  createTime: undefined,
-});
-
-const emptyUser = (uid: string): User => ({ uid, username: '', firstName: '', lastName: '', email: '', cellphone: '', personRef: '', disabled: false, createTime: undefined });
+const emptyApp = (id: string): Application => Application.fromPartial({ applicationId: id });
+const emptyUser = (uid: string): User => User.fromPartial({ uid });
 
 const KINDS: Record<string, KeyKind> = { encryption: KeyKind.KEY_KIND_ENCRYPTION, signing: KeyKind.KEY_KIND_SIGNING, secret: KeyKind.KEY_KIND_SECRET };
 

@@ -5,7 +5,7 @@ import type { Authenticator, Caller } from '../auth/caller.js';
 import type { Clock } from '../clock.js';
 import { StsError, invalidArgument } from '../errors.js';
 import type { Application, SessionServiceServer, User } from '../gen/sts/v1/session.js';
-import type { Role } from '../gen/sts/v1/common.js';
+import type { ApplicationToken, Role } from '../gen/sts/v1/common.js';
 import type { Duration } from '../gen/google/protobuf/duration.js';
 import type { Logger } from '../log.js';
 import { decryptCompact, verifyCompact } from '../pop/jose-ops.js';
@@ -13,7 +13,7 @@ import type { KeyRing } from '../pop/key-ring.js';
 import type { CallContext, DomainService } from '../server/rpc.js';
 import type { ApplicationRecord, IdentityDirectory, RoleRecord, UserRecord } from './directory.js';
 import { APP_SECRET_PARAMS, hashSecret, verifySecret } from './password.js';
-import { SECURITY_LEVEL, type SessionStore, type UserSessionRecord, newSecret, refOf } from './sessions.js';
+import { type AppTokenRecord, SECURITY_LEVEL, type SessionStore, type UserSessionRecord, newSecret, refOf } from './sessions.js';
 import type { LogonThrottle } from './throttle.js';
 import { type AnonymousView, type SessionHandle, type ViewContext, signUserToken, userTokenView } from './user-token-view.js';
 
@@ -91,6 +91,10 @@ export function applicationPb(a: ApplicationRecord): Application {
     disabled: a.disabled,
     createTime: new Date(a.createdAt),
   };
+}
+
+function appTokenPb(id: string, app: ApplicationRecord, rec: AppTokenRecord): ApplicationToken {
+  return { applicationTokenId: id, applicationId: app.id, applicationName: app.name, issueTime: new Date(rec.issuedAt), expireTime: new Date(rec.expiresAt) };
 }
 
 export function userPb(u: UserRecord): User {
@@ -242,15 +246,7 @@ export function sessionService(deps: SessionServiceDeps): DomainService<SessionS
       const token = await sessions.createAppToken(app.id, policy.applicationTokenLifetimeMs);
       ctx.logFields.caller = app.id;
       audit('application.logon', { application: app.id });
-      return {
-        applicationToken: {
-          applicationTokenId: token.id,
-          applicationId: app.id,
-          applicationName: app.name,
-          issueTime: new Date(token.record.issuedAt),
-          expireTime: new Date(token.record.expiresAt),
-        },
-      };
+      return { applicationToken: appTokenPb(token.id, app, token.record) };
     },
 
     async validateApplicationToken(req, ctx) {
@@ -258,16 +254,7 @@ export function sessionService(deps: SessionServiceDeps): DomainService<SessionS
       const rec = req.applicationTokenId.length <= 256 ? await sessions.findAppToken(req.applicationTokenId) : undefined;
       const app = rec && directory.getApplication(rec.applicationId);
       if (!rec || !app || app.disabled) return { active: false, applicationToken: undefined };
-      return {
-        active: true,
-        applicationToken: {
-          applicationTokenId: req.applicationTokenId,
-          applicationId: app.id,
-          applicationName: app.name,
-          issueTime: new Date(rec.issuedAt),
-          expireTime: new Date(rec.expiresAt),
-        },
-      };
+      return { active: true, applicationToken: appTokenPb(req.applicationTokenId, app, rec) };
     },
 
     async renewApplicationToken(req, ctx) {
@@ -276,15 +263,7 @@ export function sessionService(deps: SessionServiceDeps): DomainService<SessionS
       if (!rec) throw new StsError('token_invalid', 'application token not active: unknown, expired or released');
       if (rec.applicationId !== app.id) throw new StsError('permission_denied', 'an application may renew only its own tokens');
       const next = await sessions.renewAppToken(req.applicationTokenId, rec, policy.applicationTokenLifetimeMs);
-      return {
-        applicationToken: {
-          applicationTokenId: req.applicationTokenId,
-          applicationId: app.id,
-          applicationName: app.name,
-          issueTime: new Date(next.issuedAt),
-          expireTime: new Date(next.expiresAt),
-        },
-      };
+      return { applicationToken: appTokenPb(req.applicationTokenId, app, next) };
     },
 
     async releaseApplicationToken(req, ctx) {

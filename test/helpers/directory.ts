@@ -1,7 +1,7 @@
 /** Builds a small directory through the admin RPCs of a running test server. */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Application } from '../../src/gen/sts/v1/session.js';
+import { Application } from '../../src/gen/sts/v1/session.js';
 import { call } from './call.js';
 import type { TestSts } from './server.js';
 
@@ -10,22 +10,7 @@ export function adminToken(t: TestSts): string {
 }
 
 export function appDefaults(id: string, overrides: Partial<Application> = {}): Application {
-  return {
-    applicationId: id,
-    name: `${id} app`,
-    tags: [],
-    defaultRoles: [],
-    trusted: false,
-    admin: false,
-    personalFieldsAllowed: false,
-    fullToken: false,
-    minimumSecurityLevel: 0,
-    userTokenIdleTimeout: undefined,
-    userTokenMaxLifetime: undefined,
-    disabled: false,
-    createTime: undefined,
-    ...overrides,
-  };
+  return Application.fromPartial({ applicationId: id, name: `${id} app`, ...overrides });
 }
 
 /** Creates an application and logs it on; returns its secret and application token id. */

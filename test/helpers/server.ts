@@ -15,6 +15,25 @@ import { SecretServiceClient } from '../../src/gen/sts/v1/secret.js';
 import { SessionServiceClient } from '../../src/gen/sts/v1/session.js';
 import { type Logger, createLogger, silentLogger } from '../../src/log.js';
 
+const MIN = 60_000;
+/**
+ * Short, readable key rotation policies for tests with a manual clock: every kind valid 60 min, staged 10
+ * min before, decrypt-only for 30 min after; one key ahead; tokens shorter than the legacy window.
+ */
+export const FAST_ROTATION: Partial<Record<OptionName, number | string>> = {
+  ...Object.fromEntries(
+    (['encryption', 'signing', 'secret'] as const).flatMap((k) => [
+      [`pop.${k}.validityMs`, 60 * MIN],
+      [`pop.${k}.stagingLeadMs`, 10 * MIN],
+      [`pop.${k}.legacyWindowMs`, 30 * MIN],
+      [`pop.${k}.minimumKeys`, 1],
+    ]),
+  ),
+  'pop.jwksMaxAgeMs': MIN,
+  'session.userTokenMaxLifetimeMs': 30 * MIN,
+  'session.userTokenIdleTimeoutMs': 10 * MIN,
+};
+
 export function tempDir(prefix = 'sts-test-'): string {
   return mkdtempSync(join(tmpdir(), prefix));
 }
