@@ -193,6 +193,40 @@ describe('crypto failures are indistinguishable', () => {
     }
   });
 
+  it('decrypts every standard form a JOSE library makes, and refuses off-curve and compressed ones alike', async () => {
+    t = await startTestSts();
+    const jwks = JSON.parse((await call(t.pop.getJwks, t.pop, {})).jwksJson) as { keys: (Record<string, string> & { use: string })[] };
+    const jwk = jwks.keys.find((k) => k.use === 'enc')!;
+    const { importJWK } = await import('jose');
+    const pub = await importJWK(jwk, 'ECDH-ES+A256KW');
+    const make = (header: Record<string, unknown>, text: string) => new CompactEncrypt(new TextEncoder().encode(text)).setProtectedHeader({ alg: 'ECDH-ES+A256KW', kid: jwk.kid, ...header }).encrypt(pub);
+    const forms: Record<string, unknown>[] = [
+      { enc: 'A256GCM' },
+      { enc: 'A256GCM', apu: Buffer.from('Alice').toString('base64url'), apv: Buffer.from('Bob').toString('base64url'), cty: 'text/plain' },
+      { enc: 'A128GCM' },
+      { enc: 'A128CBC-HS256' },
+      { enc: 'A256CBC-HS512' },
+    ];
+    for (const f of forms) {
+      const text = `form ${JSON.stringify(f)}`;
+      const out = await decrypt(t, await make(f, text));
+      expect(Buffer.from(out.plaintext).toString()).toBe(text);
+      expect(out.contentType).toBe((f.cty as string | undefined) ?? '');
+    }
+    // An ephemeral key that is not on P-256 (invalid-curve attack) and a "zip" header: the same refusal.
+    const good = await make({ enc: 'A256GCM' }, 'x');
+    const [h, ...rest] = good.split('.');
+    const header = JSON.parse(Buffer.from(h!, 'base64url').toString()) as { epk: { x: string; y: string } };
+    const y = Buffer.from(header.epk.y, 'base64url');
+    y[31] = y[31]! ^ 1;
+    const offCurve = [Buffer.from(JSON.stringify({ ...header, epk: { ...header.epk, y: y.toString('base64url') } })).toString('base64url'), ...rest].join('.');
+    const zipped = [Buffer.from(JSON.stringify({ ...header, zip: 'DEF' })).toString('base64url'), ...rest].join('.');
+    for (const bad of [offCurve, zipped]) {
+      const e = await callError(decrypt(t, bad));
+      expect([e.code, e.details]).toEqual([status.INVALID_ARGUMENT, 'decryption failed']);
+    }
+  });
+
   it('a tampered or re-labelled signature fails verification with one message', async () => {
     t = await startTestSts();
     const { jws } = await call(t.pop.sign, t.pop, { payload: Buffer.from('{"sub":"a"}'), type: 'JWT', contentType: '' }, adminToken(t));

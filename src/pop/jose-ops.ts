@@ -9,7 +9,7 @@
  * the cause (malformed input, unknown kid, destroyed key, wrong key, tampering): RFC 7516 section 11.5 and
  * the brief's rule that crypto failures are indistinguishable.
  */
-import { createCipheriv, createDecipheriv, createHash, randomBytes, sign as nodeSign, verify as nodeVerify, constants, type KeyObject } from 'node:crypto';
+import { constants, createCipheriv, createDecipheriv, createHash, createPublicKey, diffieHellman, randomBytes, sign as nodeSign, verify as nodeVerify, type KeyObject } from 'node:crypto';
 import { compactDecrypt, type CompactJWEHeaderParameters } from 'jose';
 import { StsError } from '../errors.js';
 import type { KeyRing } from './key-ring.js';
@@ -107,8 +107,68 @@ export function verifyCompact(ring: KeyRing, jws: string): Verified {
 /** Content encryption algorithms accepted in JWEs sent to STS (RFC 7518 section 5.1, no legacy ones). */
 const CONTENT_ALGS = ['A128GCM', 'A192GCM', 'A256GCM', 'A128CBC-HS256', 'A192CBC-HS384', 'A256CBC-HS512'];
 
+const AES_KW_IV = Buffer.from('A6A6A6A6A6A6A6A6', 'hex'); // RFC 3394 section 2.2.3.1 default IV
+
+function lengthPrefixed(b: Buffer): Buffer {
+  const len = Buffer.alloc(4);
+  len.writeUInt32BE(b.length);
+  return Buffer.concat([len, b]);
+}
+
+/**
+ * The default form, ECDH-ES+A256KW with A256GCM, straight on node:crypto: jose runs it on WebCrypto at about
+ * a quarter of the speed (bench/results). Every step follows RFC 7518: section 4.6.2 (Concat KDF with
+ * AlgorithmID, apu, apv and keydatalen 256), section 4.4 (AES Key Wrap, RFC 3394) and section 5.3 (AES-GCM
+ * with the encoded protected header as AAD). Returns undefined for any other form (jose handles those).
+ */
+function decryptEcdhA256kwA256gcm(ring: KeyRing, parts: string[], header: Record<string, unknown>): { plaintext: Buffer; kid: string; cty: string | undefined } | undefined {
+  if (header.alg !== 'ECDH-ES+A256KW' || header.enc !== 'A256GCM') return undefined;
+  // Features this path does not implement are refused here, as jose refuses them (no zip, no crit).
+  if (header.zip !== undefined || header.crit !== undefined || typeof header.kid !== 'string') throw decryptionFailed();
+  const key = ring.usable(header.kid, 'encryption');
+  if (!key || key.record.alg !== 'ECDH-ES+A256KW') throw decryptionFailed();
+  const epk = header.epk as Record<string, unknown> | undefined;
+  if (!epk || epk.kty !== 'EC' || epk.crv !== 'P-256' || typeof epk.x !== 'string' || typeof epk.y !== 'string' || 'd' in epk) throw decryptionFailed();
+  const opt = (v: unknown) => (v === undefined ? Buffer.alloc(0) : typeof v === 'string' && B64URL.test(v) ? Buffer.from(v, 'base64url') : undefined);
+  const apu = opt(header.apu);
+  const apv = opt(header.apv);
+  if (!apu || !apv) throw decryptionFailed();
+  const encryptedKey = Buffer.from(parts[1]!, 'base64url');
+  const iv = Buffer.from(parts[2]!, 'base64url');
+  const tag = Buffer.from(parts[4]!, 'base64url');
+  if (encryptedKey.length !== 40 || iv.length !== 12 || tag.length !== 16) throw decryptionFailed();
+  try {
+    // createPublicKey checks that the point is on the curve (no invalid-curve attack on the static key).
+    const peer = createPublicKey({ key: { kty: 'EC', crv: 'P-256', x: epk.x, y: epk.y }, format: 'jwk' });
+    const z = diffieHellman({ privateKey: key.privateKey!, publicKey: peer });
+    const otherInfo = Buffer.concat([lengthPrefixed(Buffer.from('ECDH-ES+A256KW')), lengthPrefixed(apu), lengthPrefixed(apv), Buffer.from([0, 0, 1, 0])]);
+    const kek = createHash('sha256').update(Buffer.from([0, 0, 0, 1])).update(z).update(otherInfo).digest();
+    const unwrap = createDecipheriv('id-aes256-wrap', kek, AES_KW_IV);
+    const cek = Buffer.concat([unwrap.update(encryptedKey), unwrap.final()]);
+    const decipher = createDecipheriv('aes-256-gcm', cek, iv);
+    decipher.setAAD(Buffer.from(parts[0]!, 'ascii'));
+    decipher.setAuthTag(tag);
+    const plaintext = Buffer.concat([decipher.update(Buffer.from(parts[3]!, 'base64url')), decipher.final()]);
+    cek.fill(0);
+    return { plaintext, kid: key.record.kid, cty: typeof header.cty === 'string' ? header.cty : undefined };
+  } catch (err) {
+    throw decryptionFailed(err);
+  }
+}
+
 /** Decrypts a compact JWE addressed to a usable STS encryption key. */
 export async function decryptCompact(ring: KeyRing, jwe: string): Promise<{ plaintext: Buffer; kid: string; cty: string | undefined }> {
+  const parts = jwe.split('.');
+  if (parts.length !== 5 || !parts.every((p) => B64URL.test(p))) throw decryptionFailed();
+  let header: Record<string, unknown>;
+  try {
+    header = JSON.parse(Buffer.from(parts[0]!, 'base64url').toString('utf8')) as Record<string, unknown>;
+  } catch (err) {
+    throw decryptionFailed(err);
+  }
+  if (typeof header !== 'object' || header === null) throw decryptionFailed();
+  const fast = decryptEcdhA256kwA256gcm(ring, parts, header);
+  if (fast) return fast;
   let key: LiveKey | undefined;
   try {
     const { plaintext, protectedHeader } = await compactDecrypt(
