@@ -199,8 +199,9 @@ describe('crypto failures are indistinguishable', () => {
     const jwk = jwks.keys.find((k) => k.use === 'enc')!;
     const { importJWK } = await import('jose');
     const pub = await importJWK(jwk, 'ECDH-ES+A256KW');
-    const make = (header: Record<string, unknown>, text: string) => new CompactEncrypt(new TextEncoder().encode(text)).setProtectedHeader({ alg: 'ECDH-ES+A256KW', kid: jwk.kid, ...header }).encrypt(pub);
-    const forms: Record<string, unknown>[] = [
+    const make = (header: Record<string, unknown> & { enc: string }, text: string) =>
+      new CompactEncrypt(new TextEncoder().encode(text)).setProtectedHeader({ alg: 'ECDH-ES+A256KW', kid: jwk.kid, ...header }).encrypt(pub);
+    const forms: (Record<string, unknown> & { enc: string })[] = [
       { enc: 'A256GCM' },
       { enc: 'A256GCM', apu: Buffer.from('Alice').toString('base64url'), apv: Buffer.from('Bob').toString('base64url'), cty: 'text/plain' },
       { enc: 'A128GCM' },
