@@ -10,7 +10,8 @@ import { type Logger, createLogger } from './log.js';
 import { PopServiceService } from './gen/sts/v1/pop.js';
 import { SecretServiceService } from './gen/sts/v1/secret.js';
 import { SessionServiceService } from './gen/sts/v1/session.js';
-import { bindService } from './server/rpc.js';
+import { type CallContext, bindService, guardedDefinition } from './server/rpc.js';
+import { checkCaller } from './auth/policy.js';
 import { type ServiceBinding, StsGrpcServer } from './server/server.js';
 import { type Db, getMeta, openDatabase, setMeta } from './store/sqlite/database.js';
 import { SqliteStore } from './store/sqlite/sqlite-store.js';
@@ -271,6 +272,7 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
       // Exchanged tokens live 5 minutes, never longer than a user token (which the signing keys outlive).
       policy: { issuer: config['session.issuer'], exchangedTokenLifetimeMs: Math.min(5 * 60_000, config['session.userTokenMaxLifetimeMs']) },
     });
+    const precheck = (method: string, c: CallContext) => checkCaller(auth, method, c.bearer, c.clientCertSha256 !== undefined);
     const metrics = new Metrics();
     metrics.addGauges(() => {
       const counts = new Map<string, number>();
@@ -287,9 +289,9 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
       ];
     });
     const services: ServiceBinding[] = [
-      { name: 'sts.v1.PopService', definition: PopServiceService, implementation: bindService(PopServiceService, pop, logger, metrics) },
-      { name: 'sts.v1.SessionService', definition: SessionServiceService, implementation: bindService(SessionServiceService, session, logger, metrics) },
-      { name: 'sts.v1.SecretService', definition: SecretServiceService, implementation: bindService(SecretServiceService, secret, logger, metrics) },
+      { name: 'sts.v1.PopService', definition: guardedDefinition(PopServiceService), implementation: bindService(PopServiceService, pop, logger, metrics, precheck) },
+      { name: 'sts.v1.SessionService', definition: guardedDefinition(SessionServiceService), implementation: bindService(SessionServiceService, session, logger, metrics, precheck) },
+      { name: 'sts.v1.SecretService', definition: guardedDefinition(SecretServiceService), implementation: bindService(SecretServiceService, secret, logger, metrics, precheck) },
     ];
     grpc = new StsGrpcServer(config, services, logger);
     const port = await grpc.start();

@@ -527,7 +527,7 @@ describe('ExchangeToken (RFC 8693)', () => {
     // Verified offline with STS's published keys, as a resource server would.
     const cache = new JwksCache(() => call(w.t.pop.getJwks, w.t.pop, {}), { now: () => w.clock.now() });
     const { payload, header } = await cache.verifyToken(res.accessToken);
-    expect(header).toMatchObject({ typ: 'JWT' });
+    expect(header).toMatchObject({ typ: 'sts-exchange+jwt' });
     const claims = JSON.parse(new TextDecoder().decode(payload)) as Record<string, unknown>;
     const now = Math.floor(T0 / 1000);
     expect(claims).toMatchObject({ iss: 'urn:sts:local', sub: 'alice', aud: RS_ID, iat: now, exp: now + 300, act: { sub: 'gateway', iss: w.idp.issuer }, may_act: mayAct, scope: 'orders.read orders.write' });

@@ -123,7 +123,7 @@ describe('user sessions', () => {
     const cache = new JwksCache(() => call(w.t.pop.getJwks, w.t.pop, {}));
     const { payload, header } = await cache.verifyToken(res.userTokenJwt);
     const claims = JSON.parse(new TextDecoder().decode(payload)) as Record<string, unknown>;
-    expect(header.typ).toBe('JWT');
+    expect(header.typ).toBe('sts-user+jwt');
     expect(claims).toMatchObject({ iss: 'urn:sts:local', sub: w.uid, aud: 'app-a', acr: '2', preferred_username: 'alice' });
     expect(JSON.stringify(claims)).not.toContain(u.userTokenId);
 
@@ -181,6 +181,22 @@ describe('user sessions', () => {
     // A JWT whose signature is fine but whose session is gone is not active; neither is garbage.
     expect((await call(w.t.session.validateUserToken, w.t.session, { token: { $case: 'userTokenJwt', value: res2.userTokenJwt } }, w.a.token)).active).toBe(false);
     expect((await call(w.t.session.validateUserToken, w.t.session, { token: { $case: 'userTokenJwt', value: 'a.b.c' } }, w.a.token)).active).toBe(false);
+  });
+
+  it('a JWS a trusted application has STS sign cannot pass for a user token', async () => {
+    const w = await world();
+    const trusted = await createApp(w.t, 'signer', { trusted: true });
+    const res = await logon(w, w.a);
+    const claims = JSON.parse(Buffer.from(res.userTokenJwt.split('.')[1]!, 'base64url').toString()) as Record<string, unknown>;
+    // The same claims (sid of a live session, far future exp), signed by STS through the Sign RPC.
+    const forged = await call(w.t.pop.sign, w.t.pop, { payload: Buffer.from(JSON.stringify({ ...claims, exp: claims.exp as number + 86_400 })), type: 'JWT', contentType: '' }, trusted.token);
+    expect((await call(w.t.session.validateUserToken, w.t.session, { token: { $case: 'userTokenJwt', value: forged.jws } }, w.a.token)).active).toBe(false);
+    for (const type of ['sts-user+jwt', 'STS-anything']) {
+      const e = await callError(call(w.t.pop.sign, w.t.pop, { payload: Buffer.from('{}'), type, contentType: '' }, trusted.token));
+      expect([e.code, e.details]).toEqual([status.INVALID_ARGUMENT, 'type: types starting with "sts-" are reserved for tokens STS issues itself']);
+    }
+    // The genuine user token JWT is still active.
+    expect((await call(w.t.session.validateUserToken, w.t.session, { token: { $case: 'userTokenJwt', value: res.userTokenJwt } }, w.a.token)).active).toBe(true);
   });
 
   it('release (logout) ends the session and its tickets at once', async () => {

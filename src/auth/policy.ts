@@ -10,6 +10,9 @@
  * - resource_server: an application (or mTLS certificate) registered as a resource server;
  * - admin: an admin API key, or an application marked admin.
  */
+import type { Authenticator } from './caller.js';
+import { StsError } from '../errors.js';
+
 export type Requirement = 'anonymous' | 'authenticated' | 'application' | 'trusted' | 'resource_server' | 'admin';
 
 export const POLICY: Record<string, Requirement> = {
@@ -84,4 +87,22 @@ export function policyMarkdown(): string {
   const sep = `| --- |${CALLERS.map(() => ' :-: |').join('')}`;
   const rows = Object.entries(POLICY).map(([method, req]) => `| \`${method.slice(8)}\` | ${CALLERS.map((c) => (allowed(req, c) ? 'yes' : '-')).join(' | ')} |`);
   return [head, sep, ...rows].join('\n');
+}
+
+/**
+ * Checks a caller against a method's row without running the method (used for requests that do not decode).
+ * Resource servers identified by certificate are let through here; the method itself would check them.
+ */
+export async function checkCaller(auth: Authenticator, method: string, bearer: string | undefined, clientCert: boolean): Promise<void> {
+  const req = POLICY[method];
+  if (req === undefined || req === 'anonymous') return;
+  if (req === 'resource_server' && clientCert && !bearer) return;
+  const caller = await auth.authenticate(bearer);
+  const ok =
+    req === 'authenticated' ||
+    (req === 'application' && caller.kind === 'application') ||
+    (req === 'resource_server' && caller.kind === 'application') ||
+    (req === 'trusted' && caller.trusted) ||
+    (req === 'admin' && caller.admin);
+  if (!ok) throw new StsError('permission_denied', `${caller.kind} ${caller.id} may not call ${method}`);
 }

@@ -15,6 +15,13 @@ import { StsError } from '../errors.js';
 import type { KeyRing } from './key-ring.js';
 import type { KeyAlg, LiveKey } from './key-record.js';
 
+/**
+ * Explicit types of the tokens STS issues itself (RFC 8725 section 3.11). Sign refuses every type with the
+ * reserved prefix, so a JWS that an application has STS sign can never pass for an STS token.
+ */
+export const TOKEN_TYP = { user: 'sts-user+jwt', exchange: 'sts-exchange+jwt' } as const;
+export const RESERVED_TYP_PREFIX = 'sts-';
+
 export const DECRYPTION_FAILED = 'decryption failed';
 export const VERIFICATION_FAILED = 'signature verification failed';
 export const UNWRAP_FAILED = 'unwrap failed';
@@ -123,7 +130,7 @@ function lengthPrefixed(b: Buffer): Buffer {
  */
 function decryptEcdhA256kwA256gcm(ring: KeyRing, parts: string[], header: Record<string, unknown>): { plaintext: Buffer; kid: string; cty: string | undefined } | undefined {
   if (header.alg !== 'ECDH-ES+A256KW' || header.enc !== 'A256GCM') return undefined;
-  // Features this path does not implement are refused here, as jose refuses them (no zip, no crit).
+  // Compression is refused (RFC 8725 section 3.6: compressing before encrypting leaks); so is crit.
   if (header.zip !== undefined || header.crit !== undefined || typeof header.kid !== 'string') throw decryptionFailed();
   const key = ring.usable(header.kid, 'encryption');
   if (!key || key.record.alg !== 'ECDH-ES+A256KW') throw decryptionFailed();
@@ -179,7 +186,8 @@ export async function decryptCompact(ring: KeyRing, jwe: string): Promise<{ plai
         if (!key || header.alg !== key.record.alg) throw new Error('no usable key for this JWE');
         return key.privateKey!;
       },
-      { keyManagementAlgorithms: ['ECDH-ES+A256KW', 'RSA-OAEP-256'], contentEncryptionAlgorithms: CONTENT_ALGS },
+      // maxDecompressedLength 0: compressed JWEs ("zip") are refused, as on the node:crypto path (RFC 8725 section 3.6).
+      { keyManagementAlgorithms: ['ECDH-ES+A256KW', 'RSA-OAEP-256'], contentEncryptionAlgorithms: CONTENT_ALGS, maxDecompressedLength: 0 },
     );
     return { plaintext: Buffer.from(plaintext), kid: key!.record.kid, cty: typeof protectedHeader.cty === 'string' ? protectedHeader.cty : undefined };
   } catch (err) {

@@ -10,7 +10,7 @@ import type { Logger } from '../log.js';
 import type { CallContext, DomainService } from '../server/rpc.js';
 import type { KeyRing, KeyView } from './key-ring.js';
 import { type KeyKind, type KeyState, useOf } from './key-record.js';
-import { decryptCompact, signCompact, unwrapKey, verifyCompact, wrapKey } from './jose-ops.js';
+import { RESERVED_TYP_PREFIX, decryptCompact, signCompact, unwrapKey, verifyCompact, wrapKey } from './jose-ops.js';
 
 const MiB = 1024 * 1024;
 const HEADER_VALUE = /^[\x20-\x7e]{0,128}$/;
@@ -146,6 +146,9 @@ export function popService(deps: PopServiceDeps): DomainService<PopServiceServer
       requireSize('payload', req.payload, 1, MiB);
       if (!HEADER_VALUE.test(req.type)) throw invalidArgument('type', 'at most 128 printable ASCII characters');
       if (!HEADER_VALUE.test(req.contentType)) throw invalidArgument('content_type', 'at most 128 printable ASCII characters');
+      if (req.type.toLowerCase().startsWith(RESERVED_TYP_PREFIX) || req.contentType.toLowerCase().startsWith(RESERVED_TYP_PREFIX)) {
+        throw invalidArgument('type', `types starting with "${RESERVED_TYP_PREFIX}" are reserved for tokens STS issues itself`);
+      }
       return audited('pop.sign', caller, ctx, () =>
         signCompact(ring, Buffer.from(req.payload), { ...(req.type ? { typ: req.type } : {}), ...(req.contentType ? { cty: req.contentType } : {}) }),
       );

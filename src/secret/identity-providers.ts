@@ -342,6 +342,8 @@ function joseFailure(err: unknown, invalid: (reason: string, cause?: unknown) =>
   if (err instanceof errors.JWKSMultipleMatchingKeys) return invalid('key is ambiguous (several keys match its kid)', err);
   if (err instanceof errors.JOSEAlgNotAllowed) return invalid('algorithm not allowed', err);
   if (err instanceof errors.JOSEError) return invalid('invalid', err);
-  return err; // not the token's fault: INTERNAL, logged with its detail
+  // Anything else jose throws while verifying (a TypeError for a key it will not use, say) is still a token
+  // that does not verify: refuse it the same way, keeping the detail for the log.
+  return invalid('invalid', err);
 
 }

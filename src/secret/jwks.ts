@@ -57,11 +57,15 @@ function publicKeyProblem(jwk: unknown): string | undefined {
   if (priv) return `is a private key (has "${priv}"); give public keys only`;
   if (jwk.kid !== undefined && (typeof jwk.kid !== 'string' || jwk.kid.length === 0 || jwk.kid.length > 256)) return 'has a kid that is not a string of 1 to 256 characters';
   if (jwk.use !== undefined && jwk.use !== 'sig' && jwk.use !== 'enc') return 'has a use other than "sig" or "enc"';
+  let key;
   try {
-    createPublicKey({ key: jwk as JsonWebKeyInput['key'], format: 'jwk' });
+    key = createPublicKey({ key: jwk as JsonWebKeyInput['key'], format: 'jwk' });
   } catch {
     return 'is not a valid public key';
   }
+  // RFC 7518 sections 3.3 and 4.3: RSA keys of at least 2048 bits (jose refuses smaller ones at use time).
+  const bits = key.asymmetricKeyDetails?.modulusLength;
+  if (key.asymmetricKeyType?.startsWith('rsa') && (bits === undefined || bits < 2048)) return `is an RSA key of ${bits ?? '?'} bits; at least 2048 are required`;
   return undefined;
 }
 

@@ -14,7 +14,7 @@ import type { Clock } from '../clock.js';
 import { StsError } from '../errors.js';
 import type { SecretServiceServer } from '../gen/sts/v1/secret.js';
 import type { Logger } from '../log.js';
-import { signCompact } from '../pop/jose-ops.js';
+import { TOKEN_TYP, signCompact } from '../pop/jose-ops.js';
 import type { KeyRing } from '../pop/key-ring.js';
 import type { CallContext, DomainService } from '../server/rpc.js';
 import { type IdentityProviderRegistry, type VerifiedIdentity, identityProviderPb, identityProviderRecord, text } from './identity-providers.js';
@@ -185,7 +185,7 @@ export function secretService(deps: SecretServiceDeps): DomainService<SecretServ
           ...(req.scope ? { scope: req.scope } : {}),
           secret_jwe: out.jwe,
         };
-        const { jws } = signCompact(ring, Buffer.from(JSON.stringify(claims)), { typ: 'JWT' });
+        const { jws } = signCompact(ring, Buffer.from(JSON.stringify(claims)), { typ: TOKEN_TYP.exchange });
         return { accessToken: jws, issuedTokenType: TOKEN_TYPE_JWT, tokenType: 'N_A', expiresIn: lifetimeS, scope: req.scope };
       });
     },

@@ -10,6 +10,7 @@ import { type ServerUnaryCall, type sendUnaryData, type UntypedServiceImplementa
 import type { Logger } from '../log.js';
 import type { Metrics } from './metrics.js';
 import { toServiceError } from './status.js';
+import { invalidArgument } from '../errors.js';
 
 /** What a domain handler may know about the call. */
 export interface CallContext {
@@ -39,6 +40,33 @@ export type DomainService<S> = {
 
 const BEARER = /^Bearer ([\x21-\x7e]{1,4096})$/;
 
+/** What a request that does not decode becomes, so the handler wrapper can answer INVALID_ARGUMENT. */
+const UNDECODABLE = Symbol('undecodable request');
+type Undecodable = { [UNDECODABLE]: string };
+
+/**
+ * The service definition with request decoding that never throws. grpc-js answers a decoder exception with
+ * INTERNAL before any handler runs; a request that is not valid protobuf (or carries an int64 past 2^53,
+ * which ts-proto refuses) is the caller's mistake and gets INVALID_ARGUMENT from bindService instead.
+ */
+export function guardedDefinition<D extends Record<string, { requestDeserialize: (b: Buffer) => unknown; path: string }>>(definition: D): D {
+  const out: Record<string, unknown> = {};
+  for (const [name, m] of Object.entries(definition)) {
+    const type = m.path.slice(m.path.lastIndexOf('/') + 1) + 'Request';
+    out[name] = {
+      ...m,
+      requestDeserialize: (b: Buffer): unknown => {
+        try {
+          return m.requestDeserialize(b);
+        } catch {
+          return { [UNDECODABLE]: type } satisfies Undecodable;
+        }
+      },
+    };
+  }
+  return out as D;
+}
+
 function contextOf(call: ServerUnaryCall<unknown, unknown>, method: string): CallContext {
   const auth = call.metadata.get('authorization')[0];
   const bearer = typeof auth === 'string' ? BEARER.exec(auth)?.[1] : undefined;
@@ -60,6 +88,11 @@ export function bindService<S>(
   handlers: DomainService<S>,
   logger: Logger,
   metrics?: Metrics,
+  /**
+   * Checks the caller of a request that did not decode, so that such a request says nothing to a caller
+   * who may not call the method (UNAUTHENTICATED / PERMISSION_DENIED first, INVALID_ARGUMENT after).
+   */
+  checkCaller?: (method: string, context: CallContext) => Promise<void>,
 ): UntypedServiceImplementation {
   const impl: UntypedServiceImplementation = {};
   for (const [name, def] of Object.entries(definition)) {
@@ -69,7 +102,14 @@ export function bindService<S>(
     impl[name] = (call: ServerUnaryCall<unknown, unknown>, callback: sendUnaryData<unknown>) => {
       const started = performance.now();
       const ctx = contextOf(call, method);
-      handler(call.request, ctx).then(
+      const request = call.request as unknown;
+      const run =
+        typeof request === 'object' && request !== null && UNDECODABLE in request
+          ? (checkCaller?.(method, ctx) ?? Promise.resolve()).then(() => {
+              throw invalidArgument('request', `not a valid sts.v1.${(request as Undecodable)[UNDECODABLE]} message (protobuf, int64 values within 2^53)`);
+            })
+          : handler(request, ctx);
+      run.then(
         (response) => {
           callback(null, response);
           const ms = performance.now() - started;

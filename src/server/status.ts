@@ -29,6 +29,13 @@ export const STATUS_BY_CODE: Record<StsErrorCode, status> = {
 
 export const INTERNAL_MESSAGE = 'internal error; the server log has the details';
 
+/**
+ * Messages are written for people, never for data; the clip is a safety net against a message that quotes
+ * caller input: long trailers break HTTP/2 header limits and stall the connection.
+ */
+const MAX_DETAILS = 512;
+const clip = (m: string): string => (m.length > MAX_DETAILS ? `${m.slice(0, MAX_DETAILS - 3)}...` : m);
+
 export interface MappedError {
   error: Partial<ServiceError>;
   /** True when the error was not a deliberate domain error and must be logged with its detail. */
@@ -43,7 +50,7 @@ export function toServiceError(err: unknown): MappedError {
     metadata.set('sts-error-code', err.code);
     if (err.retryAfterMs !== undefined) metadata.set('retry-after-ms', String(Math.ceil(err.retryAfterMs)));
     if (err.oauthError !== undefined) metadata.set('sts-oauth-error', err.oauthError);
-    return { error: { code: STATUS_BY_CODE[err.code], details: err.message, metadata }, unexpected: false, stsCode: err.code };
+    return { error: { code: STATUS_BY_CODE[err.code], details: clip(err.message), metadata }, unexpected: false, stsCode: err.code };
   }
   metadata.set('sts-error-code', 'internal');
   return { error: { code: status.INTERNAL, details: INTERNAL_MESSAGE, metadata }, unexpected: true, stsCode: 'internal' };

@@ -15,7 +15,7 @@ import type { ApplicationRecord, IdentityDirectory, RoleRecord, UserRecord } fro
 import { APP_SECRET_PARAMS, hashSecret, verifySecret } from './password.js';
 import { type AppTokenRecord, SECURITY_LEVEL, type SessionStore, type UserSessionRecord, newSecret, refOf } from './sessions.js';
 import type { LogonThrottle } from './throttle.js';
-import { type AnonymousView, type SessionHandle, type ViewContext, signUserToken, userTokenView } from './user-token-view.js';
+import { type AnonymousView, type SessionHandle, USER_TOKEN_TYP, type ViewContext, signUserToken, userTokenView } from './user-token-view.js';
 
 export interface SessionPolicy {
   issuer: string;
@@ -54,10 +54,12 @@ function text(field: string, value: string, min: number, max: number): string {
   return value;
 }
 
+const TEN_YEARS_MS = 10 * 365 * 24 * 3600 * 1000;
+
 function durationMs(d: Duration | undefined, field: string): number {
   if (!d) return 0;
   const ms = d.seconds * 1000 + Math.floor(d.nanos / 1e6);
-  if (ms < 0) throw invalidArgument(field, 'must not be negative');
+  if (!Number.isFinite(ms) || ms < 0 || ms > TEN_YEARS_MS) throw invalidArgument(field, 'must be 0 to 10 years');
   return ms;
 }
 
@@ -114,7 +116,9 @@ export function userPb(u: UserRecord): User {
 /** AIP-134 field masks arrive as snake_case (binary) or camelCase (JSON); compare in snake_case. */
 function maskPaths(mask: string[] | undefined, allowed: readonly string[], field: string): Set<string> {
   const paths = new Set((mask ?? []).map((p) => p.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)));
-  for (const p of paths) if (!allowed.includes(p)) throw invalidArgument(field, `cannot update "${p}"; allowed: ${allowed.join(', ')}`);
+  for (const p of paths) {
+    if (!allowed.includes(p)) throw invalidArgument(field, `cannot update "${p.length > 64 ? `${p.slice(0, 64)}...` : p}"; allowed: ${allowed.join(', ')}`);
+  }
   return paths;
 }
 
@@ -459,7 +463,7 @@ export function sessionService(deps: SessionServiceDeps): DomainService<SessionS
       const caller = await admin(ctx);
       const a = req.application;
       if (!a) throw invalidArgument('application', 'is required');
-      const current = directory.getApplication(a.applicationId);
+      const current = directory.getApplication(text('application.application_id', a.applicationId, 1, 128));
       if (!current) throw new StsError('not_found', `application ${a.applicationId} not found`);
       const paths = maskPaths(req.updateMask, APP_MUTABLE, 'update_mask');
       const fields = appFields(a, 'application');
@@ -511,7 +515,7 @@ export function sessionService(deps: SessionServiceDeps): DomainService<SessionS
       const caller = await admin(ctx);
       const u = req.user;
       if (!u) throw invalidArgument('user', 'is required');
-      const current = directory.getUser(u.uid);
+      const current = directory.getUser(text('user.uid', u.uid, 1, 128));
       if (!current) throw new StsError('not_found', `user ${u.uid} not found`);
       const paths = maskPaths(req.updateMask, USER_MUTABLE, 'update_mask');
       const fields = userFields(u, 'user');
@@ -567,8 +571,10 @@ export function sessionService(deps: SessionServiceDeps): DomainService<SessionS
     let claims: Record<string, unknown>;
     try {
       const v = verifyCompact(ring, jwt);
-      if (v.header.typ !== 'JWT') return undefined;
-      claims = JSON.parse(v.payload.toString('utf8')) as Record<string, unknown>;
+      if (v.header.typ !== USER_TOKEN_TYP) return undefined;
+      const parsed: unknown = JSON.parse(v.payload.toString('utf8'));
+      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return undefined;
+      claims = parsed as Record<string, unknown>;
     } catch {
       return undefined;
     }

@@ -7,11 +7,14 @@ import { randomBytes } from 'node:crypto';
 import { StsError } from '../errors.js';
 import type { UserToken } from '../gen/sts/v1/common.js';
 import type { KeyRing } from '../pop/key-ring.js';
-import { signCompact } from '../pop/jose-ops.js';
+import { TOKEN_TYP, signCompact } from '../pop/jose-ops.js';
 import type { ApplicationRecord, IdentityDirectory, RoleRecord, UserRecord } from './directory.js';
 import type { UserSessionRecord } from './sessions.js';
 
 export type AnonymousView = 'anonymised' | 'basic' | 'deny';
+
+/** The explicit type of user token JWTs (see TOKEN_TYP in src/pop/jose-ops.ts). */
+export const USER_TOKEN_TYP = TOKEN_TYP.user;
 
 export interface ViewContext {
   directory: IdentityDirectory;
@@ -88,5 +91,5 @@ export function signUserToken(vc: ViewContext, view: UserToken, sid: string, now
   if (view.cellphone) claims.phone_number = view.cellphone;
   if (view.personRef) claims.person_ref = view.personRef;
   if (view.anonymised) claims.anonymised = true;
-  return signCompact(vc.ring, Buffer.from(JSON.stringify(claims)), { typ: 'JWT' }).jws;
+  return signCompact(vc.ring, Buffer.from(JSON.stringify(claims)), { typ: USER_TOKEN_TYP }).jws;
 }
