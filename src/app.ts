@@ -214,13 +214,15 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
     maintenance.unref();
 
     const directory = cluster ? await ReplicatedDirectory.open(db, await cluster.replicationMap('sts-directory'), logger) : new SqliteDirectory(db);
+    // After a reconnect, re-read what changed while away before serving again (entry events are not replayed).
+    if (cluster && directory instanceof ReplicatedDirectory) cluster.reconnectHooks.push(() => directory.resync());
     const identityProviders = new IdentityProviderRegistry(db, { clock, logger });
     const sessions = new SessionStore(store.ephemeral, clock);
     // Application tokens authenticate every call; the directory decides what the application may do.
     auth.setTokenAuthenticator(async (bearer) => {
       const token = bearer.length <= 256 ? await sessions.findAppToken(bearer) : undefined;
       const app = token && directory.getApplication(token.applicationId);
-      return app && !app.disabled ? { kind: 'application', id: app.id, trusted: app.trusted, admin: app.admin } : undefined;
+      return app && !app.disabled ? { kind: 'application', id: app.id, trusted: app.trusted, admin: app.admin, application: app } : undefined;
     });
     const session = sessionService({
       directory,
@@ -250,7 +252,7 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
     });
     const resourceServers = new ResourceServerRegistry(db, { clock, logger });
     if (cluster) {
-      await replicateTables(
+      const resyncRegistries = await replicateTables(
         await cluster.replicationMap('sts-registry'),
         {
           idp: { table: identityProviders as ReplicatedTable<unknown>, idOf: (r) => (r as { issuer: string }).issuer },
@@ -258,6 +260,7 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
         },
         logger,
       );
+      cluster.reconnectHooks.push(resyncRegistries);
     }
     const pop = popService({ ring, auth, clock, logger, jwksMaxAgeMs: config['pop.jwksMaxAgeMs'] });
     const secret = secretService({

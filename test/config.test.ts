@@ -332,6 +332,15 @@ describe('errors name the option and its source', () => {
   });
 });
 
+describe('key lifetime rules', () => {
+  it('refuses settings under which keys could be destroyed while still needed', () => {
+    configError({ env: {}, overrides: { 'pop.secret.legacyWindowMs': 60_000, 'pop.rotationCheckIntervalMs': 60_000 } }, 'pop.secret.legacyWindowMs', 'pop.rotationCheckIntervalMs');
+    configError({ env: {}, overrides: { 'pop.signing.legacyWindowMs': 60_000 } }, 'pop.signing.legacyWindowMs', 'session.userTokenMaxLifetimeMs');
+    configError({ env: {}, overrides: { 'pop.encryption.stagingLeadMs': 1000, 'pop.jwksMaxAgeMs': 60_000 } }, 'pop.encryption.stagingLeadMs', 'pop.jwksMaxAgeMs');
+    expect(loadConfig({ env: {}, overrides: { 'pop.secret.legacyWindowMs': 120_000, 'pop.rotationCheckIntervalMs': 60_000 } })['pop.secret.legacyWindowMs']).toBe(120_000);
+  });
+});
+
 describe('documentation', () => {
   it('optionsMarkdown has one row per option with its environment variable', () => {
     const lines = optionsMarkdown().split('\n');

@@ -258,6 +258,10 @@ describe('data keys', () => {
     expect(Buffer.from((await call(t.pop.unwrap, t.pop, { wrappedKey: dk.wrappedKey, context }, token)).plaintext)).toEqual(Buffer.from(dk.plaintext));
     const wrongContext = await callError(call(t.pop.unwrap, t.pop, { wrappedKey: dk.wrappedKey, context: Buffer.from('tenant=43') }, token));
     expect([wrongContext.code, wrongContext.details]).toEqual([status.INVALID_ARGUMENT, 'unwrap failed']);
+    for (const reserved of [Buffer.from('sts:user-secret:abc'), Buffer.from('sts:')]) {
+      const e = await callError(call(t.pop.unwrap, t.pop, { wrappedKey: dk.wrappedKey, context: reserved }, token));
+      expect([e.code, e.details]).toEqual([status.INVALID_ARGUMENT, 'context: contexts starting with "sts:" are reserved for STS']);
+    }
     const badLength = await callError(call(t.pop.generateDataKey, t.pop, { keyLengthBits: 192, context }, token));
     expect(badLength.code).toBe(status.INVALID_ARGUMENT);
     expect(badLength.details).toContain('key_length_bits');

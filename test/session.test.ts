@@ -191,12 +191,19 @@ describe('user sessions', () => {
     // The same claims (sid of a live session, far future exp), signed by STS through the Sign RPC.
     const forged = await call(w.t.pop.sign, w.t.pop, { payload: Buffer.from(JSON.stringify({ ...claims, exp: claims.exp as number + 86_400 })), type: 'JWT', contentType: '' }, trusted.token);
     expect((await call(w.t.session.validateUserToken, w.t.session, { token: { $case: 'userTokenJwt', value: forged.jws } }, w.a.token)).active).toBe(false);
-    for (const type of ['sts-user+jwt', 'STS-anything']) {
+    for (const type of ['sts-user+jwt', 'STS-anything', 'application/sts-user+jwt']) {
       const e = await callError(call(w.t.pop.sign, w.t.pop, { payload: Buffer.from('{}'), type, contentType: '' }, trusted.token));
       expect([e.code, e.details]).toEqual([status.INVALID_ARGUMENT, 'type: types starting with "sts-" are reserved for tokens STS issues itself']);
     }
     // The genuine user token JWT is still active.
     expect((await call(w.t.session.validateUserToken, w.t.session, { token: { $case: 'userTokenJwt', value: res.userTokenJwt } }, w.a.token)).active).toBe(true);
+  });
+
+  it('a user token JWT is active only at the application it was issued to', async () => {
+    const w = await world();
+    const res = await logon(w, w.a);
+    expect((await call(w.t.session.validateUserToken, w.t.session, { token: { $case: 'userTokenJwt', value: res.userTokenJwt } }, w.a.token)).active).toBe(true);
+    expect((await call(w.t.session.validateUserToken, w.t.session, { token: { $case: 'userTokenJwt', value: res.userTokenJwt } }, w.b.token)).active).toBe(false);
   });
 
   it('release (logout) ends the session and its tickets at once', async () => {
@@ -294,6 +301,16 @@ describe('transform and security levels', () => {
     expect((await call(w.t.session.listUserSessions, w.t.session, { uid: w.uid }, adminToken(w.t))).sessions).toHaveLength(1);
   });
 
+  it('a transform never shows the requester personal fields it may not see itself', async () => {
+    const w = await world();
+    const res = await logon(w, w.a); // app-a may not see personal fields; app-b may
+    const toB = await call(w.t.session.transformUserToken, w.t.session, { userTokenId: res.userToken!.userTokenId, targetApplicationId: 'app-b', stepUp: undefined }, w.a.token);
+    expect(toB.userToken!.email).toBe('');
+    expect(toB.userToken!.roles.map((r) => r.roleName)).toEqual(['editor']);
+    const direct = await call(w.t.session.getUserTokenByUserTokenId, w.t.session, { userTokenId: res.userToken!.userTokenId }, w.b.token);
+    expect(direct.userToken!.email).toBe('alice@example.org');
+  });
+
   it('filters what each application sees: personal fields, anonymised view, full token', async () => {
     const w = await world();
     await createApp(w.t, 'no-roles');
@@ -387,6 +404,20 @@ describe('administration and disabled users', () => {
 });
 
 describe('throttling', () => {
+  it('parallel wrong guesses cannot all pass the limit while passwords are being checked', async () => {
+    const w = await world({ 'session.throttleFreeFailures': 0, 'session.throttleMaxFailures': 3, 'session.throttleWindowMs': 5 * MIN });
+    const results = await Promise.allSettled(Array.from({ length: 12 }, (_, i) => logon(w, w.a, 'alice', `guess ${i}`)));
+    const codes = results.map((r) => (r.status === 'rejected' ? (r.reason as { code: number }).code : status.OK));
+    expect(codes.filter((c) => c === status.UNAUTHENTICATED).length).toBeLessThanOrEqual(3);
+    expect(codes.filter((c) => c === status.RESOURCE_EXHAUSTED).length).toBeGreaterThanOrEqual(9);
+  });
+
+  it('an application secret change ends its tokens', async () => {
+    const w = await world();
+    await call(w.t.session.updateApplication, w.t.session, { application: appDefaults('app-a'), updateMask: [], applicationSecret: 'a-brand-new-secret-of-enough-length' }, adminToken(w.t));
+    expect((await callError(call(w.t.session.getApplicationInfo, w.t.session, {}, w.a.token))).code).toBe(status.UNAUTHENTICATED);
+  });
+
   it('slows down repeated failures, then refuses with RESOURCE_EXHAUSTED and a retry time; the window ends it', async () => {
     const w = await world({ 'session.throttleFreeFailures': 1, 'session.throttleMaxFailures': 3, 'session.throttleWindowMs': 5 * MIN });
     for (let i = 0; i < 3; i++) expect((await callError(logon(w, w.a, 'alice', 'bad password'))).code).toBe(status.UNAUTHENTICATED);

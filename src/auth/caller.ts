@@ -9,6 +9,7 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { StartupError, StsError } from '../errors.js';
+import type { ApplicationRecord } from '../session/directory.js';
 
 export interface Caller {
   kind: 'admin' | 'application';
@@ -18,6 +19,11 @@ export interface Caller {
   trusted: boolean;
   /** May manage the directory and rotate keys. */
   admin: boolean;
+  /**
+   * Application tokens: the application's directory record as read while authenticating this call, so a
+   * handler that needs it does not read the directory a second time in the same call.
+   */
+  application?: ApplicationRecord;
 }
 
 /** Resolves a bearer credential other than an admin key (application tokens), or undefined. */

@@ -282,7 +282,7 @@ export const OPTIONS = {
     min: 1,
     max: 100000,
     unit: 'failures',
-    doc: 'The same limit per client address (all usernames together).',
+    doc: 'Application logons (anonymous): after this many failures from one client address in a window, logons from it get RESOURCE_EXHAUSTED. User logons are counted per username only (the address is the calling backend).',
   },
   'session.userTokenMaxLifetimeMs': {
     type: 'int',

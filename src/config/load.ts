@@ -160,6 +160,11 @@ function validateTogether(c: Config, env: NodeJS.ProcessEnv): void {
     if (members.length === 0 || members.some((m) => m === '')) fail('cluster.members: give at least one host:port');
     for (const m of members) parseAddress(m, 'cluster.members');
   }
+  // User secrets are re-wrapped by the maintenance after a new secret key becomes primary; the old key must
+  // outlive at least two maintenance passes, or secrets still wrapped under it become unreadable.
+  if (c['pop.secret.legacyWindowMs'] < 2 * c['pop.rotationCheckIntervalMs']) {
+    fail(`pop.secret.legacyWindowMs: must be at least twice pop.rotationCheckIntervalMs (${2 * c['pop.rotationCheckIntervalMs']} ms), so every user secret is re-wrapped before the old key is destroyed`);
+  }
   if (c['session.userTokenIdleTimeoutMs'] > c['session.userTokenMaxLifetimeMs']) {
     fail('session.userTokenIdleTimeoutMs: must not exceed session.userTokenMaxLifetimeMs');
   }

@@ -21,6 +21,12 @@ import type { KeyAlg, LiveKey } from './key-record.js';
  */
 export const TOKEN_TYP = { user: 'sts-user+jwt', exchange: 'sts-exchange+jwt' } as const;
 export const RESERVED_TYP_PREFIX = 'sts-';
+/**
+ * Encryption contexts beginning with this are STS's own (user secrets are wrapped with one): GenerateDataKey,
+ * Unwrap and Rewrap refuse them, so a trusted application holding a copy of the store cannot unwrap users'
+ * secrets through PopService.
+ */
+export const RESERVED_CONTEXT_PREFIX = 'sts:';
 
 export const DECRYPTION_FAILED = 'decryption failed';
 export const VERIFICATION_FAILED = 'signature verification failed';

@@ -10,9 +10,18 @@ import type { Logger } from '../log.js';
 import type { CallContext, DomainService } from '../server/rpc.js';
 import type { KeyRing, KeyView } from './key-ring.js';
 import { type KeyKind, type KeyState, useOf } from './key-record.js';
-import { RESERVED_TYP_PREFIX, decryptCompact, signCompact, unwrapKey, verifyCompact, wrapKey } from './jose-ops.js';
+import { RESERVED_CONTEXT_PREFIX, RESERVED_TYP_PREFIX, decryptCompact, signCompact, unwrapKey, verifyCompact, wrapKey } from './jose-ops.js';
 
 const MiB = 1024 * 1024;
+
+function requireContext(context: Uint8Array): Buffer {
+  requireSize('context', context, 0, 4096);
+  const b = Buffer.from(context);
+  if (b.subarray(0, RESERVED_CONTEXT_PREFIX.length).toString('latin1') === RESERVED_CONTEXT_PREFIX) {
+    throw invalidArgument('context', `contexts starting with "${RESERVED_CONTEXT_PREFIX}" are reserved for STS`);
+  }
+  return b;
+}
 const HEADER_VALUE = /^[\x20-\x7e]{0,128}$/;
 
 const KIND_TO_PB: Record<KeyKind, PbKeyKind> = {
@@ -146,7 +155,9 @@ export function popService(deps: PopServiceDeps): DomainService<PopServiceServer
       requireSize('payload', req.payload, 1, MiB);
       if (!HEADER_VALUE.test(req.type)) throw invalidArgument('type', 'at most 128 printable ASCII characters');
       if (!HEADER_VALUE.test(req.contentType)) throw invalidArgument('content_type', 'at most 128 printable ASCII characters');
-      if (req.type.toLowerCase().startsWith(RESERVED_TYP_PREFIX) || req.contentType.toLowerCase().startsWith(RESERVED_TYP_PREFIX)) {
+      // RFC 7515 section 4.1.9: "application/" may be left out of typ and cty, so compare without it.
+      const reserved = (t: string) => t.toLowerCase().replace(/^application\//, '').startsWith(RESERVED_TYP_PREFIX);
+      if (reserved(req.type) || reserved(req.contentType)) {
         throw invalidArgument('type', `types starting with "${RESERVED_TYP_PREFIX}" are reserved for tokens STS issues itself`);
       }
       return audited('pop.sign', caller, ctx, () =>
@@ -165,24 +176,23 @@ export function popService(deps: PopServiceDeps): DomainService<PopServiceServer
       const caller = await auth.requireTrusted(ctx.bearer);
       const bits = req.keyLengthBits === 0 ? 256 : req.keyLengthBits;
       if (bits !== 128 && bits !== 256) throw invalidArgument('key_length_bits', 'must be 128 or 256 (0 means 256)');
-      requireSize('context', req.context, 0, 4096);
+      const context = requireContext(req.context);
       const plaintext = randomBytes(bits / 8);
-      const { wrapped, kid } = await audited('pop.generate_data_key', caller, ctx, () => wrapKey(ring, plaintext, Buffer.from(req.context)));
+      const { wrapped, kid } = await audited('pop.generate_data_key', caller, ctx, () => wrapKey(ring, plaintext, context));
       return { plaintext, wrappedKey: wrapped, kid };
     },
 
     async unwrap(req, ctx) {
       const caller = await auth.requireTrusted(ctx.bearer);
       requireSize('wrapped_key', req.wrappedKey, 1, 64 * 1024);
-      requireSize('context', req.context, 0, 4096);
-      return audited('pop.unwrap', caller, ctx, () => unwrapKey(ring, req.wrappedKey, Buffer.from(req.context)));
+      const context = requireContext(req.context);
+      return audited('pop.unwrap', caller, ctx, () => unwrapKey(ring, req.wrappedKey, context));
     },
 
     async rewrap(req, ctx) {
       const caller = await auth.requireTrusted(ctx.bearer);
       requireSize('wrapped_key', req.wrappedKey, 1, 64 * 1024);
-      requireSize('context', req.context, 0, 4096);
-      const context = Buffer.from(req.context);
+      const context = requireContext(req.context);
       const out = await audited('pop.rewrap', caller, ctx, () => {
         const { plaintext } = unwrapKey(ring, req.wrappedKey, context);
         try {

@@ -17,7 +17,12 @@ interface Entry {
   record: unknown;
 }
 
-export async function replicateTables(map: IMap<string, string>, tables: Record<string, { table: ReplicatedTable<unknown>; idOf: (r: unknown) => string }>, logger: Logger): Promise<void> {
+/** Starts replication; returns the re-read to run after every reconnect (missed events are not replayed). */
+export async function replicateTables(
+  map: IMap<string, string>,
+  tables: Record<string, { table: ReplicatedTable<unknown>; idOf: (r: unknown) => string }>,
+  logger: Logger,
+): Promise<() => Promise<void>> {
   const apply = (key: string, json: string | null) => {
     if (!json) return;
     const sep = key.indexOf(':');
@@ -30,11 +35,15 @@ export async function replicateTables(map: IMap<string, string>, tables: Record<
     }
   };
   await map.addEntryListener({ added: (e) => apply(e.key, e.value), updated: (e) => apply(e.key, e.value) }, undefined, true);
-  for (const [key, json] of await map.entrySet()) apply(key, json);
+  const resync = async (): Promise<void> => {
+    for (const [key, json] of await map.entrySet()) apply(key, json);
+  };
+  await resync();
   for (const [prefix, { table, idOf }] of Object.entries(tables)) {
     for (const r of table.list()) await map.putIfAbsent(`${prefix}:${idOf(r)}`, JSON.stringify({ record: r } satisfies Entry));
     table.onChange = (id, record) => {
       map.set(`${prefix}:${id}`, JSON.stringify({ record } satisfies Entry)).catch((err: unknown) => logger.error('could not publish a registry change to the cluster', { prefix, id, err }));
     };
   }
+  return resync;
 }

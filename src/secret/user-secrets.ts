@@ -3,8 +3,8 @@
  *
  * One record per (issuer, subject): id = base64url(SHA-256(issuer + "\0" + subject)), value JSON
  * {v: 1, issuer, subject, createdAt, wrapped}, where `wrapped` is the secret wrapped under the PRIMARY
- * PopService secret key (the management key) with the record id as encryption context, so a wrapped value
- * copied to another record does not open.
+ * PopService secret key (the management key) with the record id (under STS's reserved context prefix) as
+ * encryption context, so a wrapped value copied to another record does not open.
  *
  * A secret is made exactly once: the first request stores a candidate with insertIfAbsent and every request,
  * the first included, uses the value the store returns, so concurrent first requests on any node agree on
@@ -16,7 +16,7 @@ import { promisify } from 'node:util';
 import type { Clock } from '../clock.js';
 import { StsError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { unwrapKey, wrapKey } from '../pop/jose-ops.js';
+import { RESERVED_CONTEXT_PREFIX, unwrapKey, wrapKey } from '../pop/jose-ops.js';
 import type { KeyRing } from '../pop/key-ring.js';
 import type { DurableStore } from '../store/adapter.js';
 
@@ -53,6 +53,14 @@ export interface UserSecretsOptions {
   logger: Logger;
   /** Length of new secrets in bytes. */
   secretBytes: number;
+}
+
+/**
+ * The encryption context of a user secret's wrapping: the record id under STS's reserved prefix, which
+ * PopService's Unwrap refuses, so no caller can unwrap a stored user secret through it.
+ */
+function secretContext(id: string): Buffer {
+  return Buffer.from(`${RESERVED_CONTEXT_PREFIX}user-secret:${id}`);
 }
 
 export function userSecretId(issuer: string, subject: string): string {
@@ -93,7 +101,7 @@ export class UserSecrets {
   async getOrCreate(issuer: string, subject: string): Promise<UserSecret> {
     const { store, ring, clock } = this.o;
     const id = userSecretId(issuer, subject);
-    const context = Buffer.from(id);
+    const context = secretContext(id);
     let stored = await store.get('user_secret', id);
     let created = false;
     if (stored === undefined) {
@@ -124,7 +132,7 @@ export class UserSecrets {
       throw new StsError('failed_precondition', UNREADABLE, { cause: err });
     }
     try {
-      return { secret: unwrapKey(this.o.ring, record.wrapped, Buffer.from(id)).plaintext, createdAt: record.createdAt };
+      return { secret: unwrapKey(this.o.ring, record.wrapped, secretContext(id)).plaintext, createdAt: record.createdAt };
     } catch (err) {
       this.o.logger.error('user secret cannot be unwrapped', { record: id, kid: wrappedKid(record.wrapped), err });
       throw new StsError('failed_precondition', UNREADABLE, { cause: err });
@@ -168,7 +176,7 @@ export class UserSecrets {
       }
       let next: string;
       try {
-        const context = Buffer.from(id);
+        const context = secretContext(id);
         const { plaintext } = unwrapKey(ring, record.wrapped, context);
         try {
           next = JSON.stringify({ ...record, wrapped: wrapKey(ring, plaintext, context, primary).wrapped });

@@ -30,12 +30,17 @@ export class ReplicatedDirectory implements IdentityDirectory {
       if (json) d.apply(JSON.parse(json) as Entry);
     };
     await map.addEntryListener({ added: (e) => apply(e.value), updated: (e) => apply(e.value) }, undefined, true);
-    for (const [, json] of await map.entrySet()) apply(json);
+    await d.resync();
     for (const app of d.local.listApplications()) await map.putIfAbsent(`app:${app.id}`, JSON.stringify({ kind: 'app', app } satisfies Entry));
     for (const user of d.local.listUsers('', '', 1_000_000)) {
       await map.putIfAbsent(`user:${user.uid}`, JSON.stringify({ kind: 'user', user, roles: d.local.rolesOf(user.uid) } satisfies Entry));
     }
     return d;
+  }
+
+  /** Applies everything the cluster holds (start-up, and after a reconnect: missed events are not replayed). */
+  async resync(): Promise<void> {
+    for (const [, json] of await this.map.entrySet()) if (json) this.apply(JSON.parse(json) as Entry);
   }
 
   private apply(e: Entry): void {

@@ -136,7 +136,8 @@ export function sessionService(deps: SessionServiceDeps): DomainService<SessionS
     const caller = await auth.authenticate(ctx.bearer);
     ctx.logFields.caller = caller.id;
     if (caller.kind !== 'application') throw new StsError('permission_denied', 'this RPC needs an application token: admin keys are not applications');
-    const app = directory.getApplication(caller.id);
+    // The record the authenticator has just read for this call (read again only if it did not keep it).
+    const app = caller.application ?? directory.getApplication(caller.id);
     if (!app || app.disabled) throw new StsError('unauthenticated', 'invalid credential: unknown, expired or released');
     return app;
   }
@@ -175,8 +176,8 @@ export function sessionService(deps: SessionServiceDeps): DomainService<SessionS
     return s;
   }
 
-  function viewAndJwt(s: SessionHandle, viewer: ApplicationRecord) {
-    const userToken = userTokenView(vc, s, viewer);
+  function viewAndJwt(s: SessionHandle, viewer: ApplicationRecord, requester: ApplicationRecord = viewer) {
+    const userToken = userTokenView(vc, s, viewer, requester);
     return { userToken, userTokenJwt: signUserToken(vc, userToken, s.sid, clock.now()) };
   }
 
@@ -201,16 +202,20 @@ export function sessionService(deps: SessionServiceDeps): DomainService<SessionS
   };
 
   async function checkPassword(username: string, password: string, peer: string): Promise<UserRecord> {
-    await throttle.before(username, peer);
-    const user = directory.findUserByUsername(username);
-    // Unknown user, no password, wrong password and disabled user: the same work and the same answer.
-    const ok = await verifySecret(password, user?.passwordHash);
-    if (!user || !ok || user.disabled) {
-      await throttle.failed(username, peer);
+    await throttle.before('user', username, peer);
+    let user: UserRecord | undefined;
+    let ok = false;
+    try {
+      user = directory.findUserByUsername(username);
+      // Unknown user, no password, wrong password and disabled user: the same work and the same answer.
+      ok = (await verifySecret(password, user?.passwordHash)) && user !== undefined && !user.disabled;
+    } finally {
+      await (ok ? throttle.succeeded('user', username, peer) : throttle.failed('user', username, peer));
+    }
+    if (!ok || !user) {
       audit('user.logon_failed', { peer });
       throw new StsError('invalid_credentials', INVALID_USER_CREDENTIALS);
     }
-    await throttle.succeeded(username);
     return user;
   }
 
@@ -238,15 +243,19 @@ export function sessionService(deps: SessionServiceDeps): DomainService<SessionS
             }));
       text('application_id', id, 1, 128);
       text('application_secret', secret, 1, 1024);
-      await throttle.before(`app:${id}`, ctx.peer);
-      const app = directory.getApplication(id);
-      const ok = await verifySecret(secret, app?.secretHash, APP_SECRET_PARAMS);
-      if (!app || !ok || app.disabled) {
-        await throttle.failed(`app:${id}`, ctx.peer);
+      await throttle.before('application', id, ctx.peer);
+      let app: ApplicationRecord | undefined;
+      let ok = false;
+      try {
+        app = directory.getApplication(id);
+        ok = (await verifySecret(secret, app?.secretHash, APP_SECRET_PARAMS)) && app !== undefined && !app.disabled;
+      } finally {
+        await (ok ? throttle.succeeded('application', id, ctx.peer) : throttle.failed('application', id, ctx.peer));
+      }
+      if (!ok || !app) {
         audit('application.logon_failed', { peer: ctx.peer });
         throw new StsError('invalid_credentials', INVALID_APP_CREDENTIALS);
       }
-      await throttle.succeeded(`app:${id}`);
       const token = await sessions.createAppToken(app.id, policy.applicationTokenLifetimeMs);
       ctx.logFields.caller = app.id;
       audit('application.logon', { application: app.id });
@@ -313,7 +322,7 @@ export function sessionService(deps: SessionServiceDeps): DomainService<SessionS
         s = await activeById(t.value);
       } else {
         if (t.value.length > 64 * 1024) throw invalidArgument('user_token_jwt', 'at most 64 KiB');
-        s = await sessionFromJwt(t.value);
+        s = await sessionFromJwt(t.value, app.id);
       }
       if (!s) return { active: false, userToken: undefined };
       return { active: true, userToken: userTokenView(vc, s, app) };
@@ -388,7 +397,7 @@ export function sessionService(deps: SessionServiceDeps): DomainService<SessionS
     },
 
     async transformUserToken(req, ctx) {
-      await callerApp(ctx);
+      const caller = await callerApp(ctx);
       let s = await requireActive(req.userTokenId);
       const target = targetApp(req.targetApplicationId, 'target_application_id');
       const proof = req.stepUp?.proof;
@@ -404,7 +413,7 @@ export function sessionService(deps: SessionServiceDeps): DomainService<SessionS
         audit('user.step_up', { uid: s.user.uid, sid: s.sid, securityLevel: record.securityLevel });
         s = { ...s, record };
       }
-      return viewAndJwt(s, target);
+      return viewAndJwt(s, target, caller);
     },
 
     async createUserFromThirdPartyToken(req, ctx) {
@@ -487,7 +496,8 @@ export function sessionService(deps: SessionServiceDeps): DomainService<SessionS
         next.secretHash = await hashSecret(req.applicationSecret, APP_SECRET_PARAMS);
       }
       directory.updateApplication(next);
-      if (next.disabled && !current.disabled) await sessions.releaseAppTokensOf(next.id);
+      // Disabling an application, or changing its secret (after a leak, typically), ends its tokens at once.
+      if ((next.disabled && !current.disabled) || req.applicationSecret) await sessions.releaseAppTokensOf(next.id);
       audit('application.updated', { application: next.id, by: caller.id, fields: [...paths], secretChanged: Boolean(req.applicationSecret) });
       return { application: applicationPb(next) };
     },
@@ -566,8 +576,11 @@ export function sessionService(deps: SessionServiceDeps): DomainService<SessionS
     },
   };
 
-  /** A session from an STS-signed user token JWT, or undefined when the JWT or the session is not valid. */
-  async function sessionFromJwt(jwt: string): Promise<SessionHandle | undefined> {
+  /**
+   * A session from an STS-signed user token JWT made for `audience` (a JWT issued to one application is not
+   * replayable at another), or undefined when the JWT or the session is not valid.
+   */
+  async function sessionFromJwt(jwt: string, audience: string): Promise<SessionHandle | undefined> {
     let claims: Record<string, unknown>;
     try {
       const v = verifyCompact(ring, jwt);
@@ -578,7 +591,7 @@ export function sessionService(deps: SessionServiceDeps): DomainService<SessionS
     } catch {
       return undefined;
     }
-    if (claims.iss !== policy.issuer || typeof claims.sid !== 'string' || typeof claims.exp !== 'number') return undefined;
+    if (claims.iss !== policy.issuer || claims.aud !== audience || typeof claims.sid !== 'string' || typeof claims.exp !== 'number') return undefined;
     if (claims.exp * 1000 <= clock.now()) return undefined;
     return activeBySid(claims.sid);
   }

@@ -31,8 +31,12 @@ export interface SessionHandle {
   user: UserRecord;
 }
 
-/** The view of `session` for `viewer`; PERMISSION_DENIED where the viewer may not see it. */
-export function userTokenView(vc: ViewContext, s: SessionHandle, viewer: ApplicationRecord): UserToken {
+/**
+ * The view of `session` for `viewer`; PERMISSION_DENIED where the viewer may not see it. `requester`, when
+ * another application asks for the viewer's view (TransformUserToken), also bounds the personal fields: it
+ * learns them only if it may see personal fields itself.
+ */
+export function userTokenView(vc: ViewContext, s: SessionHandle, viewer: ApplicationRecord, requester: ApplicationRecord = viewer): UserToken {
   if (s.record.securityLevel < viewer.minSecurityLevel) {
     throw new StsError(
       'security_level_too_low',
@@ -45,7 +49,8 @@ export function userTokenView(vc: ViewContext, s: SessionHandle, viewer: Applica
     throw new StsError('permission_denied', `the user has no role in application ${viewer.id}`);
   }
   const names = !anonymous || vc.anonymousView === 'basic';
-  const personal = (viewer.personalFields || viewer.fullToken) && !anonymous;
+  const mayPersonal = (a: ApplicationRecord) => a.personalFields || a.fullToken;
+  const personal = mayPersonal(viewer) && mayPersonal(requester) && !anonymous;
   const u = s.user;
   return {
     userTokenId: s.tokenId,

@@ -6,7 +6,7 @@
  *   the owning partition executes atomically, so of concurrent consumers on any nodes exactly one wins.
  * - Durable records (keys, user secrets) are immutable once written: created with putIfAbsent (one winner
  *   cluster-wide), and every node also keeps every record it sees in its local SQLite (entry listeners) and
- *   republishes them on start and after a reconnect. A full cluster restart therefore loses no key and no
+ *   syncs both ways on start and after a reconnect. A full cluster restart therefore loses no key and no
  *   secret, and a node never creates a record it already has a copy of.
  *
  * Every cluster failure surfaces as UNAVAILABLE: a node that cannot reach the cluster refuses, it never
@@ -98,33 +98,70 @@ class HazelcastEphemeralStore implements EphemeralStore {
   }
 }
 
-/** Chooses between two versions of one durable record: an erased key beats a sealed one (erasure is final). */
-function preferred(a: string, b: string): string {
-  if (a === b) return a;
-  const erased = (v: string) => !(JSON.parse(v) as { sealed?: unknown }).sealed;
-  return erased(b) && !erased(a) ? b : a;
+/**
+ * Reconciles two versions of one durable record (a local copy and the cluster's). Returns the version to keep,
+ * or undefined when they cannot both be right.
+ * - Keys: an erased key beats a sealed one (erasure is final); otherwise the cluster's version.
+ * - User secrets: versions with the same `createdAt` wrap the same secret (a re-wrap changes only the
+ *   wrapping); different `createdAt` means two different secrets for one user, which must never be resolved
+ *   by picking one: the caller fails closed.
+ */
+function reconcile(ns: DurableNamespace, local: string, remote: string): string | undefined {
+  if (local === remote) return remote;
+  const l = JSON.parse(local) as { sealed?: unknown; createdAt?: unknown };
+  const r = JSON.parse(remote) as { sealed?: unknown; createdAt?: unknown };
+  if (ns === 'key') return !l.sealed && r.sealed ? local : remote;
+  return l.createdAt === r.createdAt ? remote : undefined;
+}
+
+function conflict(ns: DurableNamespace, id: string): StsError {
+  return new StsError('failed_precondition', `the stored ${ns === 'key' ? 'key' : 'secret'} record has two different versions in the cluster; an operator must resolve it (record ${id.slice(0, 12)}...)`);
 }
 
 class HazelcastDurableStore implements DurableStore {
+  /** False from a lost connection until the node has synced with the cluster again: durable reads refuse. */
+  ready = true;
+
   constructor(
     private readonly maps: Map<DurableNamespace, IMap<string, string>>,
     private readonly local: SqliteDurableStore,
+    private readonly logger: Logger,
   ) {}
 
   private map(ns: DurableNamespace): IMap<string, string> {
     return this.maps.get(ns)!;
   }
 
+  private requireReady(): void {
+    if (!this.ready) throw unavailable(new Error('not yet synced with the cluster after a reconnect'));
+  }
+
+  /** Keeps `remote` as the local copy after reconciling; throws FAILED_PRECONDITION on a conflict. */
+  private async adopt(ns: DurableNamespace, id: string, remote: string): Promise<string> {
+    const mine = await this.local.get(ns, id);
+    if (mine === undefined) {
+      this.local.put(ns, id, remote);
+      return remote;
+    }
+    const keep = reconcile(ns, mine, remote);
+    if (keep === undefined) {
+      this.logger.error('durable record conflict: the local copy and the cluster differ; refusing to serve it', { ns, id });
+      throw conflict(ns, id);
+    }
+    if (keep !== mine) this.local.put(ns, id, keep);
+    return keep;
+  }
+
   async insertIfAbsent(ns: DurableNamespace, id: string, value: string): Promise<string> {
+    this.requireReady();
     // A node that already holds a copy republishes it instead of offering a new value.
     const mine = (await this.local.get(ns, id)) ?? value;
     const existing = await guarded(() => this.map(ns).putIfAbsent(id, mine));
-    const winner = existing ?? mine;
-    this.local.put(ns, id, winner);
-    return winner;
+    return existing === null ? (this.local.put(ns, id, mine), mine) : this.adopt(ns, id, existing);
   }
 
   async insertAll(ns: DurableNamespace, records: readonly GroupEntry[]): Promise<void> {
+    this.requireReady();
     // Each record has a fresh random or thumbprint id, so putIfAbsent cannot meet another value; the local
     // copy is written only once the cluster has them all.
     for (const r of records) {
@@ -135,44 +172,72 @@ class HazelcastDurableStore implements DurableStore {
   }
 
   async get(ns: DurableNamespace, id: string): Promise<string | undefined> {
+    this.requireReady();
     const remote = await guarded(() => this.map(ns).get(id));
-    if (remote !== null) {
-      this.local.put(ns, id, remote);
-      return remote;
-    }
+    if (remote !== null) return this.adopt(ns, id, remote);
     const mine = await this.local.get(ns, id);
     if (mine !== undefined) return this.insertIfAbsent(ns, id, mine);
     return undefined;
   }
 
   async list(ns: DurableNamespace): Promise<GroupEntry[]> {
+    this.requireReady();
     const remote = await guarded(() => this.map(ns).entrySet());
     const merged = new Map<string, string>();
     for (const r of await this.local.list(ns)) merged.set(r.id, r.value);
     for (const [id, value] of remote) {
       const m = merged.get(id);
-      merged.set(id, m === undefined ? value : preferred(value, m));
+      // A conflicting user secret is left out of listings (re-wrap skips it); reading it fails closed.
+      const keep = m === undefined ? value : reconcile(ns, m, value);
+      if (keep === undefined) merged.delete(id);
+      else merged.set(id, keep);
     }
     return [...merged].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([id, value]) => ({ id, value }));
   }
 
   async replaceIfSame(ns: DurableNamespace, id: string, expected: string, next: string): Promise<boolean> {
+    this.requireReady();
     const ok = await guarded(() => this.map(ns).replaceIfSame(id, expected, next));
     if (ok) this.local.put(ns, id, next);
     return ok;
   }
 
-  /** Publishes every local record the cluster lacks (start-up, reconnect after a full cluster restart). */
-  async republish(): Promise<number> {
+  /**
+   * Start-up and every reconnect, before serving: copies every cluster record this node lacks into its
+   * SQLite (a node started after a record was made must hold it too, for the next full cluster restart), then
+   * publishes every local record the cluster lacks. Conflicting user secrets are logged and never
+   * overwritten on either side.
+   */
+  async sync(): Promise<{ pulled: number; published: number; conflicts: number }> {
+    let pulled = 0;
     let published = 0;
+    let conflicts = 0;
     for (const ns of DURABLE) {
+      const remote = new Map(await guarded(() => this.map(ns).entrySet()));
+      for (const [id, value] of remote) {
+        const mine = await this.local.get(ns, id);
+        if (mine === undefined) {
+          this.local.put(ns, id, value);
+          pulled++;
+          continue;
+        }
+        const keep = reconcile(ns, mine, value);
+        if (keep === undefined) {
+          conflicts++;
+          this.logger.error('durable record conflict during sync: the local copy and the cluster differ; both kept, reads refuse', { ns, id });
+        } else if (keep !== mine) {
+          this.local.put(ns, id, keep);
+        } else if (keep !== value) {
+          await guarded(() => this.map(ns).replaceIfSame(id, value, keep));
+        }
+      }
       for (const r of await this.local.list(ns)) {
+        if (remote.has(r.id)) continue;
         const existing = await guarded(() => this.map(ns).putIfAbsent(r.id, r.value));
         if (existing === null) published++;
-        else if (existing !== r.value) this.local.put(ns, r.id, preferred(existing, r.value));
       }
     }
-    return published;
+    return { pulled, published, conflicts };
   }
 }
 
@@ -182,6 +247,8 @@ export class HazelcastStore implements Store {
   readonly ephemeral: EphemeralStore;
   readonly durable: HazelcastDurableStore;
   private readonly listeners: DurableChangeListener[] = [];
+  /** Run after every reconnect, before the node serves again (re-reading replicated tables). */
+  readonly reconnectHooks: (() => Promise<void>)[] = [];
   private connected = true;
 
   private constructor(
@@ -193,7 +260,7 @@ export class HazelcastStore implements Store {
     private readonly logger: Logger,
   ) {
     this.ephemeral = new HazelcastEphemeralStore(ephemeral, clock);
-    this.durable = new HazelcastDurableStore(durableMaps, local);
+    this.durable = new HazelcastDurableStore(durableMaps, local, logger);
   }
 
   static async connect(options: HazelcastOptions, local: SqliteDurableStore, clock: Clock, logger: Logger, onState: (connected: boolean) => void): Promise<HazelcastStore> {
@@ -221,20 +288,26 @@ export class HazelcastStore implements Store {
           (state: LifecycleState) => {
             if (state === LifecycleState.DISCONNECTED) {
               logger.warn('cluster connection lost; cluster RPCs answer UNAVAILABLE until it is back');
-              if (self.store) self.store.connected = false;
+              if (self.store) {
+                self.store.connected = false;
+                self.store.durable.ready = false;
+              }
               onState(false);
             } else if (state === LifecycleState.CONNECTED || state === LifecycleState.CHANGED_CLUSTER) {
-              // After a reconnect (possibly to a restarted, empty cluster) republish before serving again.
+              // After a reconnect (possibly to a restarted, empty cluster): sync both ways, re-read the
+              // replicated tables (events missed while away are not replayed), then serve again.
               const store = self.store;
               if (store && !store.connected) {
-                void store.durable.republish().then(
-                  (n) => {
+                void store.durable
+                  .sync()
+                  .then(async (n) => {
+                    for (const hook of store.reconnectHooks) await hook();
+                    store.durable.ready = true;
                     store.connected = true;
-                    logger.info('cluster connection restored', { republished: n });
+                    logger.info('cluster connection restored', n);
                     onState(true);
-                  },
-                  (err: unknown) => logger.error('republishing to the cluster failed; staying unavailable', { err }),
-                );
+                  })
+                  .catch((err: unknown) => logger.error('syncing with the cluster failed; staying unavailable', { err }));
               }
             }
           },
@@ -250,8 +323,8 @@ export class HazelcastStore implements Store {
     const store = new HazelcastStore(client, ephemeral, durable, local, clock, logger);
     self.store = store;
     await store.listen();
-    const republished = await store.durable.republish();
-    logger.info('connected to the cluster', { cluster: options.clusterName, republished });
+    const synced = await store.durable.sync();
+    logger.info('connected to the cluster', { cluster: options.clusterName, ...synced });
     return store;
   }
 
