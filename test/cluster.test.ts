@@ -103,8 +103,13 @@ describe('two STS nodes, one state', () => {
     expect(onB.userToken!.roles.map((r) => r.roleName)).toEqual(['writer']);
     // The application token made on A works on B too.
     expect((await call(b.session.getApplicationInfo, b.session, {}, app.tokenA)).application!.applicationId).toBe(app.id);
+    const refreshed = await call(b.session.refreshUserToken, b.session, { userTokenId: id }, app.tokenB);
+    expect(refreshed.userToken!.expireTime!.getTime()).toBeGreaterThanOrEqual(s.userToken!.expireTime!.getTime());
     await call(b.session.releaseUserToken, b.session, { userTokenId: id }, app.tokenB);
     expect((await call(a.session.validateUserToken, a.session, { token: { $case: 'userTokenId', value: id } }, app.tokenA)).active).toBe(false);
+    // A refresh after the logout does not bring the session back.
+    expect((await callError(call(a.session.refreshUserToken, a.session, { userTokenId: id }, app.tokenA))).code).toBe(status.NOT_FOUND);
+    expect((await call(b.session.validateUserToken, b.session, { token: { $case: 'userTokenId', value: id } }, app.tokenB)).active).toBe(false);
   });
 
   it('a ticket made on A is redeemed exactly once across A and B under concurrent attempts', async () => {

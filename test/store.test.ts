@@ -282,3 +282,30 @@ describe('database', () => {
     expect(getMeta(store.db, 'absent')).toBeUndefined();
   });
 });
+
+describe('ephemeral update', () => {
+  it('replaces only a live record, so a refresh cannot revive a destroyed or expired one', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sts-store-update-'));
+    const db = openDatabase(dir);
+    const clock = new ManualClock();
+    const store = new SqliteStore(db, clock);
+    try {
+      expect(await store.ephemeral.update('user_token', 'a', 'v2', 1000)).toBe(false);
+      await store.ephemeral.upsert('user_token', 'a', 'v1', 1000, 'g');
+      expect(await store.ephemeral.update('user_token', 'a', 'v2', 5000)).toBe(true);
+      expect(await store.ephemeral.find('user_token', 'a')).toBe('v2');
+      clock.advance(4000);
+      expect(await store.ephemeral.find('user_token', 'a')).toBe('v2');
+      expect((await store.ephemeral.findGroup('user_token', 'g')).map((e) => e.id)).toEqual(['a']);
+      await store.ephemeral.destroy('user_token', 'a');
+      expect(await store.ephemeral.update('user_token', 'a', 'v3', 5000)).toBe(false);
+      expect(await store.ephemeral.find('user_token', 'a')).toBeUndefined();
+      await store.ephemeral.upsert('user_token', 'b', 'v1', 1000);
+      clock.advance(1001);
+      expect(await store.ephemeral.update('user_token', 'b', 'v2', 5000)).toBe(false);
+    } finally {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

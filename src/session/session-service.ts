@@ -359,6 +359,7 @@ export function sessionService(deps: SessionServiceDeps): DomainService<SessionS
       const app = await callerApp(ctx);
       const s = await requireActive(req.userTokenId);
       const record = await sessions.refreshSession(s.sid, s.record);
+      if (!record) throw new StsError('not_found', SESSION_NOT_ACTIVE);
       return viewAndJwt({ ...s, record }, app);
     },
 
@@ -410,6 +411,7 @@ export function sessionService(deps: SessionServiceDeps): DomainService<SessionS
         await checkPassword(s.user.username, password, ctx.peer);
         // A fresh password proof on top of the session's own logon: two proofs.
         const record = await sessions.raiseSecurityLevel(s.sid, s.record, SECURITY_LEVEL.stepUp);
+        if (!record) throw new StsError('not_found', SESSION_NOT_ACTIVE);
         audit('user.step_up', { uid: s.user.uid, sid: s.sid, securityLevel: record.securityLevel });
         s = { ...s, record };
       }

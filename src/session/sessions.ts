@@ -112,18 +112,24 @@ export class SessionStore {
     return r.expiresAt > this.clock.now() ? r : undefined;
   }
 
-  /** Slides the idle expiry, capped by the absolute lifetime (ASVS 7.3.1, 7.3.2). */
-  async refreshSession(sid: string, record: UserSessionRecord): Promise<UserSessionRecord> {
+  /**
+   * Slides the idle expiry, capped by the absolute lifetime (ASVS 7.3.1, 7.3.2). Undefined when the session
+   * ended meanwhile: a refresh never revives a session a concurrent logout removed.
+   */
+  async refreshSession(sid: string, record: UserSessionRecord): Promise<UserSessionRecord | undefined> {
     const next = { ...record, expiresAt: Math.min(this.clock.now() + record.idleTimeoutMs, record.absoluteExpiresAt) };
-    await this.saveSession(sid, next);
-    return next;
+    return (await this.updateSession(sid, next)) ? next : undefined;
   }
 
-  async raiseSecurityLevel(sid: string, record: UserSessionRecord, level: number): Promise<UserSessionRecord> {
+  /** Undefined when the session ended meanwhile. */
+  async raiseSecurityLevel(sid: string, record: UserSessionRecord, level: number): Promise<UserSessionRecord | undefined> {
     if (level <= record.securityLevel) return record;
     const next = { ...record, securityLevel: level };
-    await this.saveSession(sid, next);
-    return next;
+    return (await this.updateSession(sid, next)) ? next : undefined;
+  }
+
+  private updateSession(sid: string, record: UserSessionRecord): Promise<boolean> {
+    return this.store.update('user_token', sid, JSON.stringify(record), record.expiresAt - this.clock.now());
   }
 
   /** Logout: the session and every ticket made for it stop working at once. */

@@ -23,6 +23,11 @@ export interface GroupEntry {
 export interface EphemeralStore {
   /** Creates or replaces a record that expires `ttlMs` from now; `group` indexes it (for example by uid). */
   upsert(ns: EphemeralNamespace, id: string, value: string, ttlMs: number, group?: string): Promise<void>;
+  /**
+   * Replaces a record only while it exists and has not expired (a refresh must never bring back a session
+   * that a concurrent logout removed). Returns false when there was nothing to replace.
+   */
+  update(ns: EphemeralNamespace, id: string, value: string, ttlMs: number): Promise<boolean>;
   /** The record, or undefined when absent or expired. */
   find(ns: EphemeralNamespace, id: string): Promise<string | undefined>;
   /** Atomically reads and deletes: of concurrent consumers exactly one gets the value. */

@@ -66,6 +66,16 @@ class HazelcastEphemeralStore implements EphemeralStore {
     return guarded(() => this.map(ns).set(id, { value, grp: group ?? null, exp }, Math.max(1000, Math.ceil(ttlMs / 1000) * 1000)));
   }
 
+  async update(ns: EphemeralNamespace, id: string, value: string, ttlMs: number): Promise<boolean> {
+    const current = await guarded(() => this.map(ns).get(id));
+    if (!current || current.exp <= this.clock.now()) return false;
+    const next: EphemeralEntry = { value, grp: current.grp, exp: this.clock.now() + ttlMs };
+    // replaceIfSame is atomic on the owning partition: a logout that removed the entry meanwhile wins.
+    const replaced = await guarded(() => this.map(ns).replaceIfSame(id, current, next));
+    if (replaced) await guarded(() => this.map(ns).setTtl(id, Math.max(1000, Math.ceil(ttlMs / 1000) * 1000)));
+    return replaced;
+  }
+
   async find(ns: EphemeralNamespace, id: string): Promise<string | undefined> {
     const e = await guarded(() => this.map(ns).get(id));
     return e && e.exp > this.clock.now() ? e.value : undefined;

@@ -19,6 +19,7 @@ export class SqliteEphemeralStore implements EphemeralStore {
         'INSERT INTO ephemeral (ns, id, value, expires_at, grp) VALUES (?, ?, ?, ?, ?) ' +
           'ON CONFLICT (ns, id) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at, grp = excluded.grp',
       ),
+      update: db.prepare('UPDATE ephemeral SET value = ?, expires_at = ? WHERE ns = ? AND id = ? AND expires_at > ?'),
       find: db.prepare('SELECT value FROM ephemeral WHERE ns = ? AND id = ? AND expires_at > ?').pluck(),
       consume: db.prepare('DELETE FROM ephemeral WHERE ns = ? AND id = ? RETURNING value, expires_at'),
       destroy: db.prepare('DELETE FROM ephemeral WHERE ns = ? AND id = ?'),
@@ -30,6 +31,11 @@ export class SqliteEphemeralStore implements EphemeralStore {
 
   async upsert(ns: EphemeralNamespace, id: string, value: string, ttlMs: number, group?: string): Promise<void> {
     this.stmts.upsert.run(ns, id, value, this.clock.now() + ttlMs, group ?? null);
+  }
+
+  async update(ns: EphemeralNamespace, id: string, value: string, ttlMs: number): Promise<boolean> {
+    const now = this.clock.now();
+    return this.stmts.update.run(value, now + ttlMs, ns, id, now).changes === 1;
   }
 
   async find(ns: EphemeralNamespace, id: string): Promise<string | undefined> {
