@@ -5,6 +5,7 @@
  */
 import type { Clock } from '../../clock.js';
 import type { DurableNamespace, DurableStore, EphemeralNamespace, EphemeralStore, GroupEntry, Store } from '../adapter.js';
+import Database from 'better-sqlite3';
 import type { Db } from './database.js';
 
 export class SqliteEphemeralStore implements EphemeralStore {
@@ -114,16 +115,29 @@ export class SqliteDurableStore implements DurableStore {
 export class SqliteStore implements Store {
   readonly ephemeral: SqliteEphemeralStore;
   readonly durable: SqliteDurableStore;
+  /**
+   * A second connection to the same file for ephemeral records, with synchronous=NORMAL: in WAL mode a commit
+   * then waits for no fsync (the WAL is synced at checkpoints), so logons, refreshes and tickets do not queue
+   * behind the disk. A power loss may lose the last sessions and tickets, which their users simply repeat;
+   * keys, secrets and the directory stay on the synchronous=FULL connection and are never lost.
+   */
+  private readonly ephemeralDb: Db;
 
   constructor(
     readonly db: Db,
     clock: Clock,
   ) {
-    this.ephemeral = new SqliteEphemeralStore(db, clock);
+    this.ephemeralDb = db.memory ? db : new Database(db.name);
+    if (this.ephemeralDb !== db) {
+      this.ephemeralDb.pragma('synchronous = NORMAL');
+      this.ephemeralDb.pragma('busy_timeout = 5000');
+    }
+    this.ephemeral = new SqliteEphemeralStore(this.ephemeralDb, clock);
     this.durable = new SqliteDurableStore(db);
   }
 
   async close(): Promise<void> {
+    if (this.ephemeralDb.open) this.ephemeralDb.close();
     if (this.db.open) this.db.close();
   }
 }
