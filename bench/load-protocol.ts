@@ -4,8 +4,12 @@
 export interface LoadResult {
   rpc: string;
   concurrency: number;
+  /** Servers the calls were spread over. */
+  targets: number;
+  /** Operations completed in the measured window (a handover is one operation of two calls). */
   requests: number;
   errors: number;
+  /** Operations per second. */
   rps: number;
   p50Ms: number;
   p99Ms: number;

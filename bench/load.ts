@@ -1,17 +1,18 @@
 /**
- * Load generator (a separate process): a closed loop with `concurrency` calls in flight against one
- * server, through one grpc-js client. After `prepare` (requests built, one call checked), it runs for
- * warm-up + duration; only calls that complete inside the measured window count. Prints one JSON line:
- * {rpc, concurrency, requests, errors, rps, p50Ms, p99Ms, ...}, preceded by MEASURE_START and MEASURE_END lines
- * when the measured window starts and ends.
+ * Load generator (a separate process): a closed loop with `concurrency` operations in flight against one
+ * server (or several: calls go round-robin over one grpc-js client per address). After `prepare` (requests
+ * built, one call per target checked), it runs for warm-up + duration; only operations that complete inside
+ * the measured window count. Prints one JSON line: {rpc, concurrency, requests, errors, rps, p50Ms, p99Ms, ...},
+ * preceded by MEASURE_START and MEASURE_END lines when the measured window starts and ends.
  *
- *   node --import tsx bench/load.ts --target 127.0.0.1:PORT --rpc GetJwks --concurrency 64 --duration-ms 5000
- *        [--warmup-ms 1000] [--token-file <dataDir>/admin.token]
+ *   node --import tsx bench/load.ts --target 127.0.0.1:PORT[,127.0.0.1:PORT2] --rpc GetJwks --concurrency 64
+ *        --duration-ms 5000 [--warmup-ms 1000] [--token-file <admin token file>] [--fixture <fixture.json>] [--full-decode]
  */
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { type LoadResult, MEASURE_END, MEASURE_START } from './load-protocol.js';
+import { readFixture } from './fixture.js';
 import { type Invoke, newClient, scenario } from './scenarios.js';
 
 /** Nearest-rank percentile of sorted values. */
@@ -28,7 +29,7 @@ function intArg(value: string | undefined, name: string, fallback: number, min: 
 }
 
 /** Runs the closed loop; resolves when every worker has seen the end of the window. */
-function closedLoop(invoke: Invoke, concurrency: number, warmupMs: number, durationMs: number): Promise<Omit<LoadResult, 'rpc' | 'concurrency'>> {
+function closedLoop(invoke: Invoke, concurrency: number, warmupMs: number, durationMs: number): Promise<Omit<LoadResult, 'rpc' | 'concurrency' | 'targets'>> {
   return new Promise((resolve) => {
     const start = performance.now();
     const measureFrom = start + warmupMs;
@@ -122,11 +123,14 @@ async function main(): Promise<void> {
       'duration-ms': { type: 'string' },
       'warmup-ms': { type: 'string' },
       'token-file': { type: 'string' },
+      fixture: { type: 'string' },
+      'full-decode': { type: 'boolean', default: false },
       'deadline-ms': { type: 'string' },
     },
     strict: true,
   });
-  if (!values.target || !/^127\.0\.0\.1:\d+$/.test(values.target)) throw new Error('--target: expected 127.0.0.1:PORT (the benchmark only talks to localhost)');
+  const addresses = (values.target ?? '').split(',');
+  if (!addresses.every((a) => /^127\.0\.0\.1:\d+$/.test(a))) throw new Error('--target: expected 127.0.0.1:PORT[,127.0.0.1:PORT...] (the benchmark only talks to localhost)');
   if (!values.rpc) throw new Error('--rpc: required');
   const s = scenario(values.rpc);
   const concurrency = intArg(values.concurrency, 'concurrency', 64, 1);
@@ -142,14 +146,15 @@ async function main(): Promise<void> {
   watchdog.unref();
 
   const token = values['token-file'] ? readFileSync(values['token-file'], 'utf8').trim() : undefined;
-  const client = newClient(values.target);
+  const fixture = values.fixture ? readFixture(values.fixture) : undefined;
+  const clients = addresses.map(newClient);
   try {
-    const invoke = await s.prepare({ address: values.target, token, deadlineMs, client });
+    const invoke = await s.prepare({ addresses, token, fixture, deadlineMs, clients, fullDecode: values['full-decode'] });
     const result = await closedLoop(invoke, concurrency, warmupMs, durationMs);
-    const out: LoadResult = { rpc: s.name, concurrency, ...result };
+    const out: LoadResult = { rpc: s.name, concurrency, targets: addresses.length, ...result };
     process.stdout.write(JSON.stringify(out) + '\n');
   } finally {
-    client.close();
+    for (const c of clients) c.close();
   }
 }
 
