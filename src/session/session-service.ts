@@ -13,7 +13,7 @@ import type { KeyRing } from '../pop/key-ring.js';
 import type { CallContext, DomainService } from '../server/rpc.js';
 import type { ApplicationRecord, IdentityDirectory, RoleRecord, UserRecord } from './directory.js';
 import { APP_SECRET_PARAMS, hashSecret, verifySecret } from './password.js';
-import { type AppTokenRecord, SECURITY_LEVEL, type SessionStore, type UserSessionRecord, newSecret, refOf } from './sessions.js';
+import { type AppTokenRecord, SECURITY_LEVEL, type SessionStore, newSecret, refOf } from './sessions.js';
 import type { LogonThrottle } from './throttle.js';
 import { type AnonymousView, type SessionHandle, USER_TOKEN_TYP, type ViewContext, signUserToken, userTokenView } from './user-token-view.js';
 
@@ -628,4 +628,3 @@ function userFields(u: User, field: string): Pick<UserRecord, 'username' | 'firs
   };
 }
 
-export type { UserSessionRecord };
