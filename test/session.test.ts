@@ -127,6 +127,10 @@ describe('user sessions', () => {
     expect(claims).toMatchObject({ iss: 'urn:sts:local', sub: w.uid, aud: 'app-a', acr: '2', preferred_username: 'alice' });
     expect(JSON.stringify(claims)).not.toContain(u.userTokenId);
 
+    expect((await cache.verifyUserToken(res.userTokenJwt, { issuer: 'urn:sts:local', audience: 'app-a', now: w.clock.now() })).sub).toBe(w.uid);
+    await expect(cache.verifyUserToken(res.userTokenJwt, { issuer: 'urn:sts:local', audience: 'app-b', now: w.clock.now() })).rejects.toThrow('another application');
+    await expect(cache.verifyUserToken(res.userTokenJwt, { issuer: 'urn:sts:local', audience: 'app-a', now: w.clock.now() + 2 * 3_600_000 })).rejects.toThrow('expired');
+
     const viaB = await logon(w, w.b);
     expect(viaB.userToken!.roles.map((r) => r.roleName)).toEqual(['editor']);
     expect(viaB.userToken!.email).toBe('alice@example.org');
@@ -191,6 +195,8 @@ describe('user sessions', () => {
     // The same claims (sid of a live session, far future exp), signed by STS through the Sign RPC.
     const forged = await call(w.t.pop.sign, w.t.pop, { payload: Buffer.from(JSON.stringify({ ...claims, exp: claims.exp as number + 86_400 })), type: 'JWT', contentType: '' }, trusted.token);
     expect((await call(w.t.session.validateUserToken, w.t.session, { token: { $case: 'userTokenJwt', value: forged.jws } }, w.a.token)).active).toBe(false);
+    const cache = new JwksCache(() => call(w.t.pop.getJwks, w.t.pop, {}));
+    await expect(cache.verifyUserToken(forged.jws, { issuer: 'urn:sts:local', audience: 'app-a', now: w.clock.now() })).rejects.toThrow('typ');
     for (const type of ['sts-user+jwt', 'STS-anything', 'application/sts-user+jwt']) {
       const e = await callError(call(w.t.pop.sign, w.t.pop, { payload: Buffer.from('{}'), type, contentType: '' }, trusted.token));
       expect([e.code, e.details]).toEqual([status.INVALID_ARGUMENT, 'type: types starting with "sts-" are reserved for tokens STS issues itself']);

@@ -108,6 +108,23 @@ export class JwksCache {
     const { payload, protectedHeader } = await compactVerify(jws, target.key, { algorithms: [target.jwk.alg!] });
     return { payload, header: protectedHeader as Record<string, unknown> };
   }
+
+  /**
+   * Verifies a user token JWT offline: STS's signature, the explicit type `sts-user+jwt` (RFC 8725 section
+   * 3.11; a JWS an application had STS sign through PopService.Sign never has it), the issuer, the audience
+   * (your application id) and the expiry. Returns the claims. Offline verification cannot see a logout:
+   * use ValidateUserToken where that matters.
+   */
+  async verifyUserToken(jwt: string, expect: { issuer: string; audience: string; now?: number }): Promise<Record<string, unknown>> {
+    const { payload, header } = await this.verifyToken(jwt);
+    if (header.typ !== 'sts-user+jwt') throw new Error('not an STS user token (typ)');
+    const claims = JSON.parse(new TextDecoder().decode(payload)) as Record<string, unknown>;
+    if (typeof claims !== 'object' || claims === null) throw new Error('not an STS user token (claims)');
+    if (claims.iss !== expect.issuer) throw new Error('user token from another issuer');
+    if (claims.aud !== expect.audience) throw new Error('user token for another application');
+    if (typeof claims.exp !== 'number' || claims.exp * 1000 <= (expect.now ?? this.now())) throw new Error('user token expired');
+    return claims;
+  }
 }
 
 function base64urlDecode(s: string): Uint8Array {
