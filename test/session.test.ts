@@ -374,6 +374,7 @@ describe('administration and disabled users', () => {
     expect(dup.code).toBe(status.ALREADY_EXISTS);
     const badId = await callError(call(w.t.session.createApplication, w.t.session, { application: appDefaults('bad id!'), applicationSecret: '' }, adminToken(w.t)));
     expect([badId.code, badId.details]).toEqual([status.INVALID_ARGUMENT, 'application.application_id: 1 to 128 characters of A-Z a-z 0-9 . _ -']);
+    expect(badId.metadata.get('sts-error-field')).toEqual(['application.application_id']);
     const shortSecret = await callError(call(w.t.session.createApplication, w.t.session, { application: appDefaults('x'), applicationSecret: 'short' }, adminToken(w.t)));
     expect(shortSecret.code).toBe(status.INVALID_ARGUMENT);
     const notAdmin = await callError(call(w.t.session.createApplication, w.t.session, { application: appDefaults('y'), applicationSecret: '' }, w.a.token));

@@ -50,6 +50,8 @@ export function toServiceError(err: unknown): MappedError {
     metadata.set('sts-error-code', err.code);
     if (err.retryAfterMs !== undefined) metadata.set('retry-after-ms', String(Math.ceil(err.retryAfterMs)));
     if (err.oauthError !== undefined) metadata.set('sts-oauth-error', err.oauthError);
+    // AIP-193 BadRequest.field_violations in its simplest form: which request field to fix.
+    if (err.field !== undefined) metadata.set('sts-error-field', err.field);
     return { error: { code: STATUS_BY_CODE[err.code], details: clip(err.message), metadata }, unexpected: false, stsCode: err.code };
   }
   metadata.set('sts-error-code', 'internal');

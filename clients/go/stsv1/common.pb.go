@@ -12,7 +12,8 @@
 // - Every call except the anonymous ones named in each RPC's comment carries the caller's application
 //   token in the metadata: `authorization: Bearer <application token id>`.
 // - Errors are canonical gRPC status codes; the stable STS error code is in the trailing metadata
-//   `sts-error-code` (for example `token_expired`), and `retry-after-ms` where retrying helps.
+//   `sts-error-code` (for example `token_invalid`), `sts-error-field` naming the request field to fix for
+//   INVALID_ARGUMENT, and `retry-after-ms` where retrying helps.
 
 package stsv1
 
