@@ -13,7 +13,7 @@ import { SessionServiceService } from './gen/sts/v1/session.js';
 import { type CallContext, bindService, guardedDefinition } from './server/rpc.js';
 import { checkCaller } from './auth/policy.js';
 import { type ServiceBinding, StsGrpcServer } from './server/server.js';
-import { type Db, getMeta, openDatabase, setMeta } from './store/sqlite/database.js';
+import { type Db, getMeta, lockDataDir, openDatabase, setMeta } from './store/sqlite/database.js';
 import { SqliteStore } from './store/sqlite/sqlite-store.js';
 import type { Store } from './store/adapter.js';
 import { HazelcastStore } from './store/hazelcast/hazelcast-store.js';
@@ -31,6 +31,7 @@ import { ResourceServerRegistry } from './secret/resource-servers.js';
 import { secretService } from './secret/secret-service.js';
 import { type RewrapResult, UserSecrets } from './secret/user-secrets.js';
 import { SqliteDirectory } from './session/directory.js';
+import { CachedDirectory } from './session/directory-cache.js';
 import { sessionService } from './session/session-service.js';
 import { SessionStore } from './session/sessions.js';
 import { LogonThrottle } from './session/throttle.js';
@@ -106,8 +107,15 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
   const logger = options.logger ?? createLogger(config['log.level']);
   const env = options.env ?? process.env;
 
-  const db = openDatabase(config.dataDir);
-  const sqlite = new SqliteStore(db, clock);
+  const lock = lockDataDir(config.dataDir);
+  let db: Db;
+  try {
+    db = openDatabase(config.dataDir);
+  } catch (err) {
+    lock.release();
+    throw err;
+  }
+  const sqlite = new SqliteStore(db, clock, { cacheEntries: config['session.storeCacheEntries'] });
   let store: Store = sqlite;
   let hz: HazelcastStore | undefined;
   let grpc: StsGrpcServer | undefined;
@@ -213,9 +221,11 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
     }, config['pop.rotationCheckIntervalMs']);
     maintenance.unref();
 
-    const directory = cluster ? await ReplicatedDirectory.open(db, await cluster.replicationMap('sts-directory'), logger) : new SqliteDirectory(db);
+    const stored = cluster ? await ReplicatedDirectory.open(db, await cluster.replicationMap('sts-directory'), logger) : new SqliteDirectory(db);
     // After a reconnect, re-read what changed while away before serving again (entry events are not replayed).
-    if (cluster && directory instanceof ReplicatedDirectory) cluster.reconnectHooks.push(() => directory.resync());
+    if (stored instanceof ReplicatedDirectory) cluster?.reconnectHooks.push(() => stored.resync());
+    const directory = new CachedDirectory(stored, { maxEntries: config['session.directoryCacheEntries'], generation: () => stored.generation() });
+    if (stored instanceof ReplicatedDirectory) stored.onApplied = () => directory.invalidate();
     const identityProviders = new IdentityProviderRegistry(db, { clock, logger });
     const sessions = new SessionStore(store.ephemeral, clock);
     // Application tokens authenticate every call; the directory decides what the application may do.
@@ -240,6 +250,8 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
       policy: {
         issuer: config['session.issuer'],
         applicationTokenLifetimeMs: config['session.applicationTokenLifetimeMs'],
+        applicationTokenMaxLifetimeMs: config['session.applicationTokenMaxLifetimeMs'],
+        credentialJweMaxLifetimeMs: config['session.credentialJweMaxLifetimeMs'],
         userTokenIdleTimeoutMs: config['session.userTokenIdleTimeoutMs'],
         userTokenMaxLifetimeMs: config['session.userTokenMaxLifetimeMs'],
         userTicketLifetimeMs: config['session.userTicketLifetimeMs'],
@@ -330,6 +342,7 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
           await server.shutdown();
           await hz?.close();
           await sqlite.close();
+          lock.release();
           logger.info('sts stopped');
         })()),
     };
@@ -340,6 +353,7 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
     await grpc?.shutdown();
     await hz?.close().catch(() => undefined);
     await sqlite.close();
+    lock.release();
     throw err;
   }
 }

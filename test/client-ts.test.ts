@@ -1,7 +1,8 @@
 /**
  * The TypeScript client package (clients/ts, `createStsClient`) against real servers: logon on first use,
- * user logon and validation, JWKS encryption and JWT verification, renewal of the application token before
- * it expires (the server on a manual clock, the client on an injected clock and scheduler), retries of reads
+ * user logon and validation, JWKS encryption and JWT verification, single-use credential JWEs, renewal of the
+ * application token before it expires and a new logon at its absolute lifetime (the server on a manual clock,
+ * the client on an injected clock and scheduler), retries of reads
  * (and only reads) on UNAVAILABLE across a server that is not yet listening or restarts, typed errors with
  * the STS code, deadlines, and mTLS.
  */
@@ -13,6 +14,7 @@ import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
+  CREDENTIAL_JWE_TYP,
   IDEMPOTENT_METHODS,
   type StsClient,
   type StsClientEvent,
@@ -239,6 +241,66 @@ describe('createStsClient', () => {
     expect((await c.session.getApplicationInfo({})).application!.applicationId).toBe('shop');
     expect(ev.count('logon')).toBe(4);
     expect(ev.count('renewal-failed')).toBe(1);
+  });
+
+  it('renews no further than STS allows: at the absolute lifetime the timer logs on again, before the token ends', async () => {
+    const clock = new ManualClock(Date.UTC(2026, 5, 1));
+    const { t, secret } = await world({ clock, overrides: { 'session.applicationTokenLifetimeMs': MIN, 'session.applicationTokenMaxLifetimeMs': 2.2 * MIN } });
+    let clientNow = 5_000_000;
+    const scheduler = new ManualScheduler();
+    const ev = recorder();
+    const c = client({ address: t.address, tls: false, credentials: { applicationId: 'shop', applicationSecret: secret }, now: () => clientNow, scheduler, onEvent: ev.onEvent });
+    const advance = (ms: number) => {
+      clock.advance(ms);
+      clientNow += ms;
+    };
+    const fire = async (type: StsClientEvent['type']) => {
+      const next = ev.next(type);
+      scheduler.fire();
+      return next;
+    };
+
+    const first = await c.applicationToken();
+    advance(0.8 * MIN);
+    expect(await fire('renewed')).toEqual({ type: 'renewed', applicationId: 'shop', expiresAt: clientNow + MIN });
+    expect(scheduler.pending()).toEqual([0.8 * MIN]);
+    // 1.6 min after logon: STS renews only up to 2.2 min, and the client believes it.
+    advance(0.8 * MIN);
+    expect(await fire('renewed')).toEqual({ type: 'renewed', applicationId: 'shop', expiresAt: clientNow + 0.6 * MIN });
+    expect(scheduler.pending()).toEqual([0.8 * 0.6 * MIN]);
+    // At 80% of what is left, a new logon instead of a renewal that would gain nothing.
+    advance(0.48 * MIN);
+    await fire('logon');
+    const second = await c.applicationToken();
+    expect(second).not.toBe(first);
+    expect(scheduler.pending()).toEqual([0.8 * MIN]);
+    expect(ev.count('renewal-failed')).toBe(0);
+    expect(ev.count('renewed')).toBe(2);
+    // The first token was still valid when it was replaced; it ends at the cap.
+    expect((await c.session.validateApplicationToken({ applicationTokenId: first })).active).toBe(true);
+    advance(0.12 * MIN);
+    expect((await c.session.validateApplicationToken({ applicationTokenId: first })).active).toBe(false);
+    expect((await c.session.getApplicationInfo({})).application!.applicationId).toBe('shop');
+  });
+
+  it('keys.encryptCredential makes single-use credential JWEs that STS logs on with once and Decrypt refuses', async () => {
+    const { t, secret, uid } = await world();
+    const c = client({ address: t.address, tls: false, credentials: { applicationId: 'shop', applicationSecret: secret } });
+    const jwe = await c.keys.encryptCredential({ username: 'alice', password: PASSWORD });
+    const header = JSON.parse(Buffer.from(jwe.split('.')[0]!, 'base64url').toString()) as Record<string, unknown>;
+    expect(header).toMatchObject({ typ: CREDENTIAL_JWE_TYP, enc: 'A256GCM', kid: (await c.pop.getJwks({})).primaryEncryptionKid });
+    const logonWith = (value: string) => c.session.logonUser({ credential: { $case: 'userCredentialJwe', value }, ticketApplicationId: '' });
+    expect((await logonWith(jwe)).userToken!.uid).toBe(uid);
+    const replay = await failure(logonWith(jwe));
+    expect([replay.code, replay.stsCode, replay.details]).toEqual([status.UNAUTHENTICATED, 'invalid_credentials', 'invalid user credentials']);
+    // Each call makes a new one; the application's own credential works the same way.
+    expect((await logonWith(await c.keys.encryptCredential({ username: 'alice', password: PASSWORD }))).userToken!.uid).toBe(uid);
+    const app = await c.session.logonApplication({ credential: { $case: 'applicationCredentialJwe', value: await c.keys.encryptCredential({ application_id: 'shop', application_secret: secret }) } });
+    expect(app.applicationToken!.applicationId).toBe('shop');
+    // Even the trusted application cannot have STS open a credential JWE.
+    const refused = await failure(c.pop.decrypt({ jwe: await c.keys.encryptCredential({ password: PASSWORD }) }));
+    expect([refused.code, refused.stsCode, refused.details]).toEqual([status.INVALID_ARGUMENT, 'decryption_failed', 'decryption failed']);
+    await expect(c.keys.encryptCredential({ password: PASSWORD }, { lifetimeMs: 0 })).rejects.toThrow(RangeError);
   });
 
   it('retries reads on UNAVAILABLE until the server listens, and across a restart on the same port', async () => {

@@ -1,12 +1,13 @@
 /**
  * Cluster mode with real Hazelcast members and real STS processes: two members, two STS nodes sharing
- * sessions, tickets, keys, secrets and the directory; a member killed under load; a full cluster restart.
+ * sessions, tickets, spent credential JWE ids, keys, secrets and the directory; a member killed under load; a full cluster restart.
  */
 import { loadPackageDefinition, credentials, status, type GrpcObject, type ServiceClientConstructor, type Client } from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import { protoPath as healthProtoPath } from 'grpc-health-check';
 import { CompactEncrypt, type CryptoKey, type JWK, SignJWT, compactDecrypt, exportJWK, generateKeyPair, importJWK } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { JwksCache } from '../clients/ts/src/jwks.js';
 import { KeyKind } from '../src/gen/sts/v1/pop.js';
 import { appDefaults } from './helpers/directory.js';
 import { call, callError } from './helpers/call.js';
@@ -123,6 +124,20 @@ describe('two STS nodes, one state', () => {
       const results = await Promise.allSettled(attempts);
       expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
       for (const r of results) if (r.status === 'rejected') expect((r.reason as { code: number }).code).toBe(status.NOT_FOUND);
+    }
+  });
+
+  it('a credential JWE logs on once across A and B under concurrent attempts', async () => {
+    const keys = new JwksCache(() => call(a.pop.getJwks, a.pop, {}));
+    for (let round = 0; round < 3; round++) {
+      const user = await keys.encryptCredential({ username: 'zoe', password: 'zoe-password-1' });
+      const attempts = Array.from({ length: 10 }, (_, i) => {
+        const [node, token] = i % 2 === 0 ? [a, app.tokenA] : [b, app.tokenB];
+        return call(node.session.logonUser, node.session, { credential: { $case: 'userCredentialJwe', value: user }, ticketApplicationId: '' }, token);
+      });
+      const results = await Promise.allSettled(attempts);
+      expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+      for (const r of results) if (r.status === 'rejected') expect((r.reason as { code: number; details: string }).details).toBe('invalid user credentials');
     }
   });
 

@@ -293,6 +293,18 @@ describe('errors name the option and its source', () => {
     configError({ env: { STS_SERVER_KEEPALIVE_TIME_MS: '1000', STS_SERVER_KEEPALIVE_TIMEOUT_MS: '10000' } }, 'server.keepaliveTimeoutMs');
   });
 
+  it('application token maximum lifetime shorter than its lifetime', () => {
+    configError(
+      { env: { STS_SESSION_APPLICATION_TOKEN_LIFETIME_MS: String(2 * 3_600_000), STS_SESSION_APPLICATION_TOKEN_MAX_LIFETIME_MS: String(3_600_000) } },
+      'session.applicationTokenMaxLifetimeMs',
+      'session.applicationTokenLifetimeMs',
+    );
+    // A lifetime beyond the default cap needs a cap to match; equal is fine.
+    configError({ overrides: { 'session.applicationTokenLifetimeMs': 2 * 86_400_000 } }, 'session.applicationTokenMaxLifetimeMs');
+    const c = loadConfig({ env: {}, overrides: { 'session.applicationTokenLifetimeMs': 3_600_000, 'session.applicationTokenMaxLifetimeMs': 3_600_000 } });
+    expect(c['session.applicationTokenMaxLifetimeMs']).toBe(3_600_000);
+  });
+
   it('prod profile without a master key', () => {
     const tls = { STS_TLS_CERT_FILE: '/c.pem', STS_TLS_KEY_FILE: '/k.pem' };
     configError({ env: { ...tls, STS_PROFILE: 'prod' } }, 'masterKey.file', 'STS_MASTER_KEY');

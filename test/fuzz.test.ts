@@ -446,6 +446,10 @@ async function buildWorld(): Promise<World> {
   w.jwes = [
     jweTo(w.enc, appCred),
     jweTo(w.enc, text({ username, password: `${MARKER} wrong` })),
+    // Typed, fresh and with a jti, as credential JWEs must be (the first use reaches the secret check, every
+    // later one is a replay).
+    jweTo(w.enc, text({ application_id: app.id, application_secret: `${MARKER}-not-the-secret`, exp: NOW_S + 60, jti: b64(randomBytes(32)) }), { typ: 'sts-credential+jwe' }),
+    jweTo(w.enc, text({ username, password: `${MARKER} wrong`, exp: NOW_S + 60, jti: b64(randomBytes(32)) }), { typ: 'sts-credential+jwe' }),
     jweTo(w.enc, text({ password: `${MARKER} wrong` })),
     jweTo(w.enc, text({ application_id: 1, application_secret: [MARKER] })),
     jweTo(w.enc, text({ username: `${username}\u0000`, password: MARKER })),

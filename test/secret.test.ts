@@ -145,6 +145,7 @@ const ROTATION: Partial<Record<OptionName, number | string>> = {
   ...FAST_ROTATION,
   'session.userTokenIdleTimeoutMs': 30 * MIN,
   'session.applicationTokenLifetimeMs': 30 * 24 * 60 * MIN,
+  'session.applicationTokenMaxLifetimeMs': 30 * 24 * 60 * MIN,
 };
 
 async function startSts(clock: ManualClock, overrides: Partial<Record<OptionName, number | string | boolean>> = {}, dataDir?: string): Promise<TestSts> {

@@ -3,11 +3,15 @@
  * concurrency, expiry with a controllable clock, release, transform, security levels, filtering, throttling,
  * disabled users, and sessions across a restart.
  */
+import { randomBytes } from 'node:crypto';
 import { status } from '@grpc/grpc-js';
+import { CompactEncrypt, type JWK, importJWK } from 'jose';
 import { afterEach, describe, expect, it } from 'vitest';
-import { JwksCache } from '../clients/ts/src/jwks.js';
+import { type CredentialJson, JwksCache } from '../clients/ts/src/jwks.js';
 import { ManualClock } from '../src/clock.js';
 import type { OptionName } from '../src/config/defaults.js';
+import { decryptCompact } from '../src/pop/jose-ops.js';
+import { SessionStore, newSecret, refOf } from '../src/session/sessions.js';
 import { call, callError } from './helpers/call.js';
 import { addRole, adminToken, appDefaults, createApp, createUser } from './helpers/directory.js';
 import { type TestSts, startTestSts, tempDir } from './helpers/server.js';
@@ -45,16 +49,16 @@ function logon(w: World, app: { token: string }, username = 'alice', password = 
   return call(w.t.session.logonUser, w.t.session, { credential: { $case: 'userCredential', value: { username, password } }, ticketApplicationId }, app.token);
 }
 
-async function encryptToSts(t: TestSts, obj: unknown): Promise<string> {
-  const cache = new JwksCache(() => call(t.pop.getJwks, t.pop, {}));
-  return cache.encryptFor(JSON.stringify(obj));
+/** A credential JWE as the TypeScript client makes it (typ, exp, jti), on the server's clock. */
+function credentialJwe(w: World, credential: CredentialJson): Promise<string> {
+  return new JwksCache(() => call(w.t.pop.getJwks, w.t.pop, {}), { now: () => w.clock.now() }).encryptCredential(credential);
 }
 
 describe('application sessions', () => {
   it('logs on with a secret or a JWE credential; wrong, unknown and disabled look the same', async () => {
     const w = await world();
     expect(w.a.token).toMatch(/^[A-Za-z0-9_-]{43}$/); // 256 bits, base64url
-    const jwe = await encryptToSts(w.t, { application_id: 'app-a', application_secret: w.a.secret });
+    const jwe = await credentialJwe(w, { application_id: 'app-a', application_secret: w.a.secret });
     const viaJwe = await call(w.t.session.logonApplication, w.t.session, { credential: { $case: 'applicationCredentialJwe', value: jwe } });
     expect(viaJwe.applicationToken!.applicationId).toBe('app-a');
     expect(viaJwe.applicationToken!.applicationTokenId).not.toBe(w.a.token);
@@ -109,6 +113,206 @@ describe('application sessions', () => {
   });
 });
 
+describe('application token lifetime cap', () => {
+  it('renewal never extends a token past its absolute lifetime; after it, renewal says to log on again', async () => {
+    const w = await world({ 'session.applicationTokenLifetimeMs': 10 * MIN, 'session.applicationTokenMaxLifetimeMs': 25 * MIN });
+    const loggedOnAt = w.clock.now();
+    const renew = (id: string, bearer = id) => call(w.t.session.renewApplicationToken, w.t.session, { applicationTokenId: id }, bearer);
+    const expiry = async (id: string) => (await renew(id)).applicationToken!.expireTime!.getTime();
+
+    w.clock.advance(8 * MIN);
+    expect(await expiry(w.a.token)).toBe(w.clock.now() + 10 * MIN); // a full lifetime: 18 min after logon
+    w.clock.advance(8 * MIN);
+    expect(await expiry(w.a.token)).toBe(loggedOnAt + 25 * MIN); // capped: not 26
+    w.clock.advance(8 * MIN);
+    expect(await expiry(w.a.token)).toBe(loggedOnAt + 25 * MIN); // and it stays there
+    const v = await call(w.t.session.validateApplicationToken, w.t.session, { applicationTokenId: w.a.token }, w.a.token);
+    expect(v.applicationToken!.expireTime!.getTime()).toBe(loggedOnAt + 25 * MIN);
+
+    // A second token of app-a to ask with: the first one ends exactly at the cap.
+    const fresh = (await call(w.t.session.logonApplication, w.t.session, { credential: { $case: 'applicationCredential', value: { applicationId: 'app-a', applicationSecret: w.a.secret } } }))
+      .applicationToken!;
+    expect(fresh.expireTime!.getTime()).toBe(w.clock.now() + 10 * MIN); // a new logon gets a full lifetime again
+    w.clock.advance(1 * MIN);
+    expect((await call(w.t.session.validateApplicationToken, w.t.session, { applicationTokenId: w.a.token }, fresh.applicationTokenId)).active).toBe(false);
+    const asOwnBearer = await callError(renew(w.a.token));
+    expect([asOwnBearer.code, asOwnBearer.metadata.get('sts-error-code')[0]]).toEqual([status.UNAUTHENTICATED, 'unauthenticated']);
+    const e = await callError(renew(w.a.token, fresh.applicationTokenId));
+    expect([e.code, e.metadata.get('sts-error-code')[0]]).toEqual([status.UNAUTHENTICATED, 'token_invalid']);
+    expect(e.details).toContain('log on again');
+  });
+
+  it('tokens stored before the cap existed are capped at their logon time plus the maximum', async () => {
+    const w = await world({ 'session.applicationTokenLifetimeMs': 10 * MIN, 'session.applicationTokenMaxLifetimeMs': 25 * MIN });
+    const now = w.clock.now();
+    // Records as the previous version wrote them: no absoluteExpiresAt.
+    const legacy = async (issuedAgoMs: number, expiresInMs: number): Promise<string> => {
+      const id = newSecret();
+      const record = { applicationId: 'app-a', issuedAt: now - issuedAgoMs, expiresAt: now + expiresInMs };
+      await w.t.sts.store.ephemeral.upsert('app_token', refOf(id), JSON.stringify(record), expiresInMs, 'app-a');
+      return id;
+    };
+    const young = await legacy(20 * MIN, 5 * MIN);
+    const renewed = await call(w.t.session.renewApplicationToken, w.t.session, { applicationTokenId: young }, young);
+    expect(renewed.applicationToken!.expireTime!.getTime()).toBe(now - 20 * MIN + 25 * MIN);
+    // Renewed forever under the old version: still valid until its expiry, but never renewed again.
+    const old = await legacy(3 * 60 * MIN, 5 * MIN);
+    expect((await call(w.t.session.getApplicationInfo, w.t.session, {}, old)).application!.applicationId).toBe('app-a');
+    const e = await callError(call(w.t.session.renewApplicationToken, w.t.session, { applicationTokenId: old }, old));
+    expect([e.code, e.metadata.get('sts-error-code')[0]]).toEqual([status.UNAUTHENTICATED, 'token_invalid']);
+    expect(e.details).toContain('maximum lifetime');
+    expect(e.details).toContain('log on again');
+    const v = await call(w.t.session.validateApplicationToken, w.t.session, { applicationTokenId: old }, old);
+    expect(v.applicationToken!.expireTime!.getTime()).toBe(now + 5 * MIN); // the refused renewal changed nothing
+  });
+
+  it('a renewal does not bring back a token released meanwhile', async () => {
+    const w = await world();
+    const rec = { applicationId: 'app-a', issuedAt: w.clock.now(), expiresAt: w.clock.now() + MIN };
+    const store = new SessionStore(w.t.sts.store.ephemeral, w.clock);
+    await call(w.t.session.releaseApplicationToken, w.t.session, { applicationTokenId: w.a.token }, w.a.token);
+    expect(await store.renewAppToken(w.a.token, rec, 10 * MIN, 60 * MIN)).toBeUndefined();
+    expect(await store.findAppToken(w.a.token)).toBeUndefined();
+  });
+});
+
+describe('credential JWEs are single-use and short-lived', () => {
+  const SECRET_WRONG = 'wrong-secret-wrong-secret';
+
+  /** A JWE to STS's primary encryption key with any header type and claims (what a careless or hostile client sends). */
+  async function handMade(w: World, claims: Record<string, unknown>, header: Record<string, string> = { typ: 'sts-credential+jwe' }): Promise<string> {
+    const jwks = await call(w.t.pop.getJwks, w.t.pop, {});
+    const jwk = (JSON.parse(jwks.jwksJson) as { keys: JWK[] }).keys.find((k) => k.kid === jwks.primaryEncryptionKid)!;
+    return new CompactEncrypt(Buffer.from(JSON.stringify(claims)))
+      .setProtectedHeader({ alg: jwk.alg!, enc: 'A256GCM', kid: jwk.kid!, ...header })
+      .encrypt(await importJWK(jwk, jwk.alg));
+  }
+
+  const logonAppJwe = (w: World, jwe: string) => call(w.t.session.logonApplication, w.t.session, { credential: { $case: 'applicationCredentialJwe', value: jwe } });
+  const logonUserJwe = (w: World, jwe: string) => call(w.t.session.logonUser, w.t.session, { credential: { $case: 'userCredentialJwe', value: jwe }, ticketApplicationId: '' }, w.a.token);
+  const answer = (e: { code: number; details: string; metadata: { get(k: string): unknown[] } }) => [e.code, e.details, e.metadata.get('sts-error-code')];
+  const audits = (w: World) => w.t.logs.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === 'audit');
+
+  it('a credential JWE logs on once: its replay gets the wrong-secret answer, is audited, and nothing secret is logged', async () => {
+    const w = await world();
+    const wrongSecret = answer(await callError(call(w.t.session.logonApplication, w.t.session, { credential: { $case: 'applicationCredential', value: { applicationId: 'app-a', applicationSecret: SECRET_WRONG } } })));
+    expect(wrongSecret).toEqual([status.UNAUTHENTICATED, 'invalid application credentials', ['invalid_credentials']]);
+
+    const appJwe = await credentialJwe(w, { application_id: 'app-a', application_secret: w.a.secret });
+    expect((await logonAppJwe(w, appJwe)).applicationToken!.applicationId).toBe('app-a');
+    expect(answer(await callError(logonAppJwe(w, appJwe)))).toEqual(wrongSecret);
+    // The same credential in a new JWE is fine: it is the JWE that is spent, not the secret.
+    expect((await logonAppJwe(w, await credentialJwe(w, { application_id: 'app-a', application_secret: w.a.secret }))).applicationToken!.applicationId).toBe('app-a');
+
+    const userJwe = await credentialJwe(w, { username: 'alice', password: PASSWORD });
+    expect((await logonUserJwe(w, userJwe)).userToken!.uid).toBe(w.uid);
+    const wrongPassword = answer(await callError(logon(w, w.a, 'alice', 'wrong password')));
+    expect(answer(await callError(logonUserJwe(w, userJwe)))).toEqual(wrongPassword);
+
+    // Step-up proofs too: a replayed one does not raise the level again.
+    const s = await logon(w, w.a);
+    const proof = await credentialJwe(w, { password: PASSWORD });
+    const stepUp = () => call(w.t.session.transformUserToken, w.t.session, { userTokenId: s.userToken!.userTokenId, targetApplicationId: 'app-b', stepUp: { proof: { $case: 'passwordJwe', value: proof } } }, w.a.token);
+    expect((await stepUp()).userToken!.securityLevel).toBe(3);
+    expect(answer(await callError(stepUp()))).toEqual(wrongPassword);
+
+    const refusals = audits(w).filter((a) => typeof a.reason === 'string' && (a.reason as string).startsWith('credential_jwe_'));
+    expect(refusals.map((a) => [a.event, a.credential, a.reason])).toEqual([
+      ['application.logon_failed', 'application_credential_jwe', 'credential_jwe_replayed'],
+      ['user.logon_failed', 'user_credential_jwe', 'credential_jwe_replayed'],
+      ['user.logon_failed', 'step_up.password_jwe', 'credential_jwe_replayed'],
+    ]);
+    expect(refusals[1]).toMatchObject({ application: 'app-a', peer: expect.any(String), jtiRef: expect.stringMatching(/^[A-Za-z0-9_-]{43}$/) });
+    // Neither the secrets nor the jtis (nor the JWEs) appear in any log line.
+    const jtiOf = async (jwe: string) => (JSON.parse((await decryptCompact(w.t.sts.ring, jwe)).plaintext.toString()) as { jti: string }).jti;
+    const logText = w.t.logs.join('\n');
+    for (const secret of [w.a.secret, PASSWORD, await jtiOf(appJwe), await jtiOf(userJwe), await jtiOf(proof), appJwe.split('.')[3]!]) expect(logText).not.toContain(secret);
+  });
+
+  it('of many concurrent logons with one credential JWE exactly one succeeds', async () => {
+    const w = await world();
+    const jwe = await credentialJwe(w, { application_id: 'app-a', application_secret: w.a.secret });
+    const results = await Promise.allSettled(Array.from({ length: 30 }, () => logonAppJwe(w, jwe)));
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+    for (const r of results) if (r.status === 'rejected') expect((r.reason as { code: number }).code).toBe(status.UNAUTHENTICATED);
+  });
+
+  it('expired, too far ahead, without a usable jti or of another type: refused like a wrong secret', async () => {
+    const w = await world();
+    const cred = { application_id: 'app-a', application_secret: w.a.secret };
+    const nowS = () => Math.floor(w.clock.now() / 1000);
+    const jti = () => randomBytes(16).toString('base64url'); // 128 bits: the least accepted
+    const wrongSecret = answer(await callError(call(w.t.session.logonApplication, w.t.session, { credential: { $case: 'applicationCredential', value: { applicationId: 'app-a', applicationSecret: SECRET_WRONG } } })));
+    const refused: [string, () => Promise<string>, string][] = [
+      ['expired beyond the clock skew', () => handMade(w, { ...cred, jti: jti(), exp: nowS() - 61 }), 'exp'],
+      ['exp too far ahead', () => handMade(w, { ...cred, jti: jti(), exp: nowS() + 5 * 60 + 61 }), 'exp'],
+      ['no exp', () => handMade(w, { ...cred, jti: jti() }), 'exp'],
+      ['exp not a number', () => handMade(w, { ...cred, jti: jti(), exp: String(nowS() + 60) }), 'exp'],
+      ['no jti', () => handMade(w, { ...cred, exp: nowS() + 60 }), 'jti'],
+      ['jti under 128 bits', () => handMade(w, { ...cred, jti: 'A'.repeat(21), exp: nowS() + 60 }), 'jti'],
+      ['jti not base64url', () => handMade(w, { ...cred, jti: `${'A'.repeat(30)}+/=`, exp: nowS() + 60 }), 'jti'],
+      ['jti not a string', () => handMade(w, { ...cred, jti: 1234567890123456, exp: nowS() + 60 }), 'jti'],
+      ['no typ (a plain JWE, as encryptFor makes)', () => handMade(w, { ...cred, jti: jti(), exp: nowS() + 60 }, {}), 'typ'],
+      ['typ JWT', () => handMade(w, { ...cred, jti: jti(), exp: nowS() + 60 }, { typ: 'JWT' }), 'typ'],
+      ['typ of a user token', () => handMade(w, { ...cred, jti: jti(), exp: nowS() + 60 }, { typ: 'sts-user+jwt' }), 'typ'],
+    ];
+    for (const [what, make, reason] of refused) {
+      expect(answer(await callError(logonAppJwe(w, await make()))), what).toEqual(wrongSecret);
+      expect(audits(w).at(-1), what).toMatchObject({ event: 'application.logon_failed', reason: `credential_jwe_${reason}` });
+    }
+    // The limits themselves are accepted: within the skew after exp, exactly the maximum ahead, 128 bits.
+    for (const exp of [nowS() - 59, nowS() + 5 * 60]) expect((await logonAppJwe(w, await handMade(w, { ...cred, jti: jti(), exp }))).applicationToken!.applicationId).toBe('app-a');
+
+    // A genuine client JWE expires with the clock: the client's default lifetime (2 min) plus the skew.
+    const made = await credentialJwe(w, cred);
+    w.clock.advance(3 * MIN + 1000);
+    expect(answer(await callError(logonAppJwe(w, made)))).toEqual(wrongSecret);
+    expect(audits(w).at(-1)).toMatchObject({ event: 'application.logon_failed', reason: 'credential_jwe_exp' });
+    // Malformed content is still a bad request, as before.
+    const notJson = await handMade(w, { username: 1 });
+    expect((await callError(logonAppJwe(w, notJson))).code).toBe(status.INVALID_ARGUMENT);
+  });
+
+  it('a spent jti is remembered until its JWE would be refused as expired anyway', async () => {
+    const w = await world();
+    const claims = { application_id: 'app-a', application_secret: w.a.secret, jti: randomBytes(32).toString('base64url'), exp: Math.floor(w.clock.now() / 1000) + 60 };
+    const jwe = await handMade(w, claims);
+    await logonAppJwe(w, jwe);
+    w.clock.advance(2 * MIN - 1000); // exp + skew - 1 s: still acceptable by time, so the jti must still be known
+    expect((await callError(logonAppJwe(w, jwe))).code).toBe(status.UNAUTHENTICATED);
+    expect(audits(w).at(-1)).toMatchObject({ reason: 'credential_jwe_replayed' });
+    // Only the jti's hash is stored.
+    const stored = w.t.sts.store.ephemeral;
+    expect(await stored.find('credential_jti', refOf(claims.jti))).toBeDefined();
+    expect(await stored.find('credential_jti', claims.jti)).toBeUndefined();
+    w.clock.advance(1000);
+    expect(await stored.find('credential_jti', refOf(claims.jti))).toBeUndefined();
+    expect((await callError(logonAppJwe(w, jwe))).code).toBe(status.UNAUTHENTICATED);
+    expect(audits(w).at(-1)).toMatchObject({ reason: 'credential_jwe_exp' });
+  });
+
+  it('PopService.Decrypt refuses a credential JWE exactly as any JWE it cannot decrypt, and spends nothing', async () => {
+    const w = await world();
+    const trusted = await createApp(w.t, 'decrypter', { trusted: true });
+    const decrypt = (jwe: string) => call(w.t.pop.decrypt, w.t.pop, { jwe }, trusted.token);
+    const cred = { username: 'alice', password: PASSWORD };
+    const garbage = answer(await callError(decrypt('not.a.jwe.at.all')));
+    expect(garbage).toEqual([status.INVALID_ARGUMENT, 'decryption failed', ['decryption_failed']]);
+    const jwe = await credentialJwe(w, cred);
+    expect(answer(await callError(decrypt(jwe)))).toEqual(garbage);
+    const claims = { ...cred, jti: randomBytes(32).toString('base64url'), exp: Math.floor(w.clock.now() / 1000) + 60 };
+    for (const header of [{ typ: 'application/sts-credential+jwe' }, { typ: 'STS-Credential+JWE' }, { typ: 'sts-anything' }, { cty: 'sts-credential+jwe' }] as Record<string, string>[]) {
+      expect(answer(await callError(decrypt(await handMade(w, claims, header)))), JSON.stringify(header)).toEqual(garbage);
+    }
+    // Control: the same content without the reserved type decrypts, so the refusal is the type's.
+    expect(JSON.parse(Buffer.from((await decrypt(await handMade(w, claims, { typ: 'JWT' }))).plaintext).toString())).toEqual(claims);
+    const refused = audits(w).filter((a) => a.event === 'pop.decrypt' && a.outcome === 'failed');
+    expect(refused.length).toBeGreaterThanOrEqual(6);
+    // The refused Decrypt did not spend the JWE: the user logs on with it.
+    expect((await logonUserJwe(w, jwe)).userToken!.uid).toBe(w.uid);
+  });
+});
+
 describe('user sessions', () => {
   it('LogonUser returns the calling application view and a JWT verifiable offline', async () => {
     const w = await world();
@@ -139,7 +343,7 @@ describe('user sessions', () => {
 
   it('accepts the credential as a JWE; wrong password, unknown user and disabled user are indistinguishable', async () => {
     const w = await world();
-    const jwe = await encryptToSts(w.t, { username: 'alice', password: PASSWORD });
+    const jwe = await credentialJwe(w, { username: 'alice', password: PASSWORD });
     const res = await call(w.t.session.logonUser, w.t.session, { credential: { $case: 'userCredentialJwe', value: jwe }, ticketApplicationId: '' }, w.a.token);
     expect(res.userToken!.uid).toBe(w.uid);
     const bobUid = await createUser(w.t, 'bob', PASSWORD);
@@ -288,7 +492,7 @@ describe('transform and security levels', () => {
       call(w.t.session.transformUserToken, w.t.session, { userTokenId: id, targetApplicationId: 'bank', stepUp: { proof: { $case: 'password', value: 'nope nope' } } }, w.a.token),
     );
     expect(wrongProof.code).toBe(status.UNAUTHENTICATED);
-    const stepUpJwe = await encryptToSts(w.t, { password: PASSWORD });
+    const stepUpJwe = await credentialJwe(w, { password: PASSWORD });
     const stepped = await call(
       w.t.session.transformUserToken,
       w.t.session,

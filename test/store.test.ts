@@ -1,7 +1,8 @@
 /**
  * The SQLite store on a real database in a temporary directory: ephemeral records with TTL (on a manual
- * clock), one-time consume under concurrency, groups, durable records that are never overwritten, atomic
- * batch inserts, compare-and-set, schema migrations and durability across reopen.
+ * clock), one-time consume and insert-if-absent under concurrency, groups, durable records that are never
+ * overwritten, atomic batch inserts, compare-and-set, schema migrations and durability across reopen. The
+ * insertIfAbsent suite (test/helpers/ephemeral-contract.ts) runs against Hazelcast too (store-hazelcast.test.ts).
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,13 +13,14 @@ import { ManualClock } from '../src/clock.js';
 import { StartupError } from '../src/errors.js';
 import { MIGRATIONS, getMeta, openDatabase, prepareDataDir, setMeta } from '../src/store/sqlite/database.js';
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.js';
+import { insertIfAbsentContract } from './helpers/ephemeral-contract.js';
 
 let dir: string;
 let clock: ManualClock;
 let store: SqliteStore;
 
-function open(): SqliteStore {
-  store = new SqliteStore(openDatabase(dir), clock);
+function open(cacheEntries = 0): SqliteStore {
+  store = new SqliteStore(openDatabase(dir), clock, { cacheEntries });
   return store;
 }
 
@@ -32,7 +34,17 @@ afterEach(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-describe('ephemeral records', () => {
+// The contract holds with embedded mode's in-memory copy of sessions and tokens (src/store/sqlite/ephemeral-cache.ts)
+// off, and on with room for 2 records, so that eviction happens too.
+describe.each([0, 2])('ephemeral records (cacheEntries %i)', (cacheEntries) => {
+  beforeEach(async () => {
+    await store.close();
+    open(cacheEntries);
+  });
+  ephemeralContract();
+});
+
+function ephemeralContract(): void {
   it('upsert, find, replace and destroy', async () => {
     const e = store.ephemeral;
     expect(await e.find('app_token', 't1')).toBeUndefined();
@@ -128,7 +140,7 @@ describe('ephemeral records', () => {
     const rows = store.db.prepare('SELECT id FROM ephemeral').pluck().all();
     expect(rows).toEqual(['long']);
   });
-});
+}
 
 describe('durable records', () => {
   it('insertIfAbsent keeps the first value and returns it to later inserts', async () => {
@@ -306,6 +318,24 @@ describe('ephemeral update', () => {
     } finally {
       await store.close();
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+insertIfAbsentContract('SQLite', () => ({ store: store.ephemeral, clock }));
+
+describe('ephemeral insertIfAbsent across connections (SQLite)', () => {
+  it('a second store on the same file (another process, in effect) sees the first one insert, and the sweep ends it', async () => {
+    const other = new SqliteStore(openDatabase(dir), clock);
+    try {
+      expect(await store.ephemeral.insertIfAbsent('credential_jti', 'j', 'a', 1000)).toBe(true);
+      expect(await other.ephemeral.insertIfAbsent('credential_jti', 'j', 'b', 1000)).toBe(false);
+      clock.advance(1000);
+      expect(store.ephemeral.sweep()).toBe(1);
+      expect(await other.ephemeral.insertIfAbsent('credential_jti', 'j', 'b', 1000)).toBe(true);
+      expect(await store.ephemeral.find('credential_jti', 'j')).toBe('b');
+    } finally {
+      await other.close();
     }
   });
 });

@@ -168,6 +168,9 @@ function validateTogether(c: Config, env: NodeJS.ProcessEnv): void {
   if (c['session.userTokenIdleTimeoutMs'] > c['session.userTokenMaxLifetimeMs']) {
     fail('session.userTokenIdleTimeoutMs: must not exceed session.userTokenMaxLifetimeMs');
   }
+  if (c['session.applicationTokenMaxLifetimeMs'] < c['session.applicationTokenLifetimeMs']) {
+    fail(`session.applicationTokenMaxLifetimeMs: must be at least session.applicationTokenLifetimeMs (${c['session.applicationTokenLifetimeMs']} ms), the lifetime every new application token gets`);
+  }
   if (c['session.throttleFreeFailures'] >= c['session.throttleMaxFailures']) {
     fail('session.throttleFreeFailures: must be less than session.throttleMaxFailures');
   }

@@ -9,8 +9,9 @@
  * the cause (malformed input, unknown kid, destroyed key, wrong key, tampering): RFC 7516 section 11.5 and
  * the brief's rule that crypto failures are indistinguishable.
  */
-import { constants, createCipheriv, createDecipheriv, createHash, createPublicKey, diffieHellman, randomBytes, sign as nodeSign, verify as nodeVerify, type KeyObject } from 'node:crypto';
+import { createHash, createPublicKey, diffieHellman, type KeyObject } from 'node:crypto';
 import { compactDecrypt, type CompactJWEHeaderParameters } from 'jose';
+import { B64URL, aesKeyUnwrap256, b64u as b64, concatKdf, gcmDecrypt, gcmEncrypt, isJwsAlg, jwsSign, jwsVerify } from '../crypto/jose-primitives.js';
 import { StsError } from '../errors.js';
 import type { KeyRing } from './key-ring.js';
 import type { KeyAlg, LiveKey } from './key-record.js';
@@ -18,8 +19,12 @@ import type { KeyAlg, LiveKey } from './key-record.js';
 /**
  * Explicit types of the tokens STS issues itself (RFC 8725 section 3.11). Sign refuses every type with the
  * reserved prefix, so a JWS that an application has STS sign can never pass for an STS token.
+ *
+ * `credential` types the JWEs that carry a logon credential to STS (LogonApplication, LogonUser, step-up):
+ * SessionService accepts no other JWE as a credential, and Decrypt refuses every JWE with a reserved type
+ * (as "decryption failed"), so a trusted application cannot have STS open a credential meant for logon.
  */
-export const TOKEN_TYP = { user: 'sts-user+jwt', exchange: 'sts-exchange+jwt' } as const;
+export const TOKEN_TYP = { user: 'sts-user+jwt', exchange: 'sts-exchange+jwt', credential: 'sts-credential+jwe' } as const;
 export const RESERVED_TYP_PREFIX = 'sts-';
 /**
  * Encryption contexts beginning with this are STS's own (user secrets are wrapped with one): GenerateDataKey,
@@ -36,38 +41,13 @@ const decryptionFailed = (cause?: unknown) => new StsError('decryption_failed', 
 const verificationFailed = (cause?: unknown) => new StsError('signature_invalid', VERIFICATION_FAILED, { cause });
 const unwrapFailed = (cause?: unknown) => new StsError('decryption_failed', UNWRAP_FAILED, { cause });
 
-const b64 = (b: Buffer | string): string => Buffer.from(b).toString('base64url');
-const B64URL = /^[A-Za-z0-9_-]*$/;
-
 function signBytes(alg: KeyAlg, key: KeyObject, data: Buffer): Buffer {
-  switch (alg) {
-    case 'EdDSA':
-      return nodeSign(null, data, key);
-    case 'ES256':
-      // RFC 7518 section 3.4: the JWS signature is R || S, not DER.
-      return nodeSign('sha256', data, { key, dsaEncoding: 'ieee-p1363' });
-    case 'RS256':
-      return nodeSign('sha256', data, key);
-    case 'PS256':
-      return nodeSign('sha256', data, { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 });
-    default:
-      throw new Error(`${alg} is not a signing algorithm`);
-  }
+  if (!isJwsAlg(alg)) throw new Error(`${alg} is not a signing algorithm`);
+  return jwsSign(alg, key, data);
 }
 
 function verifyBytes(alg: KeyAlg, key: KeyObject, data: Buffer, signature: Buffer): boolean {
-  switch (alg) {
-    case 'EdDSA':
-      return nodeVerify(null, data, key, signature);
-    case 'ES256':
-      return signature.length === 64 && nodeVerify('sha256', data, { key, dsaEncoding: 'ieee-p1363' }, signature);
-    case 'RS256':
-      return nodeVerify('sha256', data, key, signature);
-    case 'PS256':
-      return nodeVerify('sha256', data, { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 }, signature);
-    default:
-      return false;
-  }
+  return isJwsAlg(alg) && jwsVerify(alg, key, data, signature);
 }
 
 export interface SignOptions {
@@ -120,13 +100,15 @@ export function verifyCompact(ring: KeyRing, jws: string): Verified {
 /** Content encryption algorithms accepted in JWEs sent to STS (RFC 7518 section 5.1, no legacy ones). */
 const CONTENT_ALGS = ['A128GCM', 'A192GCM', 'A256GCM', 'A128CBC-HS256', 'A192CBC-HS384', 'A256CBC-HS512'];
 
-const AES_KW_IV = Buffer.from('A6A6A6A6A6A6A6A6', 'hex'); // RFC 3394 section 2.2.3.1 default IV
-
-function lengthPrefixed(b: Buffer): Buffer {
-  const len = Buffer.alloc(4);
-  len.writeUInt32BE(b.length);
-  return Buffer.concat([len, b]);
+/** A decrypted JWE: `typ` and `cty` come from its protected header, which the decryption has authenticated. */
+export interface Decrypted {
+  plaintext: Buffer;
+  kid: string;
+  cty: string | undefined;
+  typ: string | undefined;
 }
+
+const headerString = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
 
 /**
  * The default form, ECDH-ES+A256KW with A256GCM, straight on node:crypto: jose runs it on WebCrypto at about
@@ -134,7 +116,7 @@ function lengthPrefixed(b: Buffer): Buffer {
  * AlgorithmID, apu, apv and keydatalen 256), section 4.4 (AES Key Wrap, RFC 3394) and section 5.3 (AES-GCM
  * with the encoded protected header as AAD). Returns undefined for any other form (jose handles those).
  */
-function decryptEcdhA256kwA256gcm(ring: KeyRing, parts: string[], header: Record<string, unknown>): { plaintext: Buffer; kid: string; cty: string | undefined } | undefined {
+function decryptEcdhA256kwA256gcm(ring: KeyRing, parts: string[], header: Record<string, unknown>): Decrypted | undefined {
   if (header.alg !== 'ECDH-ES+A256KW' || header.enc !== 'A256GCM') return undefined;
   // Compression is refused (RFC 8725 section 3.6: compressing before encrypting leaks); so is crit.
   if (header.zip !== undefined || header.crit !== undefined || typeof header.kid !== 'string') throw decryptionFailed();
@@ -154,23 +136,18 @@ function decryptEcdhA256kwA256gcm(ring: KeyRing, parts: string[], header: Record
     // createPublicKey checks that the point is on the curve (no invalid-curve attack on the static key).
     const peer = createPublicKey({ key: { kty: 'EC', crv: 'P-256', x: epk.x, y: epk.y }, format: 'jwk' });
     const z = diffieHellman({ privateKey: key.privateKey!, publicKey: peer });
-    const otherInfo = Buffer.concat([lengthPrefixed(Buffer.from('ECDH-ES+A256KW')), lengthPrefixed(apu), lengthPrefixed(apv), Buffer.from([0, 0, 1, 0])]);
-    const kek = createHash('sha256').update(Buffer.from([0, 0, 0, 1])).update(z).update(otherInfo).digest();
-    const unwrap = createDecipheriv('id-aes256-wrap', kek, AES_KW_IV);
-    const cek = Buffer.concat([unwrap.update(encryptedKey), unwrap.final()]);
-    const decipher = createDecipheriv('aes-256-gcm', cek, iv);
-    decipher.setAAD(Buffer.from(parts[0]!, 'ascii'));
-    decipher.setAuthTag(tag);
-    const plaintext = Buffer.concat([decipher.update(Buffer.from(parts[3]!, 'base64url')), decipher.final()]);
+    const kek = concatKdf(z, 'ECDH-ES+A256KW', 256, apu, apv);
+    const cek = aesKeyUnwrap256(kek, encryptedKey);
+    const plaintext = gcmDecrypt(cek, iv, Buffer.from(parts[3]!, 'base64url'), tag, Buffer.from(parts[0]!, 'ascii'));
     cek.fill(0);
-    return { plaintext, kid: key.record.kid, cty: typeof header.cty === 'string' ? header.cty : undefined };
+    return { plaintext, kid: key.record.kid, cty: headerString(header.cty), typ: headerString(header.typ) };
   } catch (err) {
     throw decryptionFailed(err);
   }
 }
 
 /** Decrypts a compact JWE addressed to a usable STS encryption key. */
-export async function decryptCompact(ring: KeyRing, jwe: string): Promise<{ plaintext: Buffer; kid: string; cty: string | undefined }> {
+export async function decryptCompact(ring: KeyRing, jwe: string): Promise<Decrypted> {
   const parts = jwe.split('.');
   if (parts.length !== 5 || !parts.every((p) => B64URL.test(p))) throw decryptionFailed();
   let header: Record<string, unknown>;
@@ -195,7 +172,7 @@ export async function decryptCompact(ring: KeyRing, jwe: string): Promise<{ plai
       // maxDecompressedLength 0: compressed JWEs ("zip") are refused, as on the node:crypto path (RFC 8725 section 3.6).
       { keyManagementAlgorithms: ['ECDH-ES+A256KW', 'RSA-OAEP-256'], contentEncryptionAlgorithms: CONTENT_ALGS, maxDecompressedLength: 0 },
     );
-    return { plaintext: Buffer.from(plaintext), kid: key!.record.kid, cty: typeof protectedHeader.cty === 'string' ? protectedHeader.cty : undefined };
+    return { plaintext: Buffer.from(plaintext), kid: key!.record.kid, cty: headerString(protectedHeader.cty), typ: headerString(protectedHeader.typ) };
   } catch (err) {
     throw decryptionFailed(err);
   }
@@ -218,12 +195,9 @@ export function wrapKey(ring: KeyRing, plaintext: Buffer, context: Buffer, key: 
   const ctx = contextHash(context);
   if (ctx) header.ctx = ctx;
   const protectedB64 = b64(JSON.stringify(header));
-  const iv = randomBytes(12);
-  const cipher = createCipheriv('aes-256-gcm', key.privateKey!, iv);
   // RFC 7516 section 5.1 step 14: the AAD is ASCII(BASE64URL(UTF8(JWE Protected Header))).
-  cipher.setAAD(Buffer.from(protectedB64, 'ascii'));
-  const ct = Buffer.concat([cipher.update(plaintext), cipher.final()]);
-  return { wrapped: `${protectedB64}..${b64(iv)}.${b64(ct)}.${b64(cipher.getAuthTag())}`, kid: key.record.kid };
+  const { iv, ciphertext, tag } = gcmEncrypt(key.privateKey!, plaintext, Buffer.from(protectedB64, 'ascii'));
+  return { wrapped: `${protectedB64}..${b64(iv)}.${b64(ciphertext)}.${b64(tag)}`, kid: key.record.kid };
 }
 
 export function unwrapKey(ring: KeyRing, wrapped: string, context: Buffer): { plaintext: Buffer; kid: string } {
@@ -241,10 +215,7 @@ export function unwrapKey(ring: KeyRing, wrapped: string, context: Buffer): { pl
   const tag = Buffer.from(parts[4]!, 'base64url');
   if (!key || iv.length !== 12 || tag.length !== 16) throw unwrapFailed();
   try {
-    const decipher = createDecipheriv('aes-256-gcm', key.privateKey!, iv);
-    decipher.setAAD(Buffer.from(parts[0]!, 'ascii'));
-    decipher.setAuthTag(tag);
-    return { plaintext: Buffer.concat([decipher.update(Buffer.from(parts[3]!, 'base64url')), decipher.final()]), kid: key.record.kid };
+    return { plaintext: gcmDecrypt(key.privateKey!, iv, Buffer.from(parts[3]!, 'base64url'), tag, Buffer.from(parts[0]!, 'ascii')), kid: key.record.kid };
   } catch (err) {
     throw unwrapFailed(err);
   }

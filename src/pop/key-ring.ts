@@ -4,6 +4,10 @@
  * Like Vault transit, the ring is explicit data (records with timestamps; the primary and the legacy keys
  * follow from the clock) and every change is written in one step before memory changes: if the write fails,
  * the ring in memory stays as it was and the caller gets the error.
+ *
+ * Destruction erases a key's material for good, so for the kinds that wrap stored data (secret keys: users'
+ * secrets) it first asks a DestructionGuard whether anything stored still needs the key, and waits while
+ * anything does (fail closed: a guard that cannot tell also makes it wait).
  */
 import type { Clock } from '../clock.js';
 import { EnvelopeError, MasterKeyRing } from '../crypto/master-key.js';
@@ -18,6 +22,7 @@ import {
   type LiveKey,
   type RotationPolicy,
   KEY_KINDS,
+  destructionHeld,
   eraseKey,
   generateKey,
   openKey,
@@ -44,6 +49,33 @@ export interface KeyRingOptions {
 export interface KeyView {
   record: KeyRecord;
   state: KeyState;
+  /** Past destroyAfter, yet its material is kept (DECRYPT_ONLY) because stored data may still need it. */
+  destructionHeld: boolean;
+}
+
+/**
+ * What still needs the keys of one kind: for secret keys, the stored user secrets wrapped under them. The
+ * ring consults it before erasing a key of that kind past its destroyAfter; destruction waits while anything
+ * needs the key.
+ */
+export interface DestructionGuard {
+  /** What the records are, for logs ("user secrets"). */
+  readonly what: string;
+  /**
+   * How many stored records still need each of `kids`. Must answer every kid (a kid left out counts as
+   * needed) and throw when it cannot tell: the ring then keeps every one of them.
+   */
+  inUse(kids: readonly string[]): Promise<Map<string, number>>;
+  /** Moves what it can off those keys (re-wraps it under the primary); the ring counts again afterwards. */
+  release(kids: readonly string[]): Promise<void>;
+}
+
+/** A key whose destruction the last maintenance on this node held back, and why. */
+export interface BlockedDestruction {
+  kid: string;
+  kind: KeyKind;
+  /** Stored records still wrapped under the key, or undefined when they could not be counted. */
+  records: number | undefined;
 }
 
 /** Raised when the stored key ring cannot be opened with the configured master keys. */
@@ -57,6 +89,9 @@ export class KeyRing {
   /** Serializes rotations and maintenance within this process. */
   private queue: Promise<unknown> = Promise.resolve();
   private readonly o: KeyRingOptions;
+  private readonly guards = new Map<KeyKind, DestructionGuard>();
+  /** What the last maintenance on this node found blocking destruction, by kid. */
+  private blocked = new Map<string, BlockedDestruction>();
   /** Bumped on every change; caches derived from the ring compare it. */
   version = 0;
 
@@ -70,7 +105,8 @@ export class KeyRing {
     const next = new Map<string, LiveKey>();
     for (const { id, value } of await this.o.store.list('key')) {
       const record = parseKeyRecord(value);
-      if (now >= record.destroyAfter) {
+      // A key whose destruction is held is still opened: what is wrapped under it must keep opening.
+      if (now >= record.destroyAfter && !destructionHeld(record, now)) {
         next.set(id, { record, privateKey: undefined, publicKey: undefined });
         continue;
       }
@@ -112,11 +148,31 @@ export class KeyRing {
     return KEY_KINDS.every((kind) => selectPrimary(this.byKind[kind], now)?.privateKey !== undefined);
   }
 
-  /** A key that may still decrypt/verify/unwrap (STAGED, PRIMARY or DECRYPT_ONLY), or undefined. */
+  /**
+   * A key that may still decrypt/verify/unwrap (STAGED, PRIMARY or DECRYPT_ONLY, including a secret key past
+   * destroyAfter whose destruction is held), or undefined.
+   */
   usable(kid: string, kind: KeyKind): LiveKey | undefined {
     const k = this.keys.get(kid);
     if (!k || k.record.kind !== kind || !k.privateKey) return undefined;
-    return this.o.clock.now() < k.record.destroyAfter ? k : undefined;
+    const now = this.o.clock.now();
+    return now < k.record.destroyAfter || destructionHeld(k.record, now) ? k : undefined;
+  }
+
+  /**
+   * Makes the destruction of keys of `kind` wait while `guard` says stored data still needs them (one guard
+   * per kind). Register it before the first maintenance.
+   */
+  guardDestruction(kind: KeyKind, guard: DestructionGuard): void {
+    this.guards.set(kind, guard);
+  }
+
+  /** Keys whose destruction this node's last maintenance held back, still held now. */
+  blockedDestructions(now = this.o.clock.now()): BlockedDestruction[] {
+    return [...this.blocked.values()].filter((b) => {
+      const k = this.keys.get(b.kid);
+      return k !== undefined && destructionHeld(k.record, now);
+    });
   }
 
   /** Every key with its state at `now`, ordered by kind then notBefore. */
@@ -124,7 +180,7 @@ export class KeyRing {
     const out: KeyView[] = [];
     for (const kind of KEY_KINDS) {
       const primaryKid = selectPrimary(this.byKind[kind], now)?.record.kid;
-      for (const k of this.byKind[kind]) out.push({ record: k.record, state: stateOf(k.record, primaryKid, now) });
+      for (const k of this.byKind[kind]) out.push({ record: k.record, state: stateOf(k.record, primaryKid, now), destructionHeld: destructionHeld(k.record, now) });
     }
     return out;
   }
@@ -154,7 +210,8 @@ export class KeyRing {
   /**
    * The scheduled maintenance, run at start-up and on a timer: creates keys that are due (a primary where
    * none is usable, successors before validity ends, enough PRIMARY+STAGED keys), erases destroyed keys'
-   * material, and re-seals keys still sealed under an older master key. Returns the keys created.
+   * material (once their destruction guard lets it), and re-seals keys still sealed under an older master
+   * key. Returns the keys created.
    */
   maintain(): Promise<KeyRecord[]> {
     return this.exclusive(async () => {
@@ -256,15 +313,61 @@ export class KeyRing {
     this.replaceAll(next);
   }
 
+  /**
+   * Asks each kind's guard about the keys of that kind due for erasure: if stored data still needs one, the
+   * guard first re-wraps what it can, then counts again. Returns the keys whose erasure must wait (logged
+   * here, at error level, once per run): a key the guard could not answer for is kept as well.
+   */
+  private async heldBack(now: number): Promise<Map<string, BlockedDestruction>> {
+    const held = new Map<string, BlockedDestruction>();
+    for (const kind of KEY_KINDS) {
+      const guard = this.guards.get(kind);
+      const due = this.byKind[kind].filter((k) => k.record.sealed !== undefined && now >= k.record.destroyAfter).map((k) => k.record.kid);
+      if (!guard || due.length === 0) continue;
+      // kid -> records still wrapped under it; a kid without an answer is kept (records unknown).
+      const counts = new Map<string, number | undefined>(due.map((kid) => [kid, undefined]));
+      try {
+        for (const [kid, n] of await guard.inUse(due)) if (counts.has(kid)) counts.set(kid, n);
+        const waiting = due.filter((kid) => counts.get(kid) !== 0);
+        if (waiting.length > 0) {
+          // Stragglers (a re-wrap that lagged or failed): try once more now, before giving up for this run.
+          try {
+            await guard.release(waiting);
+          } catch (err) {
+            this.o.logger.error(`re-wrapping ${guard.what} off keys due for destruction failed`, { kind, kids: waiting, err });
+          }
+          const again = await guard.inUse(waiting);
+          for (const kid of waiting) counts.set(kid, again.get(kid));
+        }
+      } catch (err) {
+        this.o.logger.error(`cannot count the ${guard.what} wrapped under keys due for destruction; they are kept`, { kind, kids: due, err });
+        for (const kid of due) if (counts.get(kid) === 0) continue; else counts.set(kid, undefined);
+      }
+      for (const [kid, records] of counts) if (records !== 0) held.set(kid, { kid, kind, records });
+    }
+    for (const b of held.values()) {
+      const what = this.guards.get(b.kind)!.what;
+      this.o.logger.error(`key destruction blocked: ${what} are still wrapped under it; it stays DECRYPT_ONLY and the next maintenance tries again`, {
+        event: 'key.destruction_blocked',
+        kid: b.kid,
+        kind: b.kind,
+        records: b.records ?? 'unknown',
+      });
+    }
+    return held;
+  }
+
   private async eraseAndReseal(): Promise<void> {
     const now = this.o.clock.now();
+    const held = await this.heldBack(now);
+    this.blocked = held;
     let changed = false;
     const next = new Map(this.keys);
     for (const k of this.keys.values()) {
       const r = k.record;
       let replacement: KeyRecord | undefined;
       let event: string | undefined;
-      if (r.sealed && now >= r.destroyAfter) {
+      if (r.sealed && now >= r.destroyAfter && !held.has(r.kid)) {
         replacement = eraseKey(r);
         event = 'key.destroyed';
       } else if (r.sealed && MasterKeyRing.envelopeKeyId(Buffer.from(r.sealed, 'base64url')) !== this.o.master.primary.id) {

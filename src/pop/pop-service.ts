@@ -10,7 +10,7 @@ import type { Logger } from '../log.js';
 import type { CallContext, DomainService } from '../server/rpc.js';
 import type { KeyRing, KeyView } from './key-ring.js';
 import { type KeyKind, type KeyState, useOf } from './key-record.js';
-import { RESERVED_CONTEXT_PREFIX, RESERVED_TYP_PREFIX, decryptCompact, signCompact, unwrapKey, verifyCompact, wrapKey } from './jose-ops.js';
+import { DECRYPTION_FAILED, RESERVED_CONTEXT_PREFIX, RESERVED_TYP_PREFIX, decryptCompact, signCompact, unwrapKey, verifyCompact, wrapKey } from './jose-ops.js';
 
 const MiB = 1024 * 1024;
 
@@ -23,6 +23,8 @@ function requireContext(context: Uint8Array): Buffer {
   return b;
 }
 const HEADER_VALUE = /^[\x20-\x7e]{0,128}$/;
+/** RFC 7515 section 4.1.9: "application/" may be left out of typ and cty, so compare without it. */
+const reservedType = (t: string | undefined): boolean => t !== undefined && t.toLowerCase().replace(/^application\//, '').startsWith(RESERVED_TYP_PREFIX);
 
 const KIND_TO_PB: Record<KeyKind, PbKeyKind> = {
   encryption: PbKeyKind.KEY_KIND_ENCRYPTION,
@@ -146,7 +148,18 @@ export function popService(deps: PopServiceDeps): DomainService<PopServiceServer
     async decrypt(req, ctx) {
       const caller = await auth.requireTrusted(ctx.bearer);
       requireSize('jwe', req.jwe, 1, MiB);
-      const out = await audited('pop.decrypt', caller, ctx, () => decryptCompact(ring, req.jwe));
+      const out = await audited('pop.decrypt', caller, ctx, async () => {
+        const d = await decryptCompact(ring, req.jwe);
+        // A JWE typed for STS's own use (a logon credential: TOKEN_TYP.credential) is opened only by the RPC
+        // it is meant for, never handed back in clear: else a trusted application could read the password in
+        // a credential JWE it saw pass. Refused like every other JWE Decrypt will not open, so the answer
+        // says nothing more than the (readable) header does.
+        if (reservedType(d.typ) || reservedType(d.cty)) {
+          d.plaintext.fill(0);
+          throw new StsError('decryption_failed', DECRYPTION_FAILED);
+        }
+        return d;
+      });
       return { plaintext: out.plaintext, kid: out.kid, contentType: out.cty ?? '' };
     },
 
@@ -155,9 +168,7 @@ export function popService(deps: PopServiceDeps): DomainService<PopServiceServer
       requireSize('payload', req.payload, 1, MiB);
       if (!HEADER_VALUE.test(req.type)) throw invalidArgument('type', 'at most 128 printable ASCII characters');
       if (!HEADER_VALUE.test(req.contentType)) throw invalidArgument('content_type', 'at most 128 printable ASCII characters');
-      // RFC 7515 section 4.1.9: "application/" may be left out of typ and cty, so compare without it.
-      const reserved = (t: string) => t.toLowerCase().replace(/^application\//, '').startsWith(RESERVED_TYP_PREFIX);
-      if (reserved(req.type) || reserved(req.contentType)) {
+      if (reservedType(req.type) || reservedType(req.contentType)) {
         throw invalidArgument('type', `types starting with "${RESERVED_TYP_PREFIX}" are reserved for tokens STS issues itself`);
       }
       return audited('pop.sign', caller, ctx, () =>

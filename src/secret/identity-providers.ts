@@ -5,9 +5,10 @@
  * signature with the provider's key for the token's kid (RFC 8725: the provider's algorithm allow-list, never
  * "none" or HMAC), the issuer, the audience, exp and nbf with the provider's clock skew, all against the
  * injectable clock. Failures are StsErrors with a short message naming the reason class; the token itself is
- * never echoed.
+ * never echoed. The checks run synchronously on node:crypto (./jwt-verify.ts), with the key objects of each
+ * JWKS document made once.
  */
-import { type JWK, type JWSHeaderParameters, type FlattenedJWSInput, type CryptoKey, type JWTPayload, createLocalJWKSet, errors, jwtVerify } from 'jose';
+import type { KeyObject } from 'node:crypto';
 import type { Clock } from '../clock.js';
 import { StsError, invalidArgument } from '../errors.js';
 import type { Duration } from '../gen/google/protobuf/duration.js';
@@ -15,6 +16,7 @@ import type { IdentityProvider } from '../gen/sts/v1/secret.js';
 import type { Logger } from '../log.js';
 import type { Db } from '../store/sqlite/database.js';
 import { type Jwks, type RemoteJwksOptions, RemoteJwks, checkJwksUri, parsePublicJwks } from './jwks.js';
+import { JwsKeySet, JwtRejected, type ParsedJws, UNKNOWN_KEY, parseCompactJws, verifyJwt } from './jwt-verify.js';
 
 /** JWS algorithms a provider may allow: asymmetric only (no "none", no HMAC: RFC 8725 sections 2.1, 3.1). */
 export const SIGNATURE_ALGS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'] as const;
@@ -157,8 +159,6 @@ const fromRow = (r: Row): IdentityProviderRecord => ({
   updatedAt: r.updated_at,
 });
 
-type KeyResolver = (header: JWSHeaderParameters, token: FlattenedJWSInput) => Promise<CryptoKey>;
-
 const B64URL_PART = /^[A-Za-z0-9_-]+$/;
 
 export interface IdentityProviderRegistryOptions extends Omit<RemoteJwksOptions, 'clock' | 'logger'> {
@@ -169,9 +169,9 @@ export interface IdentityProviderRegistryOptions extends Omit<RemoteJwksOptions,
 export class IdentityProviderRegistry {
   private readonly stmts;
   /** Key sets of inline providers, by issuer, with the JSON they were made from. */
-  private readonly inline = new Map<string, { json: string; resolve: KeyResolver }>();
-  /** Fetched key sets, by URL. */
-  private readonly remote = new Map<string, { jwks: RemoteJwks; version: number; resolve: KeyResolver | undefined }>();
+  private readonly inline = new Map<string, { json: string; keys: JwsKeySet }>();
+  /** Fetched key sets, by URL: the key objects of the fetched document of `version`. */
+  private readonly remote = new Map<string, { jwks: RemoteJwks; version: number; keys: JwsKeySet | undefined }>();
 
   constructor(
     db: Db,
@@ -232,41 +232,39 @@ export class IdentityProviderRegistry {
     if (r.jwksUri) this.remote.delete(r.jwksUri);
   }
 
-  /** The key resolver for jose's jwtVerify: the provider's key for the token's kid and alg. */
-  private resolverFor(p: IdentityProviderRecord): KeyResolver {
+  /** The provider's key for the token's alg and kid (see JwsKeySet.key for how it is chosen). */
+  private async keyFor(p: IdentityProviderRecord, jws: ParsedJws): Promise<KeyObject> {
     if (p.jwksJson !== null) {
       let entry = this.inline.get(p.issuer);
       if (!entry || entry.json !== p.jwksJson) {
-        entry = { json: p.jwksJson, resolve: createLocalJWKSet(JSON.parse(p.jwksJson) as Jwks) };
+        entry = { json: p.jwksJson, keys: new JwsKeySet(JSON.parse(p.jwksJson) as Jwks) };
         this.inline.set(p.issuer, entry);
       }
-      return entry.resolve;
+      return entry.keys.key(jws.alg, jws.kid);
     }
     const url = p.jwksUri!;
     let entry = this.remote.get(url);
     if (!entry) {
-      entry = { jwks: new RemoteJwks(url, 'identity provider', this.o), version: -1, resolve: undefined };
+      entry = { jwks: new RemoteJwks(url, 'identity provider', this.o), version: -1, keys: undefined };
       this.remote.set(url, entry);
     }
     const e = entry;
-    const localSet = async (): Promise<KeyResolver> => {
+    const keySet = async (): Promise<JwsKeySet> => {
       const doc = await e.jwks.current();
-      if (!e.resolve || e.version !== e.jwks.version) {
-        e.resolve = createLocalJWKSet({ keys: doc.keys as JWK[] });
+      if (!e.keys || e.version !== e.jwks.version) {
+        e.keys = new JwsKeySet(doc);
         e.version = e.jwks.version;
       }
-      return e.resolve;
+      return e.keys;
     };
-    return async (header, token) => {
-      try {
-        return await (await localSet())(header, token);
-      } catch (err) {
-        // An unknown kid may be a key the provider has just added: fetch again, at most once per interval.
-        if (!(err instanceof errors.JWKSNoMatchingKey) || !e.jwks.mayRefetch()) throw err;
-        await e.jwks.refresh();
-        return (await localSet())(header, token);
-      }
-    };
+    try {
+      return (await keySet()).key(jws.alg, jws.kid);
+    } catch (err) {
+      // An unknown kid may be a key the provider has just added: fetch again, at most once per interval.
+      if (!(err instanceof JwtRejected && err.reason === UNKNOWN_KEY) || !e.jwks.mayRefetch()) throw err;
+      await e.jwks.refresh();
+      return (await keySet()).key(jws.alg, jws.kid);
+    }
   }
 
   /** Verifies a third-party JWT; see the module comment for the checks and their errors. */
@@ -274,24 +272,25 @@ export class IdentityProviderRegistry {
     const { field, label } = opts;
     if (jwt.length === 0 || jwt.length > MAX_TOKEN_CHARS) throw invalidArgument(field, `must be 1 to ${MAX_TOKEN_CHARS} characters`);
     const { header, claims } = decodeUnverified(jwt, field, label);
-    // The unverified issuer only chooses the provider (and so the keys); jwtVerify checks it again.
+    // The unverified issuer only chooses the provider (and so the keys); verifyJwt checks it again.
     const provider = typeof claims.iss === 'string' ? this.get(claims.iss) : undefined;
     if (!provider) throw invalidArgument(field, `the ${label} issuer is not a trusted identity provider`);
     const invalid = (reason: string, cause?: unknown) => new StsError('token_invalid', `${label} ${reason}`, { cause });
     // Before any key lookup: "none", HMAC and every algorithm the provider does not use are refused outright.
     if (typeof header.alg !== 'string' || !provider.algorithms.includes(header.alg)) throw invalid('algorithm not allowed');
-    let payload: JWTPayload;
+    let payload: Record<string, unknown>;
     try {
-      ({ payload } = await jwtVerify(jwt, this.resolverFor(provider), {
+      const jws = parseCompactJws(jwt, provider.algorithms);
+      const key = await this.keyFor(provider, jws);
+      payload = verifyJwt(jws, key, {
         issuer: provider.issuer,
-        audience: provider.audiences,
-        algorithms: provider.algorithms,
-        clockTolerance: (provider.clockSkewMs || DEFAULT_CLOCK_SKEW_MS) / 1000,
-        currentDate: new Date(this.o.clock.now()),
-        requiredClaims: ['exp'],
-      }));
+        audiences: provider.audiences,
+        clockToleranceS: (provider.clockSkewMs || DEFAULT_CLOCK_SKEW_MS) / 1000,
+        nowMs: this.o.clock.now(),
+      });
     } catch (err) {
-      throw joseFailure(err, invalid);
+      if (err instanceof StsError) throw err; // the provider's keys could not be fetched (UNAVAILABLE)
+      throw invalid(err instanceof JwtRejected ? err.reason : 'invalid', err);
     }
     const claim = provider.subjectClaim || 'sub';
     const subject = payload[claim];
@@ -301,7 +300,7 @@ export class IdentityProviderRegistry {
       issuer: provider.issuer,
       subject,
       securityLevel: provider.securityLevel || 1,
-      claims: payload as Record<string, unknown>,
+      claims: payload,
       audience: typeof aud === 'string' ? [aud] : Array.isArray(aud) ? aud : [],
     };
   }
@@ -324,26 +323,4 @@ function decodeUnverified(jwt: string, field: string, label: string): { header: 
     return v as Record<string, unknown>;
   };
   return { header: json(parts[0]!), claims: json(parts[1]!) };
-}
-
-/** Maps a jose verification failure to a token_invalid error naming the reason class. */
-function joseFailure(err: unknown, invalid: (reason: string, cause?: unknown) => StsError): unknown {
-  if (err instanceof StsError) return err; // the provider's keys could not be fetched (UNAVAILABLE)
-  if (err instanceof errors.JWTExpired) return invalid('expired', err);
-  if (err instanceof errors.JWTClaimValidationFailed) {
-    if (err.claim === 'nbf') return invalid('not yet valid', err);
-    if (err.claim === 'aud') return invalid('audience not accepted', err);
-    if (err.claim === 'iss') return invalid('issuer mismatch', err);
-    if (err.claim === 'exp') return invalid('has no valid "exp" claim', err);
-    return invalid(`has an invalid "${err.claim.slice(0, 32)}" claim`, err);
-  }
-  if (err instanceof errors.JWSSignatureVerificationFailed) return invalid('signature invalid', err);
-  if (err instanceof errors.JWKSNoMatchingKey) return invalid('signed with an unknown key', err);
-  if (err instanceof errors.JWKSMultipleMatchingKeys) return invalid('key is ambiguous (several keys match its kid)', err);
-  if (err instanceof errors.JOSEAlgNotAllowed) return invalid('algorithm not allowed', err);
-  if (err instanceof errors.JOSEError) return invalid('invalid', err);
-  // Anything else jose throws while verifying (a TypeError for a key it will not use, say) is still a token
-  // that does not verify: refuse it the same way, keeping the detail for the log.
-  return invalid('invalid', err);
-
 }

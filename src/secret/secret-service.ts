@@ -8,7 +8,6 @@
  * encryption key must be at hand; only then is the user's secret read (or made, once) and encrypted to it.
  */
 import { randomBytes } from 'node:crypto';
-import { CompactEncrypt } from 'jose';
 import type { Authenticator, Caller } from '../auth/caller.js';
 import type { Clock } from '../clock.js';
 import { StsError } from '../errors.js';
@@ -118,7 +117,7 @@ export function secretService(deps: SecretServiceDeps): DomainService<SecretServ
     const s = await userSecrets.getOrCreate(user.issuer, user.subject);
     let jwe: string;
     try {
-      jwe = await new CompactEncrypt(s.secret).setProtectedHeader({ alg: recipient.alg, enc: 'A256GCM', kid: recipient.kid }).encrypt(recipient.key);
+      jwe = await recipient.encrypt(s.secret);
     } finally {
       s.secret.fill(0);
     }

@@ -218,7 +218,13 @@ export class SqliteDirectory implements IdentityDirectory {
           'ON CONFLICT (uid, application_id, organization_name, role_name) DO UPDATE SET role_value = excluded.role_value',
       ),
       removeRole: db.prepare('DELETE FROM roles WHERE uid = ? AND application_id = ? AND organization_name = ? AND role_name = ?'),
+      generation: db.prepare('SELECT gen FROM directory_generation').pluck(),
     };
+  }
+
+  /** A number every change to applications, users or roles moves, whoever makes it (triggers, migration 4). */
+  generation(): number {
+    return this.s.generation.get() as number;
   }
 
   getApplication(id: string): ApplicationRecord | undefined {

@@ -43,12 +43,17 @@ export class ReplicatedDirectory implements IdentityDirectory {
     for (const [, json] of await this.map.entrySet()) if (json) this.apply(JSON.parse(json) as Entry);
   }
 
+  /** Called after a change from the cluster is written under this object (the directory cache listens). */
+  onApplied: (() => void) | undefined;
+
   private apply(e: Entry): void {
     try {
       if (e.kind === 'app') importDirectory(this.db, { version: 1, applications: [e.app], users: [] });
       else importDirectory(this.db, { version: 1, applications: [], users: [{ ...e.user, roles: e.roles }] });
     } catch (err) {
       this.logger.error('could not apply a directory change from the cluster', { kind: e.kind, err });
+    } finally {
+      this.onApplied?.();
     }
   }
 
@@ -60,6 +65,11 @@ export class ReplicatedDirectory implements IdentityDirectory {
   private publishUser(uid: string): void {
     const user = this.local.getUser(uid);
     if (user) this.publish({ kind: 'user', user, roles: this.local.rolesOf(uid) });
+  }
+
+  /** See SqliteDirectory.generation: replicated changes are written to the same tables and move it too. */
+  generation(): number {
+    return this.local.generation();
   }
 
   getApplication(id: string) {

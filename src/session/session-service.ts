@@ -12,6 +12,7 @@ import { decryptCompact, verifyCompact } from '../pop/jose-ops.js';
 import type { KeyRing } from '../pop/key-ring.js';
 import type { CallContext, DomainService } from '../server/rpc.js';
 import type { ApplicationRecord, IdentityDirectory, RoleRecord, UserRecord } from './directory.js';
+import { checkCredentialClaims } from './credential-jwe.js';
 import { APP_SECRET_PARAMS, hashSecret, verifySecret } from './password.js';
 import { type AppTokenRecord, SECURITY_LEVEL, type SessionStore, newSecret, refOf } from './sessions.js';
 import type { LogonThrottle } from './throttle.js';
@@ -20,6 +21,10 @@ import { type AnonymousView, type SessionHandle, USER_TOKEN_TYP, type ViewContex
 export interface SessionPolicy {
   issuer: string;
   applicationTokenLifetimeMs: number;
+  /** Renewal never extends an application token past this time after its logon. */
+  applicationTokenMaxLifetimeMs: number;
+  /** How far ahead a credential JWE's exp may be (see credential-jwe.ts). */
+  credentialJweMaxLifetimeMs: number;
   userTokenIdleTimeoutMs: number;
   userTokenMaxLifetimeMs: number;
   userTicketLifetimeMs: number;
@@ -181,10 +186,29 @@ export function sessionService(deps: SessionServiceDeps): DomainService<SessionS
     return { userToken, userTokenJwt: signUserToken(vc, userToken, s.sid, clock.now()) };
   }
 
-  /** Opens a credential sent as a compact JWE to STS's encryption key. */
-  async function openCredential<T>(jwe: string, field: string, parse: (o: Record<string, unknown>) => T): Promise<T> {
+  /** How a refused credential JWE is answered and audited: exactly as a wrong secret of the same RPC. */
+  interface CredentialUse {
+    field: string;
+    /** The message of the RPC's invalid_credentials error. */
+    invalid: string;
+    /** The audit event of the RPC's failed logon. */
+    event: string;
+    ctx: CallContext;
+    /** The calling application, where there is one (LogonUser, step-up). */
+    application?: string;
+  }
+
+  /**
+   * Opens a credential sent as a compact JWE to STS's encryption key, once: it must be a fresh credential JWE
+   * (typ, exp, jti: see credential-jwe.ts) whose jti STS has not accepted before. A JWE STS cannot decrypt
+   * or whose content is malformed is INVALID_ARGUMENT, as before; a stale, untyped or replayed one gets the
+   * same UNAUTHENTICATED answer as a wrong secret, so a replay learns nothing, and is audited (why, never the
+   * content).
+   */
+  async function openCredential<T>(jwe: string, use: CredentialUse, parse: (o: Record<string, unknown>) => T): Promise<T> {
+    const { field } = use;
     if (jwe.length > 64 * 1024) throw invalidArgument(field, 'at most 64 KiB');
-    const { plaintext } = await decryptCompact(ring, jwe);
+    const { plaintext, typ } = await decryptCompact(ring, jwe);
     let obj: unknown;
     try {
       obj = JSON.parse(plaintext.toString('utf8'));
@@ -192,7 +216,23 @@ export function sessionService(deps: SessionServiceDeps): DomainService<SessionS
       throw invalidArgument(field, 'the decrypted credential is not JSON');
     }
     if (typeof obj !== 'object' || obj === null) throw invalidArgument(field, 'the decrypted credential is not a JSON object');
-    return parse(obj as Record<string, unknown>);
+    const claims = obj as Record<string, unknown>;
+    const value = parse(claims);
+    const check = checkCredentialClaims(typ, claims, clock.now(), policy.credentialJweMaxLifetimeMs);
+    // Spent last, when everything else has passed: of concurrent uses of one JWE exactly one gets here first.
+    const refusal = !check.ok ? check.reason : (await sessions.spendCredentialId(check.jti, check.ttlMs)) ? undefined : 'replayed';
+    if (refusal) {
+      audit(use.event, {
+        peer: use.ctx.peer,
+        ...(use.application ? { application: use.application } : {}),
+        credential: field,
+        reason: `credential_jwe_${refusal}`,
+        // The jti's hash (the store's key, not a credential) lets an investigation tie replays together.
+        ...(check.ok ? { jtiRef: refOf(check.jti) } : {}),
+      });
+      throw new StsError('invalid_credentials', use.invalid);
+    }
+    return value;
   }
 
   const str = (o: Record<string, unknown>, k: string, field: string): string => {
@@ -237,7 +277,7 @@ export function sessionService(deps: SessionServiceDeps): DomainService<SessionS
       const { id, secret } =
         cred.$case === 'applicationCredential'
           ? { id: cred.value.applicationId, secret: cred.value.applicationSecret }
-          : await openCredential(cred.value, 'application_credential_jwe', (o) => ({
+          : await openCredential(cred.value, { field: 'application_credential_jwe', invalid: INVALID_APP_CREDENTIALS, event: 'application.logon_failed', ctx }, (o) => ({
               id: str(o, 'application_id', 'application_credential_jwe'),
               secret: str(o, 'application_secret', 'application_credential_jwe'),
             }));
@@ -256,7 +296,7 @@ export function sessionService(deps: SessionServiceDeps): DomainService<SessionS
         audit('application.logon_failed', { peer: ctx.peer });
         throw new StsError('invalid_credentials', INVALID_APP_CREDENTIALS);
       }
-      const token = await sessions.createAppToken(app.id, policy.applicationTokenLifetimeMs);
+      const token = await sessions.createAppToken(app.id, policy.applicationTokenLifetimeMs, policy.applicationTokenMaxLifetimeMs);
       ctx.logFields.caller = app.id;
       audit('application.logon', { application: app.id });
       return { applicationToken: appTokenPb(token.id, app, token.record) };
@@ -273,9 +313,15 @@ export function sessionService(deps: SessionServiceDeps): DomainService<SessionS
     async renewApplicationToken(req, ctx) {
       const app = await callerApp(ctx);
       const rec = req.applicationTokenId.length <= 256 ? await sessions.findAppToken(req.applicationTokenId) : undefined;
-      if (!rec) throw new StsError('token_invalid', 'application token not active: unknown, expired or released');
+      const notActive = () => new StsError('token_invalid', 'application token not active: unknown, expired or released; log on again (LogonApplication)');
+      if (!rec) throw notActive();
       if (rec.applicationId !== app.id) throw new StsError('permission_denied', 'an application may renew only its own tokens');
-      const next = await sessions.renewAppToken(req.applicationTokenId, rec, policy.applicationTokenLifetimeMs);
+      // Never past the token's absolute lifetime (a renewal near it gets less than a full lifetime).
+      const next = await sessions.renewAppToken(req.applicationTokenId, rec, policy.applicationTokenLifetimeMs, policy.applicationTokenMaxLifetimeMs);
+      if (next === 'max_lifetime') {
+        throw new StsError('token_invalid', 'application token reached its maximum lifetime (session.applicationTokenMaxLifetimeMs) and cannot be renewed; log on again (LogonApplication)');
+      }
+      if (!next) throw notActive();
       return { applicationToken: appTokenPb(req.applicationTokenId, app, next) };
     },
 
@@ -299,7 +345,7 @@ export function sessionService(deps: SessionServiceDeps): DomainService<SessionS
       const { username, password } =
         cred.$case === 'userCredential'
           ? cred.value
-          : await openCredential(cred.value, 'user_credential_jwe', (o) => ({
+          : await openCredential(cred.value, { field: 'user_credential_jwe', invalid: INVALID_USER_CREDENTIALS, event: 'user.logon_failed', ctx, application: app.id }, (o) => ({
               username: str(o, 'username', 'user_credential_jwe'),
               password: str(o, 'password', 'user_credential_jwe'),
             }));
@@ -406,7 +452,9 @@ export function sessionService(deps: SessionServiceDeps): DomainService<SessionS
         const password =
           proof.$case === 'password'
             ? proof.value
-            : await openCredential(proof.value, 'step_up.password_jwe', (o) => str(o, 'password', 'step_up.password_jwe'));
+            : await openCredential(proof.value, { field: 'step_up.password_jwe', invalid: INVALID_USER_CREDENTIALS, event: 'user.logon_failed', ctx, application: caller.id }, (o) =>
+                str(o, 'password', 'step_up.password_jwe'),
+              );
         text('step_up.password', password, 1, 1024);
         await checkPassword(s.user.username, password, ctx.peer);
         // A fresh password proof on top of the session's own logon: two proofs.

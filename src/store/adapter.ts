@@ -10,8 +10,11 @@
  *   nodes racing to create the same record agree on one winner, and never lost.
  */
 
-/** Namespaces of ephemeral records. */
-export type EphemeralNamespace = 'app_token' | 'user_token' | 'user_ticket' | 'throttle';
+/**
+ * Namespaces of ephemeral records. `credential_jti` holds the SHA-256 of each credential JWE id (jti) STS has
+ * accepted, until that JWE expires, so each is accepted once.
+ */
+export type EphemeralNamespace = 'app_token' | 'user_token' | 'user_ticket' | 'throttle' | 'credential_jti';
 /** Namespaces of durable records. */
 export type DurableNamespace = 'key' | 'user_secret';
 
@@ -28,6 +31,12 @@ export interface EphemeralStore {
    * that a concurrent logout removed). Returns false when there was nothing to replace.
    */
   update(ns: EphemeralNamespace, id: string, value: string, ttlMs: number): Promise<boolean>;
+  /**
+   * Creates a record that expires `ttlMs` from now unless a live one with this id exists, atomically: of
+   * concurrent inserts of one id, on any node, exactly one returns true. A record past its expiry does not
+   * block (it is replaced). Returns false, changing nothing, when a live record exists. Never grouped.
+   */
+  insertIfAbsent(ns: EphemeralNamespace, id: string, value: string, ttlMs: number): Promise<boolean>;
   /** The record, or undefined when absent or expired. */
   find(ns: EphemeralNamespace, id: string): Promise<string | undefined>;
   /** Atomically reads and deletes: of concurrent consumers exactly one gets the value. */

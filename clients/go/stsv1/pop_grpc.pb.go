@@ -43,9 +43,11 @@ type PopServiceClient interface {
 	// GetJwks returns the public keys of STS as a JWKS (RFC 7517). Anonymous: no authorization needed.
 	// Errors: UNAVAILABLE while the key ring cannot be read.
 	GetJwks(ctx context.Context, in *GetJwksRequest, opts ...grpc.CallOption) (*GetJwksResponse, error)
-	// Decrypt decrypts a compact JWE encrypted to any non-destroyed STS encryption key.
+	// Decrypt decrypts a compact JWE encrypted to any non-destroyed STS encryption key, except JWEs typed for
+	// STS's own use ("typ" or "cty" starting with "sts-", such as credential JWEs).
 	// Caller: an authenticated application. Errors: INVALID_ARGUMENT "decryption failed" for every crypto
-	// failure (wrong key, tampered data, unknown or destroyed kid), UNAUTHENTICATED without a valid token.
+	// failure (wrong key, tampered data, unknown or destroyed kid) and for those reserved types,
+	// UNAUTHENTICATED without a valid token.
 	Decrypt(ctx context.Context, in *DecryptRequest, opts ...grpc.CallOption) (*DecryptResponse, error)
 	// Sign signs a payload as a compact JWS (RFC 7515) with the PRIMARY signing key.
 	// Caller: an authenticated application. Errors: INVALID_ARGUMENT for an empty or oversized payload.
@@ -184,9 +186,11 @@ type PopServiceServer interface {
 	// GetJwks returns the public keys of STS as a JWKS (RFC 7517). Anonymous: no authorization needed.
 	// Errors: UNAVAILABLE while the key ring cannot be read.
 	GetJwks(context.Context, *GetJwksRequest) (*GetJwksResponse, error)
-	// Decrypt decrypts a compact JWE encrypted to any non-destroyed STS encryption key.
+	// Decrypt decrypts a compact JWE encrypted to any non-destroyed STS encryption key, except JWEs typed for
+	// STS's own use ("typ" or "cty" starting with "sts-", such as credential JWEs).
 	// Caller: an authenticated application. Errors: INVALID_ARGUMENT "decryption failed" for every crypto
-	// failure (wrong key, tampered data, unknown or destroyed kid), UNAUTHENTICATED without a valid token.
+	// failure (wrong key, tampered data, unknown or destroyed kid) and for those reserved types,
+	// UNAUTHENTICATED without a valid token.
 	Decrypt(context.Context, *DecryptRequest) (*DecryptResponse, error)
 	// Sign signs a payload as a compact JWS (RFC 7515) with the PRIMARY signing key.
 	// Caller: an authenticated application. Errors: INVALID_ARGUMENT for an empty or oversized payload.

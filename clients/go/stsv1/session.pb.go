@@ -213,8 +213,10 @@ type LogonApplicationRequest_ApplicationCredential struct {
 }
 
 type LogonApplicationRequest_ApplicationCredentialJwe struct {
-	// Compact JWE encrypted to STS's PRIMARY encryption key (see PopService.GetJwks) whose plaintext is the
-	// JSON {"application_id":"...","application_secret":"..."}, so a logging proxy sees only ciphertext.
+	// Compact JWE encrypted to STS's PRIMARY encryption key (see PopService.GetJwks) with the protected header
+	// "typ":"sts-credential+jwe", whose plaintext is the JSON {"application_id":"...","application_secret":
+	// "...","exp":<NumericDate, at most 5 minutes ahead by default>,"jti":"<at least 128 random bits,
+	// base64url>"}, so a logging proxy sees only ciphertext. STS accepts each jti once (RFC 7519).
 	ApplicationCredentialJwe string `protobuf:"bytes,2,opt,name=application_credential_jwe,json=applicationCredentialJwe,proto3,oneof"`
 }
 
@@ -988,8 +990,9 @@ type LogonUserRequest_UserCredential struct {
 }
 
 type LogonUserRequest_UserCredentialJwe struct {
-	// Compact JWE encrypted to STS's PRIMARY encryption key whose plaintext is the JSON
-	// {"username":"...","password":"..."}.
+	// Compact JWE encrypted to STS's PRIMARY encryption key with the protected header
+	// "typ":"sts-credential+jwe", whose plaintext is the JSON {"username":"...","password":"...","exp":...,
+	// "jti":"..."}; exp and jti as in LogonApplicationRequest.application_credential_jwe (single use).
 	UserCredentialJwe string `protobuf:"bytes,2,opt,name=user_credential_jwe,json=userCredentialJwe,proto3,oneof"`
 }
 
@@ -2053,7 +2056,8 @@ type StepUpProof_Password struct {
 }
 
 type StepUpProof_PasswordJwe struct {
-	// Compact JWE encrypted to STS whose plaintext is the JSON {"password":"..."}.
+	// Compact JWE encrypted to STS, typed "sts-credential+jwe", whose plaintext is the JSON
+	// {"password":"...","exp":...,"jti":"..."}, as LogonApplicationRequest.application_credential_jwe.
 	PasswordJwe string `protobuf:"bytes,2,opt,name=password_jwe,json=passwordJwe,proto3,oneof"`
 }
 

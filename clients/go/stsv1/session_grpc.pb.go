@@ -58,20 +58,23 @@ const (
 // as the caller's credential, and `active: false` when asked about in a Validate RPC.
 type SessionServiceClient interface {
 	// LogonApplication exchanges application credentials for an application token. Anonymous.
-	// Errors: UNAUTHENTICATED "invalid application credentials" (unknown id, wrong secret and disabled
-	// application are indistinguishable), RESOURCE_EXHAUSTED after repeated failures (retry-after-ms set).
+	// Errors: UNAUTHENTICATED "invalid application credentials" (unknown id, wrong secret, disabled
+	// application, and a credential JWE that is untyped, expired or already used are indistinguishable),
+	// RESOURCE_EXHAUSTED after repeated failures (retry-after-ms set).
 	LogonApplication(ctx context.Context, in *LogonApplicationRequest, opts ...grpc.CallOption) (*LogonApplicationResponse, error)
 	// ValidateApplicationToken reports whether an application token is active (RFC 7662 style).
 	ValidateApplicationToken(ctx context.Context, in *ValidateApplicationTokenRequest, opts ...grpc.CallOption) (*ValidateApplicationTokenResponse, error)
-	// RenewApplicationToken extends an active application token. Errors: UNAUTHENTICATED when it is not active.
+	// RenewApplicationToken extends an active application token by the configured lifetime, never past its
+	// absolute lifetime (session.applicationTokenMaxLifetimeMs after the logon). Errors: UNAUTHENTICATED when it
+	// is not active or has reached its absolute lifetime (`token_invalid`): log on again.
 	RenewApplicationToken(ctx context.Context, in *RenewApplicationTokenRequest, opts ...grpc.CallOption) (*RenewApplicationTokenResponse, error)
 	// ReleaseApplicationToken ends an application token at once. Idempotent.
 	ReleaseApplicationToken(ctx context.Context, in *ReleaseApplicationTokenRequest, opts ...grpc.CallOption) (*ReleaseApplicationTokenResponse, error)
 	// GetApplicationInfo describes the calling application.
 	GetApplicationInfo(ctx context.Context, in *GetApplicationInfoRequest, opts ...grpc.CallOption) (*GetApplicationInfoResponse, error)
 	// LogonUser authenticates a user with username and password for the calling application.
-	// Errors: UNAUTHENTICATED "invalid user credentials" (wrong username, wrong password and disabled user are
-	// indistinguishable), RESOURCE_EXHAUSTED after repeated failures, PERMISSION_DENIED when the application
+	// Errors: UNAUTHENTICATED "invalid user credentials" (wrong username, wrong password, disabled user, and a
+	// credential JWE that is untyped, expired or already used are indistinguishable), RESOURCE_EXHAUSTED after repeated failures, PERMISSION_DENIED when the application
 	// requires a higher security level than a password gives.
 	LogonUser(ctx context.Context, in *LogonUserRequest, opts ...grpc.CallOption) (*LogonUserResponse, error)
 	// ValidateUserToken reports whether a user session is active, by token id or by STS-signed JWT.
@@ -386,20 +389,23 @@ func (c *sessionServiceClient) RemoveUserRole(ctx context.Context, in *RemoveUse
 // as the caller's credential, and `active: false` when asked about in a Validate RPC.
 type SessionServiceServer interface {
 	// LogonApplication exchanges application credentials for an application token. Anonymous.
-	// Errors: UNAUTHENTICATED "invalid application credentials" (unknown id, wrong secret and disabled
-	// application are indistinguishable), RESOURCE_EXHAUSTED after repeated failures (retry-after-ms set).
+	// Errors: UNAUTHENTICATED "invalid application credentials" (unknown id, wrong secret, disabled
+	// application, and a credential JWE that is untyped, expired or already used are indistinguishable),
+	// RESOURCE_EXHAUSTED after repeated failures (retry-after-ms set).
 	LogonApplication(context.Context, *LogonApplicationRequest) (*LogonApplicationResponse, error)
 	// ValidateApplicationToken reports whether an application token is active (RFC 7662 style).
 	ValidateApplicationToken(context.Context, *ValidateApplicationTokenRequest) (*ValidateApplicationTokenResponse, error)
-	// RenewApplicationToken extends an active application token. Errors: UNAUTHENTICATED when it is not active.
+	// RenewApplicationToken extends an active application token by the configured lifetime, never past its
+	// absolute lifetime (session.applicationTokenMaxLifetimeMs after the logon). Errors: UNAUTHENTICATED when it
+	// is not active or has reached its absolute lifetime (`token_invalid`): log on again.
 	RenewApplicationToken(context.Context, *RenewApplicationTokenRequest) (*RenewApplicationTokenResponse, error)
 	// ReleaseApplicationToken ends an application token at once. Idempotent.
 	ReleaseApplicationToken(context.Context, *ReleaseApplicationTokenRequest) (*ReleaseApplicationTokenResponse, error)
 	// GetApplicationInfo describes the calling application.
 	GetApplicationInfo(context.Context, *GetApplicationInfoRequest) (*GetApplicationInfoResponse, error)
 	// LogonUser authenticates a user with username and password for the calling application.
-	// Errors: UNAUTHENTICATED "invalid user credentials" (wrong username, wrong password and disabled user are
-	// indistinguishable), RESOURCE_EXHAUSTED after repeated failures, PERMISSION_DENIED when the application
+	// Errors: UNAUTHENTICATED "invalid user credentials" (wrong username, wrong password, disabled user, and a
+	// credential JWE that is untyped, expired or already used are indistinguishable), RESOURCE_EXHAUSTED after repeated failures, PERMISSION_DENIED when the application
 	// requires a higher security level than a password gives.
 	LogonUser(context.Context, *LogonUserRequest) (*LogonUserResponse, error)
 	// ValidateUserToken reports whether a user session is active, by token id or by STS-signed JWT.

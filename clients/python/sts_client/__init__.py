@@ -4,7 +4,8 @@ The generated stubs live in ``sts.v1`` (``*_pb2`` messages, ``*_pb2_grpc`` stubs
 ``scripts/generate-python.sh``); this module adds the little every caller needs around them:
 
 - ``StsClient``: one channel with the three service stubs, the application logon on first use, lazy renewal
-  of the application token (at 80% of its lifetime; on UNAUTHENTICATED it logs on again), the
+  of the application token (at 80% of its lifetime; on UNAUTHENTICATED it logs on again, and so it does once
+  STS renews the token by less than a lifetime: the token has reached its absolute lifetime), the
   ``authorization: Bearer <token>`` metadata and a deadline on every call.
 - ``StsError``: a failed call as the gRPC status plus the STS error code from the trailing metadata
   ``sts-error-code`` and ``retry-after-ms`` where retrying helps.
@@ -106,6 +107,12 @@ class StsClient:
         self._token: Optional[common_pb2.ApplicationToken] = None
         self._lifetime = 0.0
         self._obtained = 0.0
+        # Seconds of validity from _obtained that the last logon or renewal gave (at most _lifetime).
+        self._granted = 0.0
+        # Local clock minus STS time (seconds), measured at logon: converts STS's expiry times to local ones.
+        self._offset = 0.0
+        # False once a renewal gave less than a lifetime: STS will not extend the token further.
+        self._renewable = True
 
     # -- application token -------------------------------------------------------------------------------
 
@@ -124,7 +131,11 @@ class StsClient:
         token = res.application_token
         # Lifetimes come from the server's own times, so clock skew between here and STS does not matter.
         self._lifetime = max(0.0, token.expire_time.ToMilliseconds() - token.issue_time.ToMilliseconds()) / 1000
+        # Send time minus issue time is never more than the true offset: converted expiries err early.
+        self._offset = started - token.issue_time.ToMilliseconds() / 1000
         self._obtained = started
+        self._granted = self._lifetime
+        self._renewable = True
         self._token = token
         return token
 
@@ -132,9 +143,12 @@ class StsClient:
         """The application token id, after logging on or renewing it when due."""
         with self._lock:
             now = self._clock()
-            if self._token is None or now >= self._obtained + self._lifetime:
+            if self._token is None or now >= self._obtained + self._granted:
                 self.logon()
-            elif now >= self._obtained + self.RENEW_AT * self._lifetime:
+            elif now >= self._obtained + self.RENEW_AT * self._granted and not self._renewable:
+                # At its absolute lifetime (session.applicationTokenMaxLifetimeMs): a new logon replaces it.
+                self.logon()
+            elif now >= self._obtained + self.RENEW_AT * self._granted:
                 started = now
                 try:
                     res = self.call(
@@ -144,6 +158,11 @@ class StsClient:
                     )
                     self._token = res.application_token
                     self._obtained = started
+                    # STS never renews past the token's absolute lifetime: trust the expiry it answered.
+                    expires = self._token.expire_time.ToMilliseconds() / 1000 + self._offset
+                    self._granted = max(0.0, min(self._lifetime, expires - started))
+                    # Under 90% of a lifetime (10% for the offset's error): renewing again gains less each time.
+                    self._renewable = self._granted >= 0.9 * self._lifetime
                 except StsError as err:
                     if err.code != grpc.StatusCode.UNAUTHENTICATED:
                         raise

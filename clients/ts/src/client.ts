@@ -4,7 +4,8 @@
  *
  * - the application logs on (LogonApplication) on first use when `credentials` are given, and the
  *   application token is renewed (RenewApplicationToken) at `renewAt` (80%) of its lifetime; a renewal
- *   answered UNAUTHENTICATED logs on again;
+ *   answered UNAUTHENTICATED logs on again, and so does the timer once STS renews the token by less than a
+ *   lifetime (it has reached its absolute lifetime, `session.applicationTokenMaxLifetimeMs`);
  * - `authorization: Bearer <application token>` on every call but the anonymous ones (LogonApplication,
  *   GetJwks); a call refused because the token is no longer valid (`sts-error-code: unauthenticated`) logs on
  *   again and is sent once more, since the server did nothing with it;
@@ -234,6 +235,13 @@ export function createStsClient(options: StsClientOptions): StsClient {
     expiresAt: number;
     /** Lifetime as the server gave it (expire - issue), so clock skew to STS does not matter. */
     lifetimeMs: number;
+    /**
+     * Local time minus STS time, measured at logon (send time minus issue time: never more than the true
+     * offset, so expiries converted with it err on the early side).
+     */
+    offsetMs: number;
+    /** False once a renewal granted less than a lifetime: STS will not extend it further, so log on again. */
+    renewable: boolean;
   }
   let held: Held | undefined;
   let logonInflight: Promise<string> | undefined;
@@ -264,7 +272,8 @@ export function createStsClient(options: StsClientOptions): StsClient {
         const t = res.applicationToken;
         if (!t?.applicationTokenId) throw new Error('LogonApplication returned no token');
         const lifetimeMs = t.expireTime && t.issueTime ? Math.max(0, t.expireTime.getTime() - t.issueTime.getTime()) : 0;
-        held = { id: t.applicationTokenId, expiresAt: sentAt + lifetimeMs, lifetimeMs };
+        const offsetMs = t.issueTime ? sentAt - t.issueTime.getTime() : 0;
+        held = { id: t.applicationTokenId, expiresAt: sentAt + lifetimeMs, lifetimeMs, offsetMs, renewable: true };
         emit({ type: 'logon', applicationId, expiresAt: held.expiresAt });
         if (lifetimeMs > 0) schedule(sentAt + renewAt * lifetimeMs);
         return held.id;
@@ -278,15 +287,37 @@ export function createStsClient(options: StsClientOptions): StsClient {
   async function renew(): Promise<void> {
     const current = held;
     if (closed || !current) return;
+    if (!current.renewable) {
+      // The token is at its absolute lifetime: a new logon replaces it before it ends. Until that succeeds
+      // the current token stays in use; past its end, the next call logs on itself.
+      await logon().catch(() => {
+        if (closed || held !== current) return;
+        const left = current.expiresAt - now();
+        if (left <= 0) held = undefined;
+        else schedule(now() + Math.min(left / 2, 1_000));
+      });
+      return;
+    }
     const sentAt = now();
     try {
       const md = new Metadata();
       md.set('authorization', `Bearer ${current.id}`);
-      await unary(SessionServiceService.renewApplicationToken, { applicationTokenId: current.id }, md, Date.now() + defaultDeadlineMs);
+      const res = await unary<{ applicationToken?: { expireTime?: Date } }>(
+        SessionServiceService.renewApplicationToken,
+        { applicationTokenId: current.id },
+        md,
+        Date.now() + defaultDeadlineMs,
+      );
       if (held !== current) return; // replaced meanwhile
-      current.expiresAt = sentAt + current.lifetimeMs;
+      // STS never renews past the token's absolute lifetime: trust the expiry it answered, not a full lifetime.
+      const expireTime = res.applicationToken?.expireTime;
+      const grantedMs = expireTime ? Math.min(current.lifetimeMs, expireTime.getTime() + current.offsetMs - sentAt) : current.lifetimeMs;
+      current.expiresAt = sentAt + Math.max(0, grantedMs);
+      // Less than 90% of a lifetime (10% allows for the offset's error): renewing again would gain less each
+      // time, so the timer logs on instead.
+      current.renewable = grantedMs >= 0.9 * current.lifetimeMs;
       emit({ type: 'renewed', applicationId, expiresAt: current.expiresAt });
-      schedule(sentAt + renewAt * current.lifetimeMs);
+      schedule(sentAt + renewAt * Math.max(0, grantedMs));
     } catch (err) {
       const error = err instanceof StsClientError ? err : new StsClientError({ code: status.UNKNOWN, details: String(err), method: SessionServiceService.renewApplicationToken.path, cause: err });
       emit({ type: 'renewal-failed', applicationId, error });

@@ -2,7 +2,20 @@
  * Client-side use of STS's published keys: encrypt data to STS (JWE) and verify tokens STS signed, with one
  * JWKS cache that honours the advertised lifetime and refetches when it meets an unknown kid.
  */
+import { randomBytes } from 'node:crypto';
 import { CompactEncrypt, compactVerify, importJWK, type JWK, type CryptoKey } from 'jose';
+
+/**
+ * The protected-header type of a credential JWE (LogonApplication `application_credential_jwe`, LogonUser
+ * `user_credential_jwe`, TransformUserToken `step_up.password_jwe`). STS accepts no other JWE there.
+ */
+export const CREDENTIAL_JWE_TYP = 'sts-credential+jwe';
+
+/** What a credential JWE carries: LogonApplication, LogonUser, or a step-up proof. */
+export type CredentialJson = { application_id: string; application_secret: string } | { username: string; password: string } | { password: string };
+
+/** Default lifetime of a credential JWE. STS accepts `exp` at most 5 minutes ahead (session.credentialJweMaxLifetimeMs). */
+const CREDENTIAL_LIFETIME_MS = 2 * 60_000;
 
 /** What a JWKS fetch returns (the GetJwksResponse fields the cache needs). */
 export interface JwksDocument {
@@ -85,13 +98,28 @@ export class JwksCache {
    * whatever proxies sit between.
    */
   async encryptFor(data: Uint8Array | string, options: { contentType?: string } = {}): Promise<string> {
+    return this.encrypt(typeof data === 'string' ? new TextEncoder().encode(data) : data, options.contentType ? { cty: options.contentType } : {});
+  }
+
+  /**
+   * Encrypts a credential for LogonApplication (`application_credential_jwe`), LogonUser
+   * (`user_credential_jwe`) or a step-up (`step_up.password_jwe`) as a credential JWE: typed
+   * `sts-credential+jwe`, with a fresh 256-bit `jti` and an `exp` `lifetimeMs` from now (default 2 minutes;
+   * RFC 7519 sections 4.1.7 and 4.1.4). STS accepts each credential JWE once and only until it expires, so a
+   * copy of it (a request log, a proxy) is worth nothing: make a new one for every call.
+   */
+  async encryptCredential(credential: CredentialJson, options: { lifetimeMs?: number } = {}): Promise<string> {
+    const lifetimeMs = options.lifetimeMs ?? CREDENTIAL_LIFETIME_MS;
+    if (!(lifetimeMs > 0)) throw new RangeError('lifetimeMs must be positive');
+    const claims = { ...credential, jti: randomBytes(32).toString('base64url'), exp: Math.floor((this.now() + lifetimeMs) / 1000) };
+    return this.encrypt(new TextEncoder().encode(JSON.stringify(claims)), { typ: CREDENTIAL_JWE_TYP });
+  }
+
+  private async encrypt(bytes: Uint8Array, header: { cty?: string; typ?: string }): Promise<string> {
     await this.fresh();
     const target = await this.keyFor(this.primaryEncryptionKid, 'enc');
     if (!target) throw new Error('STS publishes no primary encryption key');
-    const bytes = typeof data === 'string' ? new TextEncoder().encode(data) : data;
-    return new CompactEncrypt(bytes)
-      .setProtectedHeader({ alg: target.jwk.alg!, enc: 'A256GCM', kid: target.jwk.kid!, ...(options.contentType ? { cty: options.contentType } : {}) })
-      .encrypt(target.key);
+    return new CompactEncrypt(bytes).setProtectedHeader({ alg: target.jwk.alg!, enc: 'A256GCM', kid: target.jwk.kid!, ...header }).encrypt(target.key);
   }
 
   /** Verifies a compact JWS signed by STS; returns the payload and protected header. Throws when invalid. */

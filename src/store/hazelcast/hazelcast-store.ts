@@ -2,8 +2,9 @@
  * The Store contract on a Hazelcast cluster (cluster mode): every STS node sees the same sessions, tokens,
  * tickets, throttling counters, keys and user secrets.
  *
- * - Ephemeral records live in IMaps `sts-<namespace>` with a per-entry TTL; `consume` is IMap.remove, which
- *   the owning partition executes atomically, so of concurrent consumers on any nodes exactly one wins.
+ * - Ephemeral records live in IMaps `sts-<namespace>` with a per-entry TTL; `consume` is IMap.remove and
+ *   `insertIfAbsent` IMap.putIfAbsent, which the owning partition executes atomically, so of concurrent
+ *   consumers (or inserters) on any nodes exactly one wins.
  * - Durable records (keys, user secrets) are immutable once written: created with putIfAbsent (one winner
  *   cluster-wide), and every node also keeps every record it sees in its local SQLite (entry listeners) and
  *   syncs both ways on start and after a reconnect. A full cluster restart therefore loses no key and no
@@ -34,7 +35,7 @@ interface EphemeralEntry {
   exp: number;
 }
 
-const EPHEMERAL: readonly EphemeralNamespace[] = ['app_token', 'user_token', 'user_ticket', 'throttle'];
+const EPHEMERAL: readonly EphemeralNamespace[] = ['app_token', 'user_token', 'user_ticket', 'throttle', 'credential_jti'];
 const DURABLE: readonly DurableNamespace[] = ['key', 'user_secret'];
 
 function unavailable(err: unknown): StsError {
@@ -74,6 +75,22 @@ class HazelcastEphemeralStore implements EphemeralStore {
     const replaced = await guarded(() => this.map(ns).replaceIfSame(id, current, next));
     if (replaced) await guarded(() => this.map(ns).setTtl(id, Math.max(1000, Math.ceil(ttlMs / 1000) * 1000)));
     return replaced;
+  }
+
+  async insertIfAbsent(ns: EphemeralNamespace, id: string, value: string, ttlMs: number): Promise<boolean> {
+    // putIfAbsent runs on the key's partition owner: one winner across all nodes. An entry past its `exp`
+    // may still be in the map (TTLs have one-second resolution and are rounded up); it must not block, so it
+    // is removed only if it is still that very entry (remove(key, value) is atomic too) and the insert is
+    // tried again. A few rounds only: losing to a concurrent insert means a live entry, so false.
+    for (let round = 0; round < 3; round++) {
+      const now = this.clock.now();
+      const entry: EphemeralEntry = { value, grp: null, exp: now + ttlMs };
+      const existing = await guarded(() => this.map(ns).putIfAbsent(id, entry, Math.max(1000, Math.ceil(ttlMs / 1000) * 1000)));
+      if (existing === null) return true;
+      if (existing.exp > now) return false;
+      await guarded(() => this.map(ns).remove(id, existing));
+    }
+    return false;
   }
 
   async find(ns: EphemeralNamespace, id: string): Promise<string | undefined> {

@@ -82,6 +82,25 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE UNIQUE INDEX resource_servers_cert ON resource_servers (certificate_sha256) WHERE certificate_sha256 IS NOT NULL;
     `,
   },
+  {
+    version: 4,
+    description: 'directory generation: a counter every change to applications, users or roles bumps',
+    // Any writer bumps it, this process or another one on the same file (sts admin directory import while the
+    // server runs): the in-process directory cache compares it to know that what it holds may be stale.
+    sql: `
+      CREATE TABLE directory_generation (only INTEGER PRIMARY KEY CHECK (only = 1), gen INTEGER NOT NULL) STRICT;
+      INSERT INTO directory_generation (only, gen) VALUES (1, 0);
+      CREATE TRIGGER applications_insert_generation AFTER INSERT ON applications BEGIN UPDATE directory_generation SET gen = gen + 1; END;
+      CREATE TRIGGER applications_update_generation AFTER UPDATE ON applications BEGIN UPDATE directory_generation SET gen = gen + 1; END;
+      CREATE TRIGGER applications_delete_generation AFTER DELETE ON applications BEGIN UPDATE directory_generation SET gen = gen + 1; END;
+      CREATE TRIGGER users_insert_generation AFTER INSERT ON users BEGIN UPDATE directory_generation SET gen = gen + 1; END;
+      CREATE TRIGGER users_update_generation AFTER UPDATE ON users BEGIN UPDATE directory_generation SET gen = gen + 1; END;
+      CREATE TRIGGER users_delete_generation AFTER DELETE ON users BEGIN UPDATE directory_generation SET gen = gen + 1; END;
+      CREATE TRIGGER roles_insert_generation AFTER INSERT ON roles BEGIN UPDATE directory_generation SET gen = gen + 1; END;
+      CREATE TRIGGER roles_update_generation AFTER UPDATE ON roles BEGIN UPDATE directory_generation SET gen = gen + 1; END;
+      CREATE TRIGGER roles_delete_generation AFTER DELETE ON roles BEGIN UPDATE directory_generation SET gen = gen + 1; END;
+    `,
+  },
 ];
 
 /** Checks that the data directory exists (creating it if needed) and is writable; errors name the path. */
@@ -98,6 +117,41 @@ export function prepareDataDir(dir: string): void {
     if (err instanceof StartupError) throw err;
     throw new StartupError('data_dir_unusable', `dataDir ${dir}: not readable and writable by this process (${(err as NodeJS.ErrnoException).code ?? 'error'})`, { cause: err });
   }
+}
+
+/** What `lockDataDir` returns: call `release` once the process no longer serves from the directory. */
+export interface DataDirLock {
+  release(): void;
+}
+
+/**
+ * Makes this process the only STS serving from `dataDir`, until `release` or the process ends. Two servers
+ * on one data directory would each believe they alone write its sessions and keys: each would rotate keys
+ * on its own and serve from memory what the other has since released (src/store/sqlite/sqlite-store.ts
+ * caches sessions on that belief).
+ *
+ * The lock is SQLite's own: an open EXCLUSIVE transaction on `sts.lock`, a POSIX advisory lock the kernel
+ * drops when the process dies, so a crash never leaves a stale lock behind (unlike a pid file). Tools that
+ * only read or import (`sts admin directory export|import`) do not take it.
+ */
+export function lockDataDir(dataDir: string): DataDirLock {
+  prepareDataDir(dataDir);
+  const path = join(dataDir, 'sts.lock');
+  const lock = new Database(path, { timeout: 0 });
+  try {
+    lock.exec('BEGIN EXCLUSIVE');
+  } catch (err) {
+    lock.close();
+    if ((err as { code?: string }).code === 'SQLITE_BUSY') {
+      throw new StartupError('data_dir_unusable', `dataDir ${dataDir}: another STS process is serving from it (${path} is locked); give every STS process its own data directory`);
+    }
+    throw new StartupError('data_dir_unusable', `dataDir ${dataDir}: cannot lock ${path} (${(err as Error).message})`, { cause: err });
+  }
+  return {
+    release: () => {
+      if (lock.open) lock.close();
+    },
+  };
 }
 
 export function openDatabase(dataDir: string): Db {

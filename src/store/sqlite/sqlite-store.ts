@@ -7,21 +7,38 @@ import type { Clock } from '../../clock.js';
 import type { DurableNamespace, DurableStore, EphemeralNamespace, EphemeralStore, GroupEntry, Store } from '../adapter.js';
 import Database from 'better-sqlite3';
 import type { Db } from './database.js';
+import { CACHED_NAMESPACES, EphemeralCache } from './ephemeral-cache.js';
+
+export interface SqliteStoreOptions {
+  /** Live application tokens and user sessions kept in memory, per kind (see EphemeralCache). 0: none. */
+  cacheEntries?: number;
+}
 
 export class SqliteEphemeralStore implements EphemeralStore {
   private readonly stmts;
+  /** Every write below updates it in the same synchronous step as its statement (see EphemeralCache). */
+  readonly cache: EphemeralCache;
 
   constructor(
     db: Db,
     private readonly clock: Clock,
+    options: SqliteStoreOptions = {},
   ) {
+    this.cache = new EphemeralCache(options.cacheEntries ?? 0);
     this.stmts = {
       upsert: db.prepare(
         'INSERT INTO ephemeral (ns, id, value, expires_at, grp) VALUES (?, ?, ?, ?, ?) ' +
           'ON CONFLICT (ns, id) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at, grp = excluded.grp',
       ),
       update: db.prepare('UPDATE ephemeral SET value = ?, expires_at = ? WHERE ns = ? AND id = ? AND expires_at > ?'),
+      // One statement, so atomic against every other connection: a new id is inserted, an expired row that the
+      // sweep has not deleted yet is taken over (the WHERE of DO UPDATE), a live row is left alone (no change).
+      insertIfAbsent: db.prepare(
+        'INSERT INTO ephemeral (ns, id, value, expires_at, grp) VALUES (?, ?, ?, ?, NULL) ' +
+          'ON CONFLICT (ns, id) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at, grp = NULL WHERE ephemeral.expires_at <= ?',
+      ),
       find: db.prepare('SELECT value FROM ephemeral WHERE ns = ? AND id = ? AND expires_at > ?').pluck(),
+      findEntry: db.prepare('SELECT value, expires_at FROM ephemeral WHERE ns = ? AND id = ? AND expires_at > ?').raw(),
       consume: db.prepare('DELETE FROM ephemeral WHERE ns = ? AND id = ? RETURNING value, expires_at'),
       destroy: db.prepare('DELETE FROM ephemeral WHERE ns = ? AND id = ?'),
       findGroup: db.prepare('SELECT id, value FROM ephemeral WHERE ns = ? AND grp = ? AND expires_at > ?'),
@@ -31,24 +48,45 @@ export class SqliteEphemeralStore implements EphemeralStore {
   }
 
   async upsert(ns: EphemeralNamespace, id: string, value: string, ttlMs: number, group?: string): Promise<void> {
-    this.stmts.upsert.run(ns, id, value, this.clock.now() + ttlMs, group ?? null);
+    const expiresAt = this.clock.now() + ttlMs;
+    this.cache.forget(ns, id);
+    this.stmts.upsert.run(ns, id, value, expiresAt, group ?? null);
+    this.cache.set(ns, id, value, expiresAt);
   }
 
   async update(ns: EphemeralNamespace, id: string, value: string, ttlMs: number): Promise<boolean> {
     const now = this.clock.now();
-    return this.stmts.update.run(value, now + ttlMs, ns, id, now).changes === 1;
+    this.cache.forget(ns, id);
+    const updated = this.stmts.update.run(value, now + ttlMs, ns, id, now).changes === 1;
+    if (updated) this.cache.set(ns, id, value, now + ttlMs);
+    return updated;
+  }
+
+  async insertIfAbsent(ns: EphemeralNamespace, id: string, value: string, ttlMs: number): Promise<boolean> {
+    const now = this.clock.now();
+    this.cache.forget(ns, id);
+    return this.stmts.insertIfAbsent.run(ns, id, value, now + ttlMs, now).changes === 1;
   }
 
   async find(ns: EphemeralNamespace, id: string): Promise<string | undefined> {
-    return this.stmts.find.get(ns, id, this.clock.now()) as string | undefined;
+    const now = this.clock.now();
+    if (!CACHED_NAMESPACES.has(ns)) return this.stmts.find.get(ns, id, now) as string | undefined;
+    const hit = this.cache.get(ns, id, now);
+    if (hit) return hit.value;
+    const row = this.stmts.findEntry.get(ns, id, now) as [string, number] | undefined;
+    if (!row) return undefined;
+    this.cache.set(ns, id, row[0], row[1]);
+    return row[0];
   }
 
   async consume(ns: EphemeralNamespace, id: string): Promise<string | undefined> {
+    this.cache.forget(ns, id);
     const row = this.stmts.consume.get(ns, id) as { value: string; expires_at: number } | undefined;
     return row && row.expires_at > this.clock.now() ? row.value : undefined;
   }
 
   async destroy(ns: EphemeralNamespace, id: string): Promise<void> {
+    this.cache.forget(ns, id);
     this.stmts.destroy.run(ns, id);
   }
 
@@ -58,6 +96,7 @@ export class SqliteEphemeralStore implements EphemeralStore {
 
   async destroyGroup(ns: EphemeralNamespace, group: string): Promise<number> {
     const now = this.clock.now();
+    this.cache.forgetAll(ns);
     return (this.stmts.destroyGroup.all(ns, group) as { expires_at: number }[]).filter((r) => r.expires_at > now).length;
   }
 
@@ -126,13 +165,14 @@ export class SqliteStore implements Store {
   constructor(
     readonly db: Db,
     clock: Clock,
+    options: SqliteStoreOptions = {},
   ) {
     this.ephemeralDb = db.memory ? db : new Database(db.name);
     if (this.ephemeralDb !== db) {
       this.ephemeralDb.pragma('synchronous = NORMAL');
       this.ephemeralDb.pragma('busy_timeout = 5000');
     }
-    this.ephemeral = new SqliteEphemeralStore(this.ephemeralDb, clock);
+    this.ephemeral = new SqliteEphemeralStore(this.ephemeralDb, clock, options);
     this.durable = new SqliteDurableStore(db);
   }
 

@@ -103,9 +103,11 @@ class PopServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Decrypt(self, request, context):
-        """Decrypt decrypts a compact JWE encrypted to any non-destroyed STS encryption key.
+        """Decrypt decrypts a compact JWE encrypted to any non-destroyed STS encryption key, except JWEs typed for
+        STS's own use ("typ" or "cty" starting with "sts-", such as credential JWEs).
         Caller: an authenticated application. Errors: INVALID_ARGUMENT "decryption failed" for every crypto
-        failure (wrong key, tampered data, unknown or destroyed kid), UNAUTHENTICATED without a valid token.
+        failure (wrong key, tampered data, unknown or destroyed kid) and for those reserved types,
+        UNAUTHENTICATED without a valid token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -175,8 +175,9 @@ class SessionServiceServicer:
 
     def LogonApplication(self, request, context):
         """LogonApplication exchanges application credentials for an application token. Anonymous.
-        Errors: UNAUTHENTICATED "invalid application credentials" (unknown id, wrong secret and disabled
-        application are indistinguishable), RESOURCE_EXHAUSTED after repeated failures (retry-after-ms set).
+        Errors: UNAUTHENTICATED "invalid application credentials" (unknown id, wrong secret, disabled
+        application, and a credential JWE that is untyped, expired or already used are indistinguishable),
+        RESOURCE_EXHAUSTED after repeated failures (retry-after-ms set).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -190,7 +191,9 @@ class SessionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RenewApplicationToken(self, request, context):
-        """RenewApplicationToken extends an active application token. Errors: UNAUTHENTICATED when it is not active.
+        """RenewApplicationToken extends an active application token by the configured lifetime, never past its
+        absolute lifetime (session.applicationTokenMaxLifetimeMs after the logon). Errors: UNAUTHENTICATED when it
+        is not active or has reached its absolute lifetime (`token_invalid`): log on again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -212,8 +215,8 @@ class SessionServiceServicer:
 
     def LogonUser(self, request, context):
         """LogonUser authenticates a user with username and password for the calling application.
-        Errors: UNAUTHENTICATED "invalid user credentials" (wrong username, wrong password and disabled user are
-        indistinguishable), RESOURCE_EXHAUSTED after repeated failures, PERMISSION_DENIED when the application
+        Errors: UNAUTHENTICATED "invalid user credentials" (wrong username, wrong password, disabled user, and a
+        credential JWE that is untyped, expired or already used are indistinguishable), RESOURCE_EXHAUSTED after repeated failures, PERMISSION_DENIED when the application
         requires a higher security level than a password gives.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -52,8 +52,10 @@ export interface LogonApplicationRequest {
     { $case: "applicationCredential"; value: ApplicationCredential }
     | //
     /**
-     * Compact JWE encrypted to STS's PRIMARY encryption key (see PopService.GetJwks) whose plaintext is the
-     * JSON {"application_id":"...","application_secret":"..."}, so a logging proxy sees only ciphertext.
+     * Compact JWE encrypted to STS's PRIMARY encryption key (see PopService.GetJwks) with the protected header
+     * "typ":"sts-credential+jwe", whose plaintext is the JSON {"application_id":"...","application_secret":
+     * "...","exp":<NumericDate, at most 5 minutes ahead by default>,"jti":"<at least 128 random bits,
+     * base64url>"}, so a logging proxy sees only ciphertext. STS accepts each jti once (RFC 7519).
      */
     { $case: "applicationCredentialJwe"; value: string }
     | undefined;
@@ -179,8 +181,9 @@ export interface LogonUserRequest {
     { $case: "userCredential"; value: UserCredential }
     | //
     /**
-     * Compact JWE encrypted to STS's PRIMARY encryption key whose plaintext is the JSON
-     * {"username":"...","password":"..."}.
+     * Compact JWE encrypted to STS's PRIMARY encryption key with the protected header
+     * "typ":"sts-credential+jwe", whose plaintext is the JSON {"username":"...","password":"...","exp":...,
+     * "jti":"..."}; exp and jti as in LogonApplicationRequest.application_credential_jwe (single use).
      */
     { $case: "userCredentialJwe"; value: string }
     | undefined;
@@ -347,7 +350,10 @@ export interface StepUpProof {
     /** The user's password again, in clear. */
     { $case: "password"; value: string }
     | //
-    /** Compact JWE encrypted to STS whose plaintext is the JSON {"password":"..."}. */
+    /**
+     * Compact JWE encrypted to STS, typed "sts-credential+jwe", whose plaintext is the JSON
+     * {"password":"...","exp":...,"jti":"..."}, as LogonApplicationRequest.application_credential_jwe.
+     */
     { $case: "passwordJwe"; value: string }
     | undefined;
 }
@@ -5558,8 +5564,9 @@ export type SessionServiceService = typeof SessionServiceService;
 export const SessionServiceService = {
   /**
    * LogonApplication exchanges application credentials for an application token. Anonymous.
-   * Errors: UNAUTHENTICATED "invalid application credentials" (unknown id, wrong secret and disabled
-   * application are indistinguishable), RESOURCE_EXHAUSTED after repeated failures (retry-after-ms set).
+   * Errors: UNAUTHENTICATED "invalid application credentials" (unknown id, wrong secret, disabled
+   * application, and a credential JWE that is untyped, expired or already used are indistinguishable),
+   * RESOURCE_EXHAUSTED after repeated failures (retry-after-ms set).
    */
   logonApplication: {
     path: "/sts.v1.SessionService/LogonApplication" as const,
@@ -5586,7 +5593,11 @@ export const SessionServiceService = {
     responseDeserialize: (value: Buffer): ValidateApplicationTokenResponse =>
       ValidateApplicationTokenResponse.decode(value),
   },
-  /** RenewApplicationToken extends an active application token. Errors: UNAUTHENTICATED when it is not active. */
+  /**
+   * RenewApplicationToken extends an active application token by the configured lifetime, never past its
+   * absolute lifetime (session.applicationTokenMaxLifetimeMs after the logon). Errors: UNAUTHENTICATED when it
+   * is not active or has reached its absolute lifetime (`token_invalid`): log on again.
+   */
   renewApplicationToken: {
     path: "/sts.v1.SessionService/RenewApplicationToken" as const,
     requestStream: false as const,
@@ -5625,8 +5636,8 @@ export const SessionServiceService = {
   },
   /**
    * LogonUser authenticates a user with username and password for the calling application.
-   * Errors: UNAUTHENTICATED "invalid user credentials" (wrong username, wrong password and disabled user are
-   * indistinguishable), RESOURCE_EXHAUSTED after repeated failures, PERMISSION_DENIED when the application
+   * Errors: UNAUTHENTICATED "invalid user credentials" (wrong username, wrong password, disabled user, and a
+   * credential JWE that is untyped, expired or already used are indistinguishable), RESOURCE_EXHAUSTED after repeated failures, PERMISSION_DENIED when the application
    * requires a higher security level than a password gives.
    */
   logonUser: {
@@ -5888,13 +5899,18 @@ export const SessionServiceService = {
 export interface SessionServiceServer extends UntypedServiceImplementation {
   /**
    * LogonApplication exchanges application credentials for an application token. Anonymous.
-   * Errors: UNAUTHENTICATED "invalid application credentials" (unknown id, wrong secret and disabled
-   * application are indistinguishable), RESOURCE_EXHAUSTED after repeated failures (retry-after-ms set).
+   * Errors: UNAUTHENTICATED "invalid application credentials" (unknown id, wrong secret, disabled
+   * application, and a credential JWE that is untyped, expired or already used are indistinguishable),
+   * RESOURCE_EXHAUSTED after repeated failures (retry-after-ms set).
    */
   logonApplication: handleUnaryCall<LogonApplicationRequest, LogonApplicationResponse>;
   /** ValidateApplicationToken reports whether an application token is active (RFC 7662 style). */
   validateApplicationToken: handleUnaryCall<ValidateApplicationTokenRequest, ValidateApplicationTokenResponse>;
-  /** RenewApplicationToken extends an active application token. Errors: UNAUTHENTICATED when it is not active. */
+  /**
+   * RenewApplicationToken extends an active application token by the configured lifetime, never past its
+   * absolute lifetime (session.applicationTokenMaxLifetimeMs after the logon). Errors: UNAUTHENTICATED when it
+   * is not active or has reached its absolute lifetime (`token_invalid`): log on again.
+   */
   renewApplicationToken: handleUnaryCall<RenewApplicationTokenRequest, RenewApplicationTokenResponse>;
   /** ReleaseApplicationToken ends an application token at once. Idempotent. */
   releaseApplicationToken: handleUnaryCall<ReleaseApplicationTokenRequest, ReleaseApplicationTokenResponse>;
@@ -5902,8 +5918,8 @@ export interface SessionServiceServer extends UntypedServiceImplementation {
   getApplicationInfo: handleUnaryCall<GetApplicationInfoRequest, GetApplicationInfoResponse>;
   /**
    * LogonUser authenticates a user with username and password for the calling application.
-   * Errors: UNAUTHENTICATED "invalid user credentials" (wrong username, wrong password and disabled user are
-   * indistinguishable), RESOURCE_EXHAUSTED after repeated failures, PERMISSION_DENIED when the application
+   * Errors: UNAUTHENTICATED "invalid user credentials" (wrong username, wrong password, disabled user, and a
+   * credential JWE that is untyped, expired or already used are indistinguishable), RESOURCE_EXHAUSTED after repeated failures, PERMISSION_DENIED when the application
    * requires a higher security level than a password gives.
    */
   logonUser: handleUnaryCall<LogonUserRequest, LogonUserResponse>;
@@ -5982,8 +5998,9 @@ export interface SessionServiceServer extends UntypedServiceImplementation {
 export interface SessionServiceClient extends Client {
   /**
    * LogonApplication exchanges application credentials for an application token. Anonymous.
-   * Errors: UNAUTHENTICATED "invalid application credentials" (unknown id, wrong secret and disabled
-   * application are indistinguishable), RESOURCE_EXHAUSTED after repeated failures (retry-after-ms set).
+   * Errors: UNAUTHENTICATED "invalid application credentials" (unknown id, wrong secret, disabled
+   * application, and a credential JWE that is untyped, expired or already used are indistinguishable),
+   * RESOURCE_EXHAUSTED after repeated failures (retry-after-ms set).
    */
   logonApplication(
     request: LogonApplicationRequest,
@@ -6016,7 +6033,11 @@ export interface SessionServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ValidateApplicationTokenResponse) => void,
   ): ClientUnaryCall;
-  /** RenewApplicationToken extends an active application token. Errors: UNAUTHENTICATED when it is not active. */
+  /**
+   * RenewApplicationToken extends an active application token by the configured lifetime, never past its
+   * absolute lifetime (session.applicationTokenMaxLifetimeMs after the logon). Errors: UNAUTHENTICATED when it
+   * is not active or has reached its absolute lifetime (`token_invalid`): log on again.
+   */
   renewApplicationToken(
     request: RenewApplicationTokenRequest,
     callback: (error: ServiceError | null, response: RenewApplicationTokenResponse) => void,
@@ -6066,8 +6087,8 @@ export interface SessionServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * LogonUser authenticates a user with username and password for the calling application.
-   * Errors: UNAUTHENTICATED "invalid user credentials" (wrong username, wrong password and disabled user are
-   * indistinguishable), RESOURCE_EXHAUSTED after repeated failures, PERMISSION_DENIED when the application
+   * Errors: UNAUTHENTICATED "invalid user credentials" (wrong username, wrong password, disabled user, and a
+   * credential JWE that is untyped, expired or already used are indistinguishable), RESOURCE_EXHAUSTED after repeated failures, PERMISSION_DENIED when the application
    * requires a higher security level than a password gives.
    */
   logonUser(

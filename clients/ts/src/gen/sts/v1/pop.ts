@@ -2183,9 +2183,11 @@ export const PopServiceService = {
     responseDeserialize: (value: Buffer): GetJwksResponse => GetJwksResponse.decode(value),
   },
   /**
-   * Decrypt decrypts a compact JWE encrypted to any non-destroyed STS encryption key.
+   * Decrypt decrypts a compact JWE encrypted to any non-destroyed STS encryption key, except JWEs typed for
+   * STS's own use ("typ" or "cty" starting with "sts-", such as credential JWEs).
    * Caller: an authenticated application. Errors: INVALID_ARGUMENT "decryption failed" for every crypto
-   * failure (wrong key, tampered data, unknown or destroyed kid), UNAUTHENTICATED without a valid token.
+   * failure (wrong key, tampered data, unknown or destroyed kid) and for those reserved types,
+   * UNAUTHENTICATED without a valid token.
    */
   decrypt: {
     path: "/sts.v1.PopService/Decrypt" as const,
@@ -2299,9 +2301,11 @@ export interface PopServiceServer extends UntypedServiceImplementation {
    */
   getJwks: handleUnaryCall<GetJwksRequest, GetJwksResponse>;
   /**
-   * Decrypt decrypts a compact JWE encrypted to any non-destroyed STS encryption key.
+   * Decrypt decrypts a compact JWE encrypted to any non-destroyed STS encryption key, except JWEs typed for
+   * STS's own use ("typ" or "cty" starting with "sts-", such as credential JWEs).
    * Caller: an authenticated application. Errors: INVALID_ARGUMENT "decryption failed" for every crypto
-   * failure (wrong key, tampered data, unknown or destroyed kid), UNAUTHENTICATED without a valid token.
+   * failure (wrong key, tampered data, unknown or destroyed kid) and for those reserved types,
+   * UNAUTHENTICATED without a valid token.
    */
   decrypt: handleUnaryCall<DecryptRequest, DecryptResponse>;
   /**
@@ -2363,9 +2367,11 @@ export interface PopServiceClient extends Client {
     callback: (error: ServiceError | null, response: GetJwksResponse) => void,
   ): ClientUnaryCall;
   /**
-   * Decrypt decrypts a compact JWE encrypted to any non-destroyed STS encryption key.
+   * Decrypt decrypts a compact JWE encrypted to any non-destroyed STS encryption key, except JWEs typed for
+   * STS's own use ("typ" or "cty" starting with "sts-", such as credential JWEs).
    * Caller: an authenticated application. Errors: INVALID_ARGUMENT "decryption failed" for every crypto
-   * failure (wrong key, tampered data, unknown or destroyed kid), UNAUTHENTICATED without a valid token.
+   * failure (wrong key, tampered data, unknown or destroyed kid) and for those reserved types,
+   * UNAUTHENTICATED without a valid token.
    */
   decrypt(
     request: DecryptRequest,

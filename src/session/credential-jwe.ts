@@ -1,0 +1,51 @@
+/**
+ * Credential JWEs: LogonApplication's `application_credential_jwe`, LogonUser's `user_credential_jwe` and a
+ * step-up's `password_jwe`, a secret encrypted to STS so that proxies and logs between see only ciphertext.
+ *
+ * The JWE itself is a bearer credential: whoever captures one (a request log, a proxy, a trusted application
+ * it passed through) could log on with it again, or have STS decrypt it through PopService.Decrypt and read
+ * the secret. So a credential JWE is bound to one use, the way a JWT is (RFC 7519, RFC 8725):
+ * - its protected header has the explicit type `sts-credential+jwe` (TOKEN_TYP.credential; RFC 8725 section
+ *   3.11): no other JWE is accepted as a credential, and Decrypt refuses JWEs of reserved types;
+ * - its JSON carries `exp` (RFC 7519 section 4.1.4, a NumericDate), which must not have passed and may be at
+ *   most `maxLifetimeMs` ahead, both with CREDENTIAL_CLOCK_SKEW_MS of leeway for the clocks;
+ * - and `jti` (RFC 7519 section 4.1.7), at least 128 random bits in base64url, which STS accepts once: the
+ *   SHA-256 of every jti accepted is kept in the ephemeral store until its JWE expires (SessionStore.
+ *   spendCredentialId), so a captured credential JWE is refused however soon it is replayed.
+ *
+ * Every refusal gets the same answer as a wrong secret (UNAUTHENTICATED, invalid credentials); only the audit
+ * log says why.
+ */
+import { TOKEN_TYP } from '../pop/jose-ops.js';
+
+/** Leeway between the clocks of STS and its clients (RFC 7519 section 4.1.4 allows "some small leeway"). */
+export const CREDENTIAL_CLOCK_SKEW_MS = 60_000;
+
+/** base64url; 22 characters carry 132 bits, the fewest that hold 128. */
+const JTI = /^[A-Za-z0-9_-]{22,256}$/;
+
+/** Why a credential JWE was refused (audit only, never told to the caller). */
+export type CredentialRefusal = 'typ' | 'exp' | 'jti' | 'replayed';
+
+export type CredentialCheck =
+  /** Fresh: spend `jti`, remembering it for `ttlMs` (until the JWE would be refused as expired anyway). */
+  | { ok: true; jti: string; ttlMs: number }
+  | { ok: false; reason: Exclude<CredentialRefusal, 'replayed'> };
+
+/**
+ * Checks the type and the claims of a decrypted credential JWE at `now` (ms). Whether the jti was seen before
+ * is the caller's second step, once everything else has passed.
+ */
+export function checkCredentialClaims(typ: string | undefined, claims: Record<string, unknown>, now: number, maxLifetimeMs: number): CredentialCheck {
+  if (typ !== TOKEN_TYP.credential) return { ok: false, reason: 'typ' };
+  const exp = claims.exp;
+  if (typeof exp !== 'number' || !Number.isFinite(exp)) return { ok: false, reason: 'exp' };
+  // RFC 7519 section 4.1.4: not accepted on or after exp (plus the leeway).
+  const acceptableUntil = exp * 1000 + CREDENTIAL_CLOCK_SKEW_MS;
+  if (acceptableUntil <= now) return { ok: false, reason: 'exp' };
+  // A far-future exp would make STS remember the jti for that long, and keep a captured JWE useful until then.
+  if (exp * 1000 > now + maxLifetimeMs + CREDENTIAL_CLOCK_SKEW_MS) return { ok: false, reason: 'exp' };
+  const jti = claims.jti;
+  if (typeof jti !== 'string' || !JTI.test(jti)) return { ok: false, reason: 'jti' };
+  return { ok: true, jti, ttlMs: Math.ceil(acceptableUntil - now) };
+}
