@@ -41,7 +41,9 @@ const SWEEP_COLORS: Record<string, Rgb> = { Echo: [31, 119, 180], GetJwks: [255,
 const CRYPTO_MS = 1000;
 /** Scale part: stored sessions at each step, and how many of their token ids the load cycles through. */
 const SCALE_LEVELS = [10_000, 100_000, 1_000_000];
-const CLUSTER_SCALE_LEVELS = [10_000, 100_000];
+const CLUSTER_SCALE_LEVELS = [10_000, 100_000, 1_000_000];
+/** Hazelcast member heap (scripts/hazelcast.sh HZ_HEAP): a million sessions take ~1.8 GB over both members. */
+const MEMBER_HEAP = { normal: '384m', scale: '3g' } as const;
 const SCALE_SAMPLE = 10_000;
 /** Users the scale part's sessions are spread over (made without a password, so without scrypt). */
 const SCALE_USERS = 1000;
@@ -381,9 +383,9 @@ function echoDeployment(): Promise<Deployment> {
   });
 }
 
-async function newEmbedded(name: string, seedUsers: number, nodeArgs: string[] = []): Promise<Deployment> {
+async function newEmbedded(name: string, seedUsers: number, nodeArgs: string[] = [], overrides: Record<string, number | string | boolean> = {}): Promise<Deployment> {
   log(`starting STS (${name})`);
-  const srv = await startServer('sts-server.ts', [], { nodeArgs });
+  const srv = await startServer('sts-server.ts', Object.keys(overrides).length > 0 ? [JSON.stringify({ overrides })] : [], { nodeArgs });
   stoppers.push(() => stopChild(srv.child));
   const tokenFile = join(srv.dataDir!, 'admin.token');
   const fixtureFile = await setupFixture([srv], tokenFile, name, seedUsers);
@@ -412,8 +414,10 @@ interface Member {
   pid: number;
 }
 
-function startMember(port: number, memberList: string, cluster: string): Promise<Member> {
-  const cmd = execFileSync('bash', ['scripts/hazelcast.sh', 'java-command', String(port), memberList, cluster], { cwd: ROOT, encoding: 'utf8' }).trim().split('\n');
+function startMember(port: number, memberList: string, cluster: string, heap: string): Promise<Member> {
+  const cmd = execFileSync('bash', ['scripts/hazelcast.sh', 'java-command', String(port), memberList, cluster], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, HZ_HEAP: heap } })
+    .trim()
+    .split('\n');
   const child = track(spawn(cmd[0]!, cmd.slice(1), { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] }));
   return new Promise((resolve, reject) => {
     let seen = '';
@@ -453,7 +457,7 @@ interface ClusterInfo {
   two: Deployment;
 }
 
-async function startClusterDeployments(seedUsers: number): Promise<ClusterInfo> {
+async function startClusterDeployments(seedUsers: number, heap: string): Promise<ClusterInfo> {
   log('fetching the Hazelcast member jar (scripts/hazelcast.sh fetch)');
   execFileSync('bash', ['scripts/hazelcast.sh', 'fetch'], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'], timeout: 600_000 });
   const name = `sts-bench-${randomBytes(4).toString('hex')}`;
@@ -464,7 +468,7 @@ async function startClusterDeployments(seedUsers: number): Promise<ClusterInfo> 
   // The first member waits out its join timeout alone; the others join it.
   for (const p of ports) {
     log(`starting Hazelcast member 127.0.0.1:${p} (cluster ${name})`);
-    const m = await startMember(p, memberList, name);
+    const m = await startMember(p, memberList, name, heap);
     members.push(m);
     stoppers.push(() => stopChild(m.child, 5000, 'SIGKILL'));
   }
@@ -935,7 +939,8 @@ async function main(): Promise<number> {
   const failures: string[] = [];
   if (settings.scale) {
     try {
-      const dep = await newEmbedded('scale', SCALE_USERS, ['--expose-gc']);
+      // The session cache off: every lookup reads SQLite, as when the hot set outgrows session.storeCacheEntries.
+      const dep = await newEmbedded('scale', SCALE_USERS, ['--expose-gc'], { 'session.storeCacheEntries': 0 });
       const srv = dep.nodes[0]!;
       scale.push(await scalePart(settings, 'embedded', dep, scaleLevels, ['--data-dir', srv.dataDir!], (n) => embeddedMemory(srv, n)));
     } catch (err) {
@@ -949,8 +954,9 @@ async function main(): Promise<number> {
   let clusterNote = '';
   if (settings.cluster && (clusterScenarios.length > 0 || settings.scale)) {
     try {
-      const c = await startClusterDeployments(settings.scale ? SCALE_USERS : 0);
-      clusterNote = `cluster "${c.name}": ${c.members.length} Hazelcast 5.6 members (${c.memberList}; -Xmx384m each, scripts/hazelcast.sh), 2 STS nodes (cluster.enabled, smart routing).`;
+      const heap = settings.scale ? MEMBER_HEAP.scale : MEMBER_HEAP.normal;
+      const c = await startClusterDeployments(settings.scale ? SCALE_USERS : 0, heap);
+      clusterNote = `cluster "${c.name}": ${c.members.length} Hazelcast 5.6 members (${c.memberList}; -Xmx${heap} each, scripts/hazelcast.sh), 2 STS nodes (cluster.enabled, smart routing).`;
       for (const dep of [c.one, c.two]) for (const s of clusterScenarios) clusterRows.push(await runLoad(settings, s, settings.concurrency, dep));
       if (settings.scale) {
         const baseline = clusterRows.find((r) => r.rpc === 'ValidateUserToken' && r.deployment === c.two.label && r.result);
@@ -1062,7 +1068,7 @@ async function main(): Promise<number> {
     md.push(
       '## Scale: stored sessions',
       '',
-      `ValidateUserToken at c=${settings.concurrency} with many stored sessions; the calls cycle through a uniform sample of ${k(SCALE_SAMPLE)} token ids of the stored sessions (spread over ${SCALE_USERS} users with roles), so lookups hit the whole store. LogonUser would need ~0.4 s of a core per session, so the sessions are inserted through the store by bench/seed.ts: the same SessionStore.createUserSession and the same JSON that LogonUser stores. ${settings.cluster ? `Cluster mode stops at ${k(clusterScaleLevels.at(-1)!)}: each member has a 384 MiB heap (scripts/hazelcast.sh).` : ''}`,
+      `ValidateUserToken at c=${settings.concurrency} with many stored sessions; the calls cycle through a uniform sample of ${k(SCALE_SAMPLE)} token ids of the stored sessions (spread over ${SCALE_USERS} users with roles), so lookups hit the whole store; the embedded server runs with session.storeCacheEntries=0, so every lookup reads SQLite (the main table uses the defaults, where live sessions are found in memory). LogonUser would need ~0.4 s of a core per session, so the sessions are inserted through the store by bench/seed.ts: the same SessionStore.createUserSession and the same JSON that LogonUser stores. ${settings.cluster ? `Cluster mode: each member has a ${MEMBER_HEAP.scale}B heap for this part (HZ_HEAP, scripts/hazelcast.sh; 384 MiB otherwise).` : ''}`,
       '',
       scaleTable(scale),
       '',

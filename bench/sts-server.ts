@@ -4,7 +4,7 @@
  * listening; the dev profile writes the admin bearer token to <dataDir>/admin.token. The data directory is
  * removed on exit.
  *
- * Cluster mode: one optional JSON argument {"clusterMembers", "clusterName", "adminKeyFile"}; the master key
+ * One optional JSON argument {"clusterMembers", "clusterName", "adminKeyFile", "overrides"}; the master key
  * comes from STS_MASTER_KEY (every node of a deployment shares it, and the admin key file).
  *
  * Commands from the parent (bench/child.ts): "mem" (memory after a full GC when run with --expose-gc, and
@@ -26,6 +26,8 @@ interface ClusterOptions {
   clusterMembers?: string;
   clusterName?: string;
   adminKeyFile?: string;
+  /** Configuration options to set (src/config/defaults.ts names), for example a cache turned off. */
+  overrides?: Partial<Record<OptionName, string | number | boolean>>;
 }
 
 const options = (process.argv[2] ? JSON.parse(process.argv[2]) : {}) as ClusterOptions;
@@ -33,7 +35,7 @@ const dataDir = mkdtempSync(join(tmpdir(), 'sts-bench-'));
 const removeData = (): void => rmSync(dataDir, { recursive: true, force: true });
 let sts: RunningSts;
 try {
-  const overrides: Partial<Record<OptionName, string | number | boolean>> = { 'server.address': '127.0.0.1:0', dataDir, 'server.shutdownGraceMs': 1000 };
+  const overrides: Partial<Record<OptionName, string | number | boolean>> = { ...options.overrides, 'server.address': '127.0.0.1:0', dataDir, 'server.shutdownGraceMs': 1000 };
   if (options.clusterMembers) {
     overrides['cluster.enabled'] = true;
     overrides['cluster.members'] = options.clusterMembers;

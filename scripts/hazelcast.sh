@@ -6,10 +6,14 @@
 #                                              (default 5701; MEMBERS default "127.0.0.1:5701"; CLUSTER "sts")
 #   scripts/hazelcast.sh java-command PORT MEMBERS CLUSTER
 #                                              print the java command line (the test harness uses it)
+# HZ_HEAP: the member's maximum heap (java -Xmx), default 384m; `npm run bench -- --cluster --scale` uses more
+# for a million sessions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 HZ_VERSION=5.6.0
+HZ_HEAP="${HZ_HEAP:-384m}"
+[[ "$HZ_HEAP" =~ ^[0-9]+[mg]$ ]] || { echo "hazelcast: HZ_HEAP must look like 384m or 2g, not \"$HZ_HEAP\"" >&2; exit 2; }
 JAR=".hazelcast/hazelcast-$HZ_VERSION.jar"
 
 fetch() {
@@ -24,7 +28,7 @@ fetch() {
 
 java_command() {
   local port=$1 members=$2 cluster=$3
-  printf '%s\n' java -Xms64m -Xmx384m \
+  printf '%s\n' java -Xms64m "-Xmx$HZ_HEAP" \
     --add-modules java.se --add-exports java.base/jdk.internal.ref=ALL-UNNAMED \
     --add-opens java.base/java.lang=ALL-UNNAMED --add-opens java.base/java.nio=ALL-UNNAMED \
     --add-opens java.base/sun.nio.ch=ALL-UNNAMED --add-opens java.management/sun.management=ALL-UNNAMED \
