@@ -197,6 +197,11 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
         if (ns === 'key') reload();
       });
     }
+    // Users' secrets follow the management key (the PRIMARY secret key) after every rotation, and no secret
+    // key is destroyed while a user secret is still wrapped under it: the guard is in place before the first
+    // maintenance below, which may already be due to destroy keys.
+    const userSecrets = new UserSecrets({ store: store.durable, ring, clock, logger, secretBytes: config['secret.secretBytes'] });
+    ring.guardDestruction('secret', userSecrets.destructionGuard());
     try {
       await ring.load();
     } catch (err) {
@@ -212,8 +217,6 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
       await new Promise((r) => setTimeout(r, 200));
     }
     resealMasterKeyCheck(db, master);
-    // Users' secrets follow the management key (the PRIMARY secret key) after every rotation.
-    const userSecrets = new UserSecrets({ store: store.durable, ring, clock, logger, secretBytes: config['secret.secretBytes'] });
     const rewrap = () => userSecrets.rewrap().catch((err: unknown) => logger.error('re-wrapping user secrets failed; will retry', { err }));
     await rewrap();
     maintenance = setInterval(() => {
@@ -298,6 +301,11 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
           name: 'sts_keys',
           help: 'Keys in the key ring by kind and state.',
           samples: [...counts].map(([k, value]) => ({ labels: { kind: k.split('/')[0]!, state: k.split('/')[1]! }, value })),
+        },
+        {
+          name: 'sts_key_destruction_blocked',
+          help: 'Keys past their destroy-after whose material is kept because stored user secrets are still wrapped under them: the records counted by this node\'s last maintenance (-1: could not be counted).',
+          samples: ring.blockedDestructions().map((b) => ({ labels: { kind: b.kind, kid: b.kid }, value: b.records ?? -1 })),
         },
         { name: 'sts_key_ring_next_change_seconds', help: 'Seconds until the key ring next changes by itself.', samples: [{ labels: {}, value: Number.isFinite(next) ? Math.max(0, (next - clock.now()) / 1000) : -1 }] },
         { name: 'sts_cluster_connected', help: '1 when the node reaches its Hazelcast cluster (always 1 in embedded mode).', samples: [{ labels: { mode: cluster ? 'cluster' : 'embedded' }, value: !cluster || cluster.isConnected ? 1 : 0 }] },

@@ -483,6 +483,90 @@ describe('management key rotation', () => {
   });
 });
 
+describe('management key destruction waits for the secrets wrapped under it', () => {
+  it('a secret whose re-wrap keeps failing keeps its key past destroy-after (DECRYPT_ONLY, logged, in the metrics) and stays identical; a restart that can re-wrap destroys the key', async () => {
+    // No timer maintenance during the test: only the explicit runs below.
+    const overrides = { ...ROTATION, 'pop.rotationCheckIntervalMs': 15 * MIN, 'metrics.address': '127.0.0.1:0' };
+    const w = await world(overrides);
+    const before = await secretOf(w, 'alice');
+    const kid1 = await primarySecretKid(w.t, w.admin);
+    await call(w.t.pop.rotateKeys, w.t.pop, { kinds: [KeyKind.KEY_KIND_SECRET] }, w.admin);
+    w.clock.advance(10 * MIN);
+    await w.t.sts.ring.maintain();
+    expect(await primarySecretKid(w.t, w.admin)).not.toBe(kid1);
+
+    // Re-wrapping user secrets fails (say the node doing it lost its store): alice's stays under kid1.
+    const breakRewrap = (t: TestSts) => {
+      const durable = t.sts.store.durable;
+      const replace = durable.replaceIfSame.bind(durable);
+      durable.replaceIfSame = async (ns, id, expected, next) => {
+        if (ns === 'user_secret') throw new Error('store unavailable');
+        return replace(ns, id, expected, next);
+      };
+    };
+    breakRewrap(w.t);
+    await expect(w.t.sts.rewrapUserSecrets()).rejects.toThrow('store unavailable');
+    expect(wrappedKid((await storedSecrets(w.t))[0]!.value)).toBe(kid1);
+
+    // Past kid1's destroy-after (validity 60 min + legacy 30 min): the maintenance keeps it, DECRYPT_ONLY.
+    w.clock.set(T0 + 91 * MIN);
+    await w.t.sts.ring.maintain();
+    const listed = async (t: TestSts) => (await call(t.pop.listKeys, t.pop, { kind: KeyKind.KEY_KIND_SECRET, includeDestroyed: true }, w.admin)).keys.find((k) => k.kid === kid1)!;
+    const held = await listed(w.t);
+    expect(held.state).toBe(KeyState.KEY_STATE_DECRYPT_ONLY);
+    expect(held.destroyAfterTime!.getTime()).toBeLessThan(w.clock.now());
+    const blocked = (t: TestSts) => t.logs.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.event === 'key.destruction_blocked');
+    expect(blocked(w.t)).toEqual([expect.objectContaining({ level: 'error', kid: kid1, kind: 'secret', records: 1 })]);
+    const metrics = await (await fetch(`http://127.0.0.1:${w.t.sts.metricsPort}/metrics`)).text();
+    expect(metrics).toContain(`sts_key_destruction_blocked{kind="secret",kid="${kid1}"} 1`);
+    expect(await secretOf(w, 'alice')).toEqual(before);
+    expect(w.t.logs.join('\n')).not.toContain(before.toString('base64url'));
+
+    // The next maintenance tries again (logging once per run) and keeps it again.
+    w.clock.advance(MIN);
+    await w.t.sts.ring.maintain();
+    expect(blocked(w.t)).toHaveLength(2);
+    expect((await listed(w.t)).state).toBe(KeyState.KEY_STATE_DECRYPT_ONLY);
+    expect(await secretOf(w, 'alice')).toEqual(before);
+
+    // A restart, where re-wrapping works: the start-up maintenance (guarded like every other) re-wraps the
+    // straggler, then destroys kid1; the secret is the same.
+    const dataDir = w.t.dataDir;
+    await w.t.stop();
+    const t2 = await startSts(w.clock, overrides, dataDir);
+    expect(wrappedKid((await storedSecrets(t2))[0]!.value)).toBe(await primarySecretKid(t2, w.admin));
+    expect((await listed(t2)).state).toBe(KeyState.KEY_STATE_DESTROYED);
+    expect((JSON.parse((await t2.sts.store.durable.get('key', kid1))!) as Record<string, unknown>).sealed).toBeUndefined();
+    expect(blocked(t2)).toEqual([]);
+    expect(await secretOf({ ...w, t: t2 }, 'alice')).toEqual(before);
+  });
+
+  it('once the straggler is re-wrapped, the next maintenance destroys the key', async () => {
+    const w = await world({ ...ROTATION, 'pop.rotationCheckIntervalMs': 15 * MIN });
+    const before = await secretOf(w, 'alice');
+    const kid1 = await primarySecretKid(w.t, w.admin);
+    await call(w.t.pop.rotateKeys, w.t.pop, { kinds: [KeyKind.KEY_KIND_SECRET] }, w.admin);
+    w.clock.advance(10 * MIN);
+    await w.t.sts.ring.maintain();
+    const durable = w.t.sts.store.durable;
+    const replace = durable.replaceIfSame.bind(durable);
+    durable.replaceIfSame = async (ns, id, expected, next) => {
+      if (ns === 'user_secret') return false; // lost every race: the record never moves
+      return replace(ns, id, expected, next);
+    };
+    w.clock.set(T0 + 91 * MIN);
+    await w.t.sts.ring.maintain();
+    const state = async () => (await call(w.t.pop.listKeys, w.t.pop, { kind: KeyKind.KEY_KIND_SECRET, includeDestroyed: true }, w.admin)).keys.find((k) => k.kid === kid1)!.state;
+    expect(await state()).toBe(KeyState.KEY_STATE_DECRYPT_ONLY);
+    expect(await secretOf(w, 'alice')).toEqual(before);
+    durable.replaceIfSame = replace;
+    expect(await w.t.sts.rewrapUserSecrets()).toEqual({ rewrapped: 1, unchanged: 0, failed: 0 });
+    await w.t.sts.ring.maintain();
+    expect(await state()).toBe(KeyState.KEY_STATE_DESTROYED);
+    expect(await secretOf(w, 'alice')).toEqual(before);
+  });
+});
+
 describe('management key rotation on the maintenance timer', () => {
   it('the periodic maintenance re-wraps after the new secret key becomes primary', async () => {
     const w = await world({ ...ROTATION, 'pop.rotationCheckIntervalMs': 1000 });

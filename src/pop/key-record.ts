@@ -20,6 +20,26 @@ export type KeyAlg = EncryptionAlg | SigningAlg | SecretAlg;
 
 export const KEY_KINDS: readonly KeyKind[] = ['encryption', 'signing', 'secret'];
 
+/**
+ * Kinds whose destruction waits for what is stored under them: secret keys wrap users' secrets, so one is
+ * destroyed only when the maintenance erases its material, which it does once no stored user secret is
+ * wrapped under it (KeyRing's destruction guard). Until then a key of such a kind past its destroyAfter stays
+ * DECRYPT_ONLY on every node (the erasure, not the clock, ends it). Other kinds end at destroyAfter.
+ */
+export function destructionWaitsForErasure(kind: KeyKind): boolean {
+  return kind === 'secret';
+}
+
+/** True when a record is past its destroyAfter yet still holds its material and may still be used: held. */
+export function destructionHeld(record: KeyRecord, now: number): boolean {
+  return record.sealed !== undefined && now >= record.destroyAfter && destructionWaitsForErasure(record.kind);
+}
+
+/** True when a record can no longer be used: erased, or past destroyAfter (unless its destruction is held). */
+export function isDestroyed(record: KeyRecord, now: number): boolean {
+  return record.sealed === undefined || (now >= record.destroyAfter && !destructionWaitsForErasure(record.kind));
+}
+
 /** The stored record (JSON in the durable store, namespace "key", id = kid). */
 export interface KeyRecord {
   v: 1;
@@ -166,7 +186,7 @@ export function selectPrimary<K extends { record: KeyRecord }>(keys: readonly K[
 }
 
 export function stateOf(record: KeyRecord, primaryKid: string | undefined, now: number): KeyState {
-  if (now >= record.destroyAfter || record.sealed === undefined) return 'destroyed';
+  if (isDestroyed(record, now)) return 'destroyed';
   if (record.kid === primaryKid) return 'primary';
   if (now < record.notBefore) return 'staged';
   return 'decrypt_only';

@@ -340,14 +340,14 @@ export class KeyRing {
           for (const kid of waiting) counts.set(kid, again.get(kid));
         }
       } catch (err) {
+        // Cannot tell: every key not already counted free is kept (fail closed); the next maintenance retries.
         this.o.logger.error(`cannot count the ${guard.what} wrapped under keys due for destruction; they are kept`, { kind, kids: due, err });
-        for (const kid of due) if (counts.get(kid) === 0) continue; else counts.set(kid, undefined);
       }
       for (const [kid, records] of counts) if (records !== 0) held.set(kid, { kid, kind, records });
     }
     for (const b of held.values()) {
       const what = this.guards.get(b.kind)!.what;
-      this.o.logger.error(`key destruction blocked: ${what} are still wrapped under it; it stays DECRYPT_ONLY and the next maintenance tries again`, {
+      this.o.logger.error(`key destruction blocked: stored ${what} still need it; it stays DECRYPT_ONLY and the next maintenance tries again`, {
         event: 'key.destruction_blocked',
         kid: b.kid,
         kind: b.kind,

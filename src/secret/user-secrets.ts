@@ -10,6 +10,9 @@
  * the first included, uses the value the store returns, so concurrent first requests on any node agree on
  * one winner. A record that does not open is never replaced: FAILED_PRECONDITION, and an operator must act
  * (restore the management key or the record), because a new secret would silently lose the user's data.
+ *
+ * The key ring never destroys a secret key while a record is wrapped under it (`destructionGuard`): a
+ * re-wrap that lagged or failed delays the key's destruction instead of losing the secrets.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
@@ -17,7 +20,7 @@ import type { Clock } from '../clock.js';
 import { StsError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { RESERVED_CONTEXT_PREFIX, unwrapKey, wrapKey } from '../pop/jose-ops.js';
-import type { KeyRing } from '../pop/key-ring.js';
+import type { DestructionGuard, KeyRing } from '../pop/key-ring.js';
 import type { DurableStore } from '../store/adapter.js';
 
 export interface UserSecretRecord {
@@ -137,6 +140,46 @@ export class UserSecrets {
       this.o.logger.error('user secret cannot be unwrapped', { record: id, kid: wrappedKid(record.wrapped), err });
       throw new StsError('failed_precondition', UNREADABLE, { cause: err });
     }
+  }
+
+  /**
+   * The key ring's guard for secret keys (register it with `ring.guardDestruction('secret', ...)` before the
+   * first maintenance): a key due for destruction is kept while `countWrappedUnder` finds records under it,
+   * after a full re-wrap walk has tried to move them.
+   */
+  destructionGuard(): DestructionGuard {
+    return {
+      what: 'user secrets',
+      inUse: (kids) => this.countWrappedUnder(kids),
+      release: async () => {
+        await this.rewrap({ full: true });
+      },
+    };
+  }
+
+  /**
+   * How many stored records are wrapped under each of `kids`, over every version the store holds
+   * (`listVersions`: in cluster mode the cluster's map as well as this node's copies, and both versions of a
+   * conflicting record). A record whose wrapping key cannot be read counts for every kid: nobody can tell
+   * which key it needs, so none is destroyed until an operator repairs or restores it (fail closed).
+   */
+  async countWrappedUnder(kids: readonly string[]): Promise<Map<string, number>> {
+    const counts = new Map<string, number>(kids.map((kid) => [kid, 0]));
+    for (const { id, value } of await this.o.store.listVersions('user_secret')) {
+      let kid: string | undefined;
+      try {
+        kid = wrappedKid(parseRecord(value).wrapped);
+      } catch {
+        kid = undefined;
+      }
+      if (kid === undefined) {
+        this.o.logger.error('user secret record unreadable; no secret key is destroyed while it may need one', { record: id });
+        for (const k of kids) counts.set(k, counts.get(k)! + 1);
+      } else if (counts.has(kid)) {
+        counts.set(kid, counts.get(kid)! + 1);
+      }
+    }
+    return counts;
   }
 
   /**

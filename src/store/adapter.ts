@@ -60,6 +60,14 @@ export interface DurableStore {
   get(ns: DurableNamespace, id: string): Promise<string | undefined>;
   list(ns: DurableNamespace): Promise<GroupEntry[]>;
   /**
+   * Every version of every record, for a caller that must not miss one (the key ring asks, through user
+   * secrets, whether anything stored is still wrapped under a key before destroying it). Like `list`, but
+   * where a backend holds two versions of a record that cannot be reconciled (cluster mode: this node's copy
+   * and the cluster's), both are returned, under the same id, where `list` leaves the record out. In cluster
+   * mode it reads the cluster's map (every node writes there first), merged with this node's copies.
+   */
+  listVersions(ns: DurableNamespace): Promise<GroupEntry[]>;
+  /**
    * Replaces a record only if it still holds `expected` (re-wrapping under a new key). Returns false when
    * the record changed meanwhile.
    */

@@ -222,6 +222,32 @@ class HazelcastDurableStore implements DurableStore {
     return [...merged].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([id, value]) => ({ id, value }));
   }
 
+  /**
+   * The cluster's map (every node writes a record there before its own copy, so it holds every node's
+   * records) merged with this node's copies (a record the cluster lost in a full restart and that no node has
+   * republished yet). Two versions that reconcile count once, as the version kept, and a stale copy here is
+   * brought up to date on the way (only if it is still the one read: an entry event may be newer); two that
+   * cannot both be right (a user secret made twice) are both returned, where `list` leaves the record out.
+   */
+  async listVersions(ns: DurableNamespace): Promise<GroupEntry[]> {
+    this.requireReady();
+    const remote = new Map(await guarded(() => this.map(ns).entrySet()));
+    const out: GroupEntry[] = [];
+    for (const mine of await this.local.list(ns)) {
+      const theirs = remote.get(mine.id);
+      remote.delete(mine.id);
+      const keep = theirs === undefined ? mine.value : reconcile(ns, mine.value, theirs);
+      if (keep === undefined) {
+        out.push(mine, { id: mine.id, value: theirs! });
+        continue;
+      }
+      if (keep !== mine.value) await this.local.replaceIfSame(ns, mine.id, mine.value, keep);
+      out.push({ id: mine.id, value: keep });
+    }
+    for (const [id, value] of remote) out.push({ id, value });
+    return out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  }
+
   async replaceIfSame(ns: DurableNamespace, id: string, expected: string, next: string): Promise<boolean> {
     this.requireReady();
     const ok = await guarded(() => this.map(ns).replaceIfSame(id, expected, next));

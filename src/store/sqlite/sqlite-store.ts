@@ -141,6 +141,11 @@ export class SqliteDurableStore implements DurableStore {
     return this.stmts.list.all(ns) as GroupEntry[];
   }
 
+  /** One version per record here: the `durable` table has one row per (ns, id). */
+  async listVersions(ns: DurableNamespace): Promise<GroupEntry[]> {
+    return this.list(ns);
+  }
+
   async replaceIfSame(ns: DurableNamespace, id: string, expected: string, next: string): Promise<boolean> {
     return this.stmts.replace.run(next, ns, id, expected).changes === 1;
   }
