@@ -3,12 +3,27 @@
  * (src/pop/jose-ops.ts with the key ring of a real, in-process STS) against the same primitive done
  * directly with node:crypto, one at a time on one thread, ~1 s each.
  */
-import { createCipheriv, createDecipheriv, createHash, createPublicKey, diffieHellman, randomBytes, sign, verify, type JsonWebKey, type KeyObject } from 'node:crypto';
+import {
+  createCipheriv,
+  createDecipheriv,
+  createECDH,
+  createHash,
+  createPublicKey,
+  diffieHellman,
+  generateKeyPairSync,
+  randomBytes,
+  sign,
+  verify,
+  type JsonWebKey,
+  type KeyObject,
+} from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { compactDecrypt } from 'jose';
+import { CompactEncrypt, SignJWT, compactDecrypt, createLocalJWKSet, jwtVerify } from 'jose';
+import { EcdhRecipient } from '../src/crypto/jose-primitives.js';
+import { JwsKeySet, parseCompactJws, verifyJwt } from '../src/secret/jwt-verify.js';
 import { startSts } from '../src/app.js';
 import { loadConfig } from '../src/config/load.js';
 import { silentLogger } from '../src/log.js';
@@ -102,6 +117,26 @@ function nodeDecryptJwe(privateKey: KeyObject, jwe: string): Buffer {
   return Buffer.concat([gcm.update(unb64(ct)), gcm.final()]);
 }
 
+/**
+ * Encrypts to a P-256 public key as ECDH-ES+A256KW / A256GCM with node:crypto only: ephemeral key pair, ECDH,
+ * Concat KDF, AES-256 key wrap of a random CEK, AES-256-GCM with the encoded header as AAD.
+ */
+function nodeEncryptJwe(point: Buffer, kid: string, plaintext: Buffer): string {
+  const ecdh = createECDH('prime256v1');
+  const pub = ecdh.generateKeys();
+  const epk = { x: pub.subarray(1, 33).toString('base64url'), crv: 'P-256', kty: 'EC', y: pub.subarray(33).toString('base64url') };
+  const h = Buffer.from(JSON.stringify({ alg: 'ECDH-ES+A256KW', enc: 'A256GCM', kid, epk })).toString('base64url');
+  const kek = concatKdf256(ecdh.computeSecret(point), 'ECDH-ES+A256KW', Buffer.alloc(0), Buffer.alloc(0));
+  const cek = randomBytes(32);
+  const kw = createCipheriv('id-aes256-wrap', kek, AES_KW_IV);
+  const ek = Buffer.concat([kw.update(cek), kw.final()]);
+  const iv = randomBytes(12);
+  const gcm = createCipheriv('aes-256-gcm', cek, iv);
+  gcm.setAAD(Buffer.from(h, 'ascii'));
+  const ct = Buffer.concat([gcm.update(plaintext), gcm.final()]);
+  return `${h}.${ek.toString('base64url')}.${iv.toString('base64url')}.${ct.toString('base64url')}.${gcm.getAuthTag().toString('base64url')}`;
+}
+
 function check(cond: boolean, what: string): void {
   if (!cond) throw new Error(`crypto bench sanity check failed: ${what}`);
 }
@@ -175,6 +210,38 @@ async function measureAll(ring: KeyRing, { msPerOp: ms, progress, waitIdleMs }: 
   };
   check(unwrapKey(ring, wrapped, context).plaintext.equals(dataKey) && nodeUnwrap().equals(dataKey), 'both paths unwrap the data key');
 
+  // GetUserSecret's two operations: an identity provider's ES256 JWT, and the secret's JWE to a resource server.
+  const idp = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const idpJwk = { ...idp.publicKey.export({ format: 'jwk' }), kid: 'idp-1', alg: 'ES256', use: 'sig' };
+  const now = Date.now();
+  const idpJwt = await new SignJWT({ sub: 'user-1' })
+    .setProtectedHeader({ alg: 'ES256', kid: 'idp-1' })
+    .setIssuer('https://idp.example')
+    .setAudience('sts')
+    .setIssuedAt()
+    .setExpirationTime(Math.floor(now / 1000) + 3600)
+    .sign(idp.privateKey);
+  const keySet = new JwsKeySet({ keys: [idpJwk] });
+  const rules = { issuer: 'https://idp.example', audiences: ['sts'], clockToleranceS: 30, nowMs: now };
+  const stsVerifyJwt = (): Record<string, unknown> => {
+    const parsed = parseCompactJws(idpJwt, ['ES256']);
+    return verifyJwt(parsed, keySet.key(parsed.alg, parsed.kid), rules);
+  };
+  const [ih, ip, is] = idpJwt.split('.') as [string, string, string];
+  const idpInput = Buffer.from(`${ih}.${ip}`, 'ascii');
+  const idpSignature = unb64(is);
+  const nodeVerifyEs256 = (): boolean => verify('sha256', idpInput, { key: idp.publicKey, dsaEncoding: 'ieee-p1363' }, idpSignature);
+  const joseJwks = createLocalJWKSet({ keys: [idpJwk] });
+  check(stsVerifyJwt().sub === 'user-1' && nodeVerifyEs256(), 'both paths verify the identity provider\'s JWT');
+  const rs = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const rsJwk = rs.publicKey.export({ format: 'jwk' });
+  const rsPoint = Buffer.concat([Buffer.from([4]), unb64(rsJwk.x!), unb64(rsJwk.y!)]);
+  const recipient = EcdhRecipient.from(rs.publicKey)!;
+  const userSecret = randomBytes(32);
+  for (const jwe of [recipient.encrypt('ECDH-ES+A256KW', 'rs-1', userSecret), nodeEncryptJwe(rsPoint, 'rs-1', userSecret)]) {
+    check(nodeDecryptJwe(rs.privateKey, jwe).equals(userSecret), 'the resource server opens both paths\' JWEs');
+  }
+
   const cases: { op: string; detail: string; sts: Op; node: Op }[] = [
     {
       op: 'JWS sign (EdDSA, 100 B)',
@@ -199,6 +266,30 @@ async function measureAll(ring: KeyRing, { msPerOp: ms, progress, waitIdleMs }: 
       detail: 'jose.compactDecrypt with the private KeyObject (no STS code) vs the same node:crypto path: what a jose-based decrypt costs',
       sts: () => compactDecrypt(nextJwe(), encryption.privateKey!),
       node: () => nodeDecryptJwe(encryption.privateKey!, nextJwe()),
+    },
+    {
+      op: 'Identity provider JWT verify (ES256, GetUserSecret)',
+      detail: 'parseCompactJws + JwsKeySet.key + verifyJwt (signature and claims) vs crypto.verify(ES256, ieee-p1363) of the same signing input',
+      sts: stsVerifyJwt,
+      node: nodeVerifyEs256,
+    },
+    {
+      op: 'Identity provider JWT verify, jose.jwtVerify (reference)',
+      detail: 'jose.jwtVerify with createLocalJWKSet and the same claim rules (what STS used before) vs the same crypto.verify',
+      sts: () => jwtVerify(idpJwt, joseJwks, { issuer: rules.issuer, audience: rules.audiences as string[], clockTolerance: rules.clockToleranceS, requiredClaims: ['exp'] }),
+      node: nodeVerifyEs256,
+    },
+    {
+      op: 'JWE to a resource server (ECDH-ES+A256KW P-256, 32 B, GetUserSecret)',
+      detail: 'EcdhRecipient.encrypt vs node:crypto alone: ephemeral P-256 key, ECDH, Concat KDF, AES-KW wrap, AES-256-GCM encrypt',
+      sts: () => recipient.encrypt('ECDH-ES+A256KW', 'rs-1', userSecret),
+      node: () => nodeEncryptJwe(rsPoint, 'rs-1', userSecret),
+    },
+    {
+      op: 'JWE to a resource server, jose.CompactEncrypt (reference)',
+      detail: 'jose.CompactEncrypt with the public KeyObject (what STS used before) vs the same node:crypto path',
+      sts: () => new CompactEncrypt(userSecret).setProtectedHeader({ alg: 'ECDH-ES+A256KW', enc: 'A256GCM', kid: 'rs-1' }).encrypt(rs.publicKey),
+      node: () => nodeEncryptJwe(rsPoint, 'rs-1', userSecret),
     },
     {
       op: 'Data key wrap (32 B, A256GCM dir)',
