@@ -164,7 +164,9 @@ describe('KeyRing destruction guard (secret keys and user secrets)', () => {
     const view = w.ring.view().find((v) => v.record.kid === w.old.kid)!;
     expect([view.state, view.destructionHeld]).toEqual(['decrypt_only', true]);
     expect((await storedKey(w.store, w.old.kid)).sealed).toBeDefined();
-    expect(w.ring.usable(w.old.kid, 'secret')).toBeDefined();
+    // Usable for the user secrets it is held for, and for nothing else (PopService data keys).
+    expect(w.ring.usable(w.old.kid, 'secret', { includeHeld: true })).toBeDefined();
+    expect(w.ring.usable(w.old.kid, 'secret')).toBeUndefined();
     expect(w.ring.blockedDestructions()).toEqual([{ kid: w.old.kid, kind: 'secret', records: 1 }]);
     expect(blockedLines(w.logs, w.old.kid)).toEqual([expect.objectContaining({ level: 'error', kind: 'secret', records: 1 })]);
     expect(w.logs.join('\n')).not.toContain(w.alice.toString('base64url'));
@@ -186,7 +188,7 @@ describe('KeyRing destruction guard (secret keys and user secrets)', () => {
     expect(await kidOf(w.store)).toBe(w.ring.primary('secret').record.kid);
     expect((await storedKey(w.store, w.old.kid)).sealed).toBeUndefined();
     expect(w.ring.view().find((v) => v.record.kid === w.old.kid)!.state).toBe('destroyed');
-    expect(w.ring.usable(w.old.kid, 'secret')).toBeUndefined();
+    expect(w.ring.usable(w.old.kid, 'secret', { includeHeld: true })).toBeUndefined();
     expect(w.ring.blockedDestructions()).toEqual([]);
     expect(blockedLines(w.logs, w.old.kid)).toHaveLength(2);
     expect((await w.secrets.getOrCreate('https://idp.example', 'alice')).secret).toEqual(w.alice);
@@ -255,5 +257,17 @@ describe('KeyRing destruction guard (secret keys and user secrets)', () => {
     await w.ring.maintain();
     expect((await storedKey(w.store, signing.kid)).sealed).toBeUndefined();
     expect((await storedKey(w.store, w.old.kid)).sealed).toBeDefined();
+  });
+
+  it('a ring with no guard registered keeps secret keys past destroyAfter (fail closed), and says so', async () => {
+    const w = await world();
+    const logs: string[] = [];
+    const unguarded = ring(w.store, w.clock, createLogger('debug', (l) => logs.push(l)), master);
+    await unguarded.load();
+    w.clock.set(w.old.destroyAfter);
+    await unguarded.maintain();
+    expect((await storedKey(w.store, w.old.kid)).sealed).toBeDefined();
+    expect(unguarded.blockedDestructions()).toEqual([{ kid: w.old.kid, kind: 'secret', records: undefined }]);
+    expect(blockedLines(logs, w.old.kid)).toEqual([expect.objectContaining({ records: 'unknown' })]);
   });
 });

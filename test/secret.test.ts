@@ -490,10 +490,14 @@ describe('management key destruction waits for the secrets wrapped under it', ()
     const w = await world(overrides);
     const before = await secretOf(w, 'alice');
     const kid1 = await primarySecretKid(w.t, w.admin);
+    // An application's data key under the same key: it is promised destruction at destroy-after.
+    const context = Buffer.from('tenant=42');
+    const dataKey = await call(w.t.pop.generateDataKey, w.t.pop, { keyLengthBits: 0, context }, w.admin);
     await call(w.t.pop.rotateKeys, w.t.pop, { kinds: [KeyKind.KEY_KIND_SECRET] }, w.admin);
     w.clock.advance(10 * MIN);
     await w.t.sts.ring.maintain();
     expect(await primarySecretKid(w.t, w.admin)).not.toBe(kid1);
+    expect(Buffer.from((await call(w.t.pop.unwrap, w.t.pop, { wrappedKey: dataKey.wrappedKey, context }, w.admin)).plaintext)).toEqual(Buffer.from(dataKey.plaintext));
 
     // Re-wrapping user secrets fails (say the node doing it lost its store): alice's stays under kid1.
     const breakRewrap = (t: TestSts) => {
@@ -521,6 +525,9 @@ describe('management key destruction waits for the secrets wrapped under it', ()
     expect(metrics).toContain(`sts_key_destruction_blocked{kind="secret",kid="${kid1}"} 1`);
     expect(await secretOf(w, 'alice')).toEqual(before);
     expect(w.t.logs.join('\n')).not.toContain(before.toString('base64url'));
+    // The hold is for user secrets only: the application's data key is gone, as for any destroyed key.
+    const unwrap = await callError(call(w.t.pop.unwrap, w.t.pop, { wrappedKey: dataKey.wrappedKey, context }, w.admin));
+    expect([unwrap.code, unwrap.details]).toEqual([status.INVALID_ARGUMENT, 'unwrap failed']);
 
     // The next maintenance tries again (logging once per run) and keeps it again.
     w.clock.advance(MIN);

@@ -175,9 +175,13 @@ export function gcmEncrypt(key: CipherKey, plaintext: Uint8Array, aad: Buffer): 
   return { iv, ciphertext, tag: cipher.getAuthTag() };
 }
 
-/** Opens AES-256-GCM; throws when the tag does not verify. */
+/**
+ * Opens AES-256-GCM; throws when the tag does not verify. Only a 96-bit IV and a full 128-bit tag are taken
+ * (RFC 7518 section 5.3): node would accept tags down to 4 bytes, and a truncated tag is a forgery's friend.
+ */
 export function gcmDecrypt(key: CipherKey, iv: Buffer, ciphertext: Buffer, tag: Buffer, aad: Buffer): Buffer {
-  const decipher = createDecipheriv('aes-256-gcm', key, iv);
+  if (iv.length !== 12 || tag.length !== 16) throw new Error('AES-GCM: the IV must be 96 bits and the tag 128 bits');
+  const decipher = createDecipheriv('aes-256-gcm', key, iv, { authTagLength: 16 });
   decipher.setAAD(aad);
   decipher.setAuthTag(tag);
   return Buffer.concat([decipher.update(ciphertext), decipher.final()]);

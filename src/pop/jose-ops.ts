@@ -200,7 +200,8 @@ export function wrapKey(ring: KeyRing, plaintext: Buffer, context: Buffer, key: 
   return { wrapped: `${protectedB64}..${b64(iv)}.${b64(ciphertext)}.${b64(tag)}`, kid: key.record.kid };
 }
 
-export function unwrapKey(ring: KeyRing, wrapped: string, context: Buffer): { plaintext: Buffer; kid: string } {
+/** `includeHeld`: also with a secret key whose destruction is held for user secrets (see KeyRing.usable). */
+export function unwrapKey(ring: KeyRing, wrapped: string, context: Buffer, options: { includeHeld?: boolean } = {}): { plaintext: Buffer; kid: string } {
   const parts = wrapped.split('.');
   if (parts.length !== 5 || parts[1] !== '' || !parts.every((p) => B64URL.test(p))) throw unwrapFailed();
   let header: Record<string, unknown>;
@@ -210,7 +211,7 @@ export function unwrapKey(ring: KeyRing, wrapped: string, context: Buffer): { pl
     throw unwrapFailed(err);
   }
   if (header?.alg !== 'dir' || header.enc !== DATA_KEY_ENC || typeof header.kid !== 'string' || header.ctx !== contextHash(context)) throw unwrapFailed();
-  const key = ring.usable(header.kid, 'secret');
+  const key = ring.usable(header.kid, 'secret', options);
   const iv = Buffer.from(parts[2]!, 'base64url');
   const tag = Buffer.from(parts[4]!, 'base64url');
   if (!key || iv.length !== 12 || tag.length !== 16) throw unwrapFailed();

@@ -23,6 +23,7 @@ import {
   type RotationPolicy,
   KEY_KINDS,
   destructionHeld,
+  destructionWaitsForErasure,
   eraseKey,
   generateKey,
   openKey,
@@ -149,14 +150,16 @@ export class KeyRing {
   }
 
   /**
-   * A key that may still decrypt/verify/unwrap (STAGED, PRIMARY or DECRYPT_ONLY, including a secret key past
-   * destroyAfter whose destruction is held), or undefined.
+   * A key that may still decrypt/verify/unwrap (STAGED, PRIMARY or DECRYPT_ONLY), or undefined. A secret key
+   * past destroyAfter whose destruction is held only for the user secrets still wrapped under it is usable
+   * with `includeHeld` alone (UserSecrets): for everyone else, applications unwrapping their data keys
+   * through PopService included, it is destroyed at destroyAfter as promised.
    */
-  usable(kid: string, kind: KeyKind): LiveKey | undefined {
+  usable(kid: string, kind: KeyKind, options: { includeHeld?: boolean } = {}): LiveKey | undefined {
     const k = this.keys.get(kid);
     if (!k || k.record.kind !== kind || !k.privateKey) return undefined;
     const now = this.o.clock.now();
-    return now < k.record.destroyAfter || destructionHeld(k.record, now) ? k : undefined;
+    return now < k.record.destroyAfter || (options.includeHeld === true && destructionHeld(k.record, now)) ? k : undefined;
   }
 
   /**
@@ -323,7 +326,12 @@ export class KeyRing {
     for (const kind of KEY_KINDS) {
       const guard = this.guards.get(kind);
       const due = this.byKind[kind].filter((k) => k.record.sealed !== undefined && now >= k.record.destroyAfter).map((k) => k.record.kid);
-      if (!guard || due.length === 0) continue;
+      if (due.length === 0) continue;
+      if (!guard) {
+        // A kind whose destruction waits for its data, with nobody to ask about that data: fail closed.
+        if (destructionWaitsForErasure(kind)) for (const kid of due) held.set(kid, { kid, kind, records: undefined });
+        continue;
+      }
       // kid -> records still wrapped under it; a kid without an answer is kept (records unknown).
       const counts = new Map<string, number | undefined>(due.map((kid) => [kid, undefined]));
       try {
@@ -346,7 +354,7 @@ export class KeyRing {
       for (const [kid, records] of counts) if (records !== 0) held.set(kid, { kid, kind, records });
     }
     for (const b of held.values()) {
-      const what = this.guards.get(b.kind)!.what;
+      const what = this.guards.get(b.kind)?.what ?? `data (no destruction guard registered for ${b.kind} keys)`;
       this.o.logger.error(`key destruction blocked: stored ${what} still need it; it stays DECRYPT_ONLY and the next maintenance tries again`, {
         event: 'key.destruction_blocked',
         kid: b.kid,

@@ -135,7 +135,7 @@ export class UserSecrets {
       throw new StsError('failed_precondition', UNREADABLE, { cause: err });
     }
     try {
-      return { secret: unwrapKey(this.o.ring, record.wrapped, secretContext(id)).plaintext, createdAt: record.createdAt };
+      return { secret: unwrapKey(this.o.ring, record.wrapped, secretContext(id), { includeHeld: true }).plaintext, createdAt: record.createdAt };
     } catch (err) {
       this.o.logger.error('user secret cannot be unwrapped', { record: id, kid: wrappedKid(record.wrapped), err });
       throw new StsError('failed_precondition', UNREADABLE, { cause: err });
@@ -220,7 +220,7 @@ export class UserSecrets {
       let next: string;
       try {
         const context = secretContext(id);
-        const { plaintext } = unwrapKey(ring, record.wrapped, context);
+        const { plaintext } = unwrapKey(ring, record.wrapped, context, { includeHeld: true });
         try {
           next = JSON.stringify({ ...record, wrapped: wrapKey(ring, plaintext, context, primary).wrapped });
         } finally {

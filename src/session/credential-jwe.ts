@@ -28,7 +28,7 @@ const JTI = /^[A-Za-z0-9_-]{22,256}$/;
 export type CredentialRefusal = 'typ' | 'exp' | 'jti' | 'replayed';
 
 export type CredentialCheck =
-  /** Fresh: spend `jti`, remembering it for `ttlMs` (until the JWE would be refused as expired anyway). */
+  /** Fresh: spend `jti`, remembering it for `ttlMs` (past the time any node would still accept the JWE). */
   | { ok: true; jti: string; ttlMs: number }
   | { ok: false; reason: Exclude<CredentialRefusal, 'replayed'> };
 
@@ -47,5 +47,7 @@ export function checkCredentialClaims(typ: string | undefined, claims: Record<st
   if (exp * 1000 > now + maxLifetimeMs + CREDENTIAL_CLOCK_SKEW_MS) return { ok: false, reason: 'exp' };
   const jti = claims.jti;
   if (typeof jti !== 'string' || !JTI.test(jti)) return { ok: false, reason: 'jti' };
-  return { ok: true, jti, ttlMs: Math.ceil(acceptableUntil - now) };
+  // Remembered longer than the JWE can be accepted here: a node whose clock runs behind (up to the skew) would
+  // still accept it after the record expired, and Hazelcast keeps expiry times in whole seconds.
+  return { ok: true, jti, ttlMs: Math.ceil(acceptableUntil - now) + CREDENTIAL_CLOCK_SKEW_MS + 1000 };
 }

@@ -199,13 +199,23 @@ export function sessionService(deps: SessionServiceDeps): DomainService<SessionS
   }
 
   /**
-   * Opens a credential sent as a compact JWE to STS's encryption key, once: it must be a fresh credential JWE
-   * (typ, exp, jti: see credential-jwe.ts) whose jti STS has not accepted before. A JWE STS cannot decrypt
-   * or whose content is malformed is INVALID_ARGUMENT, as before; a stale, untyped or replayed one gets the
-   * same UNAUTHENTICATED answer as a wrong secret, so a replay learns nothing, and is audited (why, never the
-   * content).
+   * A credential and, for a credential JWE, how to spend its jti: true the first time, false for a replay
+   * (audited here). Called only once the secret in it has been verified, so that nobody without a valid
+   * secret can fill the store with jtis, and a replay is counted by the throttle like a wrong secret.
    */
-  async function openCredential<T>(jwe: string, use: CredentialUse, parse: (o: Record<string, unknown>) => T): Promise<T> {
+  interface OpenedCredential<T> {
+    value: T;
+    spend?: () => Promise<boolean>;
+  }
+
+  /**
+   * Opens a credential sent as a compact JWE to STS's encryption key: it must be a fresh credential JWE
+   * (typ, exp, jti: see credential-jwe.ts), and its jti is spent once the secret is verified (`spend`). A JWE
+   * STS cannot decrypt or whose content is malformed is INVALID_ARGUMENT, as before; a stale, untyped or
+   * replayed one gets the same UNAUTHENTICATED answer as a wrong secret, so a replay learns nothing, and is
+   * audited (why, never the content).
+   */
+  async function openCredential<T>(jwe: string, use: CredentialUse, parse: (o: Record<string, unknown>) => T): Promise<OpenedCredential<T>> {
     const { field } = use;
     if (jwe.length > 64 * 1024) throw invalidArgument(field, 'at most 64 KiB');
     const { plaintext, typ } = await decryptCompact(ring, jwe);
@@ -219,20 +229,28 @@ export function sessionService(deps: SessionServiceDeps): DomainService<SessionS
     const claims = obj as Record<string, unknown>;
     const value = parse(claims);
     const check = checkCredentialClaims(typ, claims, clock.now(), policy.credentialJweMaxLifetimeMs);
-    // Spent last, when everything else has passed: of concurrent uses of one JWE exactly one gets here first.
-    const refusal = !check.ok ? check.reason : (await sessions.spendCredentialId(check.jti, check.ttlMs)) ? undefined : 'replayed';
-    if (refusal) {
+    const refuse = (reason: string, jti?: string): void =>
       audit(use.event, {
         peer: use.ctx.peer,
         ...(use.application ? { application: use.application } : {}),
         credential: field,
-        reason: `credential_jwe_${refusal}`,
+        reason: `credential_jwe_${reason}`,
         // The jti's hash (the store's key, not a credential) lets an investigation tie replays together.
-        ...(check.ok ? { jtiRef: refOf(check.jti) } : {}),
+        ...(jti ? { jtiRef: refOf(jti) } : {}),
       });
+    if (!check.ok) {
+      refuse(check.reason);
       throw new StsError('invalid_credentials', use.invalid);
     }
-    return value;
+    return {
+      value,
+      // Of concurrent uses of one JWE exactly one spends it (insertIfAbsent), on any node.
+      spend: async () => {
+        if (await sessions.spendCredentialId(check.jti, check.ttlMs)) return true;
+        refuse('replayed', check.jti);
+        return false;
+      },
+    };
   }
 
   const str = (o: Record<string, unknown>, k: string, field: string): string => {
@@ -241,19 +259,22 @@ export function sessionService(deps: SessionServiceDeps): DomainService<SessionS
     return v;
   };
 
-  async function checkPassword(username: string, password: string, peer: string): Promise<UserRecord> {
+  /** `spend`: the credential JWE's jti, spent once the password is right (see OpenedCredential). */
+  async function checkPassword(username: string, password: string, peer: string, spend?: () => Promise<boolean>): Promise<UserRecord> {
     await throttle.before('user', username, peer);
     let user: UserRecord | undefined;
     let ok = false;
+    let replayed = false;
     try {
       user = directory.findUserByUsername(username);
       // Unknown user, no password, wrong password and disabled user: the same work and the same answer.
       ok = (await verifySecret(password, user?.passwordHash)) && user !== undefined && !user.disabled;
+      if (ok && spend) replayed = !(ok = await spend());
     } finally {
       await (ok ? throttle.succeeded('user', username, peer) : throttle.failed('user', username, peer));
     }
     if (!ok || !user) {
-      audit('user.logon_failed', { peer });
+      if (!replayed) audit('user.logon_failed', { peer });
       throw new StsError('invalid_credentials', INVALID_USER_CREDENTIALS);
     }
     return user;
@@ -274,9 +295,12 @@ export function sessionService(deps: SessionServiceDeps): DomainService<SessionS
     async logonApplication(req, ctx) {
       const cred = req.credential;
       if (!cred) throw invalidArgument('credential', 'give application_credential or application_credential_jwe');
-      const { id, secret } =
+      const {
+        value: { id, secret },
+        spend,
+      } =
         cred.$case === 'applicationCredential'
-          ? { id: cred.value.applicationId, secret: cred.value.applicationSecret }
+          ? { value: { id: cred.value.applicationId, secret: cred.value.applicationSecret }, spend: undefined }
           : await openCredential(cred.value, { field: 'application_credential_jwe', invalid: INVALID_APP_CREDENTIALS, event: 'application.logon_failed', ctx }, (o) => ({
               id: str(o, 'application_id', 'application_credential_jwe'),
               secret: str(o, 'application_secret', 'application_credential_jwe'),
@@ -286,14 +310,16 @@ export function sessionService(deps: SessionServiceDeps): DomainService<SessionS
       await throttle.before('application', id, ctx.peer);
       let app: ApplicationRecord | undefined;
       let ok = false;
+      let replayed = false;
       try {
         app = directory.getApplication(id);
         ok = (await verifySecret(secret, app?.secretHash, APP_SECRET_PARAMS)) && app !== undefined && !app.disabled;
+        if (ok && spend) replayed = !(ok = await spend());
       } finally {
         await (ok ? throttle.succeeded('application', id, ctx.peer) : throttle.failed('application', id, ctx.peer));
       }
       if (!ok || !app) {
-        audit('application.logon_failed', { peer: ctx.peer });
+        if (!replayed) audit('application.logon_failed', { peer: ctx.peer });
         throw new StsError('invalid_credentials', INVALID_APP_CREDENTIALS);
       }
       const token = await sessions.createAppToken(app.id, policy.applicationTokenLifetimeMs, policy.applicationTokenMaxLifetimeMs);
@@ -342,9 +368,12 @@ export function sessionService(deps: SessionServiceDeps): DomainService<SessionS
       const app = await callerApp(ctx);
       const cred = req.credential;
       if (!cred) throw invalidArgument('credential', 'give user_credential or user_credential_jwe');
-      const { username, password } =
+      const {
+        value: { username, password },
+        spend,
+      } =
         cred.$case === 'userCredential'
-          ? cred.value
+          ? { value: cred.value, spend: undefined }
           : await openCredential(cred.value, { field: 'user_credential_jwe', invalid: INVALID_USER_CREDENTIALS, event: 'user.logon_failed', ctx, application: app.id }, (o) => ({
               username: str(o, 'username', 'user_credential_jwe'),
               password: str(o, 'password', 'user_credential_jwe'),
@@ -352,7 +381,7 @@ export function sessionService(deps: SessionServiceDeps): DomainService<SessionS
       text('username', username, 1, 256);
       text('password', password, 1, 1024);
       const ticketApp = req.ticketApplicationId ? targetApp(req.ticketApplicationId, 'ticket_application_id') : undefined;
-      const user = await checkPassword(username, password, ctx.peer);
+      const user = await checkPassword(username, password, ctx.peer, spend);
       const s = await startSession(user, app, SECURITY_LEVEL.password, 'password');
       const out = viewAndJwt(s, app);
       const ticket = ticketApp ? await sessions.createTicket(s.tokenId, ticketApp.id, policy.userTicketLifetimeMs) : undefined;
@@ -449,14 +478,14 @@ export function sessionService(deps: SessionServiceDeps): DomainService<SessionS
       const target = targetApp(req.targetApplicationId, 'target_application_id');
       const proof = req.stepUp?.proof;
       if (proof) {
-        const password =
+        const { value: password, spend } =
           proof.$case === 'password'
-            ? proof.value
+            ? { value: proof.value, spend: undefined }
             : await openCredential(proof.value, { field: 'step_up.password_jwe', invalid: INVALID_USER_CREDENTIALS, event: 'user.logon_failed', ctx, application: caller.id }, (o) =>
                 str(o, 'password', 'step_up.password_jwe'),
               );
         text('step_up.password', password, 1, 1024);
-        await checkPassword(s.user.username, password, ctx.peer);
+        await checkPassword(s.user.username, password, ctx.peer, spend);
         // A fresh password proof on top of the session's own logon: two proofs.
         const record = await sessions.raiseSecurityLevel(s.sid, s.record, SECURITY_LEVEL.stepUp);
         if (!record) throw new StsError('not_found', SESSION_NOT_ACTIVE);
