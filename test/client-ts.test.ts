@@ -286,7 +286,7 @@ describe('createStsClient', () => {
   it('keys.encryptCredential makes single-use credential JWEs that STS logs on with once and Decrypt refuses', async () => {
     const { t, secret, uid } = await world();
     const c = client({ address: t.address, tls: false, credentials: { applicationId: 'shop', applicationSecret: secret } });
-    const jwe = await c.keys.encryptCredential({ username: 'alice', password: PASSWORD });
+    const jwe = await c.keys.encryptCredential({ username: 'alice', password: PASSWORD }, { audience: 'shop' });
     const header = JSON.parse(Buffer.from(jwe.split('.')[0]!, 'base64url').toString()) as Record<string, unknown>;
     expect(header).toMatchObject({ typ: CREDENTIAL_JWE_TYP, enc: 'A256GCM', kid: (await c.pop.getJwks({})).primaryEncryptionKid });
     const logonWith = (value: string) => c.session.logonUser({ credential: { $case: 'userCredentialJwe', value }, ticketApplicationId: '' });
@@ -294,13 +294,13 @@ describe('createStsClient', () => {
     const replay = await failure(logonWith(jwe));
     expect([replay.code, replay.stsCode, replay.details]).toEqual([status.UNAUTHENTICATED, 'invalid_credentials', 'invalid user credentials']);
     // Each call makes a new one; the application's own credential works the same way.
-    expect((await logonWith(await c.keys.encryptCredential({ username: 'alice', password: PASSWORD }))).userToken!.uid).toBe(uid);
+    expect((await logonWith(await c.keys.encryptCredential({ username: 'alice', password: PASSWORD }, { audience: 'shop' }))).userToken!.uid).toBe(uid);
     const app = await c.session.logonApplication({ credential: { $case: 'applicationCredentialJwe', value: await c.keys.encryptCredential({ application_id: 'shop', application_secret: secret }) } });
     expect(app.applicationToken!.applicationId).toBe('shop');
     // Even the trusted application cannot have STS open a credential JWE.
-    const refused = await failure(c.pop.decrypt({ jwe: await c.keys.encryptCredential({ password: PASSWORD }) }));
+    const refused = await failure(c.pop.decrypt({ jwe: await c.keys.encryptCredential({ password: PASSWORD }, { audience: 'shop' }) }));
     expect([refused.code, refused.stsCode, refused.details]).toEqual([status.INVALID_ARGUMENT, 'decryption_failed', 'decryption failed']);
-    await expect(c.keys.encryptCredential({ password: PASSWORD }, { lifetimeMs: 0 })).rejects.toThrow(RangeError);
+    await expect(c.keys.encryptCredential({ password: PASSWORD }, { lifetimeMs: 0, audience: 'shop' })).rejects.toThrow(RangeError);
   });
 
   it('retries reads on UNAVAILABLE until the server listens, and across a restart on the same port', async () => {

@@ -135,7 +135,7 @@ describe('two STS nodes, one state', () => {
       const created = { uid: '', username, firstName: 'R', lastName: '', email: '', cellphone: '', personRef: '', disabled: false, createTime: undefined };
       await call(a.session.createUser, a.session, { user: created, password: 'replay-password-1' }, deployment.adminKey);
       await until('B knows the user', async () => (await call(b.session.listUsers, b.session, { usernamePrefix: username, pageSize: 1, pageToken: '' }, deployment.adminKey)).users.length === 1);
-      const user = await keys.encryptCredential({ username, password: 'replay-password-1' });
+      const user = await keys.encryptCredential({ username, password: 'replay-password-1' }, { audience: app.id });
       const attempts = Array.from({ length: 10 }, (_, i) => {
         const [node, token] = i % 2 === 0 ? [a, app.tokenA] : [b, app.tokenB];
         return call(node.session.logonUser, node.session, { credential: { $case: 'userCredentialJwe', value: user }, ticketApplicationId: '' }, token);

@@ -50,9 +50,12 @@ function logon(w: World, app: { token: string }, username = 'alice', password = 
   return call(w.t.session.logonUser, w.t.session, { credential: { $case: 'userCredential', value: { username, password } }, ticketApplicationId }, app.token);
 }
 
-/** A credential JWE as the TypeScript client makes it (typ, exp, jti), on the server's clock. */
-function credentialJwe(w: World, credential: CredentialJson): Promise<string> {
-  return new JwksCache(() => call(w.t.pop.getJwks, w.t.pop, {}), { now: () => w.clock.now() }).encryptCredential(credential);
+/**
+ * A credential JWE as the TypeScript client makes it (typ, exp, jti; aud for the application presenting a
+ * user's credential, "app-a" in these tests), on the server's clock.
+ */
+function credentialJwe(w: World, credential: CredentialJson, audience = 'app-a'): Promise<string> {
+  return new JwksCache(() => call(w.t.pop.getJwks, w.t.pop, {}), { now: () => w.clock.now() }).encryptCredential(credential, { audience });
 }
 
 describe('application sessions', () => {
@@ -257,6 +260,32 @@ describe('credential JWEs are single-use and short-lived', () => {
     const results = await Promise.allSettled(Array.from({ length: 30 }, () => logonAppJwe(w, jwe)));
     expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
     for (const r of results) if (r.status === 'rejected') expect((r.reason as { code: number }).code).toBe(status.UNAUTHENTICATED);
+  });
+
+  it('a user\'s credential is for the application that presents it ("aud"): no other application can redeem it', async () => {
+    const w = await world();
+    const nowS = () => Math.floor(w.clock.now() / 1000);
+    const jti = () => randomBytes(16).toString('base64url');
+    const user = { username: 'alice', password: PASSWORD };
+    const wrongPassword = answer(await callError(logon(w, w.a, 'alice', 'wrong password')));
+    const refused: [string, Record<string, unknown>][] = [
+      ['no aud', { ...user, jti: jti(), exp: nowS() + 60 }],
+      ['another application', { ...user, aud: 'app-b', jti: jti(), exp: nowS() + 60 }],
+      ['not a string', { ...user, aud: 42, jti: jti(), exp: nowS() + 60 }],
+      ['a list without it', { ...user, aud: ['app-b', 'app-c'], jti: jti(), exp: nowS() + 60 }],
+    ];
+    for (const [what, claims] of refused) {
+      expect(answer(await callError(logonUserJwe(w, await handMade(w, claims)))), what).toEqual(wrongPassword);
+      expect(audits(w).at(-1), what).toMatchObject({ event: 'user.logon_failed', application: 'app-a', reason: 'credential_jwe_aud' });
+    }
+    // app-b, which saw app-a's credential pass, cannot use it; app-a still can (nothing was spent).
+    const forA = await credentialJwe(w, user, 'app-a');
+    const byB = await callError(call(w.t.session.logonUser, w.t.session, { credential: { $case: 'userCredentialJwe', value: forA }, ticketApplicationId: '' }, w.b.token));
+    expect(answer(byB)).toEqual(wrongPassword);
+    expect((await logonUserJwe(w, forA)).userToken!.uid).toBe(w.uid);
+    expect((await logonUserJwe(w, await handMade(w, { ...user, aud: ['app-c', 'app-a'], jti: jti(), exp: nowS() + 60 }))).userToken!.uid).toBe(w.uid);
+    // The client refuses to make an unbound user credential.
+    await expect(new JwksCache(() => call(w.t.pop.getJwks, w.t.pop, {})).encryptCredential(user)).rejects.toThrow(/audience/);
   });
 
   it('expired, too far ahead, without a usable jti or of another type: refused like a wrong secret', async () => {

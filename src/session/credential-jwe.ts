@@ -9,8 +9,10 @@
  *   3.11): no other JWE is accepted as a credential, and Decrypt refuses JWEs of reserved types;
  * - its JSON carries `exp` (RFC 7519 section 4.1.4, a NumericDate), which must not have passed and may be at
  *   most `maxLifetimeMs` ahead, both with CREDENTIAL_CLOCK_SKEW_MS of leeway for the clocks;
+ * - a user's credential (LogonUser, step-up) carries `aud` (RFC 7519 section 4.1.3), the application that
+ *   presents it: no other application can redeem it;
  * - and `jti` (RFC 7519 section 4.1.7), at least 128 random bits in base64url, which STS accepts once: the
- *   SHA-256 of every jti accepted is kept in the ephemeral store until its JWE expires (SessionStore.
+ *   SHA-256 of every jti accepted is kept in the ephemeral store until after its JWE expires (SessionStore.
  *   spendCredentialId), so a captured credential JWE is refused however soon it is replayed.
  *
  * Every refusal gets the same answer as a wrong secret (UNAUTHENTICATED, invalid credentials); only the audit
@@ -25,7 +27,7 @@ export const CREDENTIAL_CLOCK_SKEW_MS = 60_000;
 const JTI = /^[A-Za-z0-9_-]{22,256}$/;
 
 /** Why a credential JWE was refused (audit only, never told to the caller). */
-export type CredentialRefusal = 'typ' | 'exp' | 'jti' | 'replayed';
+export type CredentialRefusal = 'typ' | 'exp' | 'aud' | 'jti' | 'replayed';
 
 export type CredentialCheck =
   /** Fresh: spend `jti`, remembering it for `ttlMs` (past the time any node would still accept the JWE). */
@@ -36,7 +38,15 @@ export type CredentialCheck =
  * Checks the type and the claims of a decrypted credential JWE at `now` (ms). Whether the jti was seen before
  * is the caller's second step, once everything else has passed.
  */
-export function checkCredentialClaims(typ: string | undefined, claims: Record<string, unknown>, now: number, maxLifetimeMs: number): CredentialCheck {
+/**
+ * Whether the claims name `audience` in "aud" (RFC 7519 section 4.1.3: a string, or an array of strings).
+ */
+function hasAudience(claims: Record<string, unknown>, audience: string): boolean {
+  const aud = claims.aud;
+  return aud === audience || (Array.isArray(aud) && aud.every((a) => typeof a === 'string') && aud.includes(audience));
+}
+
+export function checkCredentialClaims(typ: string | undefined, claims: Record<string, unknown>, now: number, maxLifetimeMs: number, audience?: string): CredentialCheck {
   if (typ !== TOKEN_TYP.credential) return { ok: false, reason: 'typ' };
   const exp = claims.exp;
   if (typeof exp !== 'number' || !Number.isFinite(exp)) return { ok: false, reason: 'exp' };
@@ -45,6 +55,9 @@ export function checkCredentialClaims(typ: string | undefined, claims: Record<st
   if (acceptableUntil <= now) return { ok: false, reason: 'exp' };
   // A far-future exp would make STS remember the jti for that long, and keep a captured JWE useful until then.
   if (exp * 1000 > now + maxLifetimeMs + CREDENTIAL_CLOCK_SKEW_MS) return { ok: false, reason: 'exp' };
+  // A user's credential is for the application that presents it: another application that sees it pass (a
+  // trusted one in the middle, a shared log) cannot redeem it first for a session of its own.
+  if (audience !== undefined && !hasAudience(claims, audience)) return { ok: false, reason: 'aud' };
   const jti = claims.jti;
   if (typeof jti !== 'string' || !JTI.test(jti)) return { ok: false, reason: 'jti' };
   // Remembered longer than the JWE can be accepted here: a node whose clock runs behind (up to the skew) would

@@ -194,7 +194,7 @@ export function sessionService(deps: SessionServiceDeps): DomainService<SessionS
     /** The audit event of the RPC's failed logon. */
     event: string;
     ctx: CallContext;
-    /** The calling application, where there is one (LogonUser, step-up). */
+    /** The calling application, where there is one (LogonUser, step-up): the credential's required "aud". */
     application?: string;
   }
 
@@ -228,7 +228,7 @@ export function sessionService(deps: SessionServiceDeps): DomainService<SessionS
     if (typeof obj !== 'object' || obj === null) throw invalidArgument(field, 'the decrypted credential is not a JSON object');
     const claims = obj as Record<string, unknown>;
     const value = parse(claims);
-    const check = checkCredentialClaims(typ, claims, clock.now(), policy.credentialJweMaxLifetimeMs);
+    const check = checkCredentialClaims(typ, claims, clock.now(), policy.credentialJweMaxLifetimeMs, use.application);
     const refuse = (reason: string, jti?: string): void =>
       audit(use.event, {
         peer: use.ctx.peer,

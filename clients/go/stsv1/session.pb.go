@@ -991,8 +991,9 @@ type LogonUserRequest_UserCredential struct {
 
 type LogonUserRequest_UserCredentialJwe struct {
 	// Compact JWE encrypted to STS's PRIMARY encryption key with the protected header
-	// "typ":"sts-credential+jwe", whose plaintext is the JSON {"username":"...","password":"...","exp":...,
-	// "jti":"..."}; exp and jti as in LogonApplicationRequest.application_credential_jwe (single use).
+	// "typ":"sts-credential+jwe", whose plaintext is the JSON {"username":"...","password":"...",
+	// "aud":"<the calling application's id>","exp":...,"jti":"..."}; exp and jti as in
+	// LogonApplicationRequest.application_credential_jwe (single use).
 	UserCredentialJwe string `protobuf:"bytes,2,opt,name=user_credential_jwe,json=userCredentialJwe,proto3,oneof"`
 }
 
@@ -2057,7 +2058,8 @@ type StepUpProof_Password struct {
 
 type StepUpProof_PasswordJwe struct {
 	// Compact JWE encrypted to STS, typed "sts-credential+jwe", whose plaintext is the JSON
-	// {"password":"...","exp":...,"jti":"..."}, as LogonApplicationRequest.application_credential_jwe.
+	// {"password":"...","aud":"<the calling application's id>","exp":...,"jti":"..."}, as
+	// LogonApplicationRequest.application_credential_jwe.
 	PasswordJwe string `protobuf:"bytes,2,opt,name=password_jwe,json=passwordJwe,proto3,oneof"`
 }
 

@@ -106,12 +106,22 @@ export class JwksCache {
    * (`user_credential_jwe`) or a step-up (`step_up.password_jwe`) as a credential JWE: typed
    * `sts-credential+jwe`, with a fresh 256-bit `jti` and an `exp` `lifetimeMs` from now (default 2 minutes;
    * RFC 7519 sections 4.1.7 and 4.1.4). STS accepts each credential JWE once and only until it expires, so a
-   * copy of it (a request log, a proxy) is worth nothing: make a new one for every call.
+   * copy of it (a request log, a proxy) is worth nothing: make a new one for every call. A user's credential
+   * (username and password, or a step-up password) needs `audience`: the id of the application that will
+   * present it, which STS checks against the caller.
    */
-  async encryptCredential(credential: CredentialJson, options: { lifetimeMs?: number } = {}): Promise<string> {
+  async encryptCredential(credential: CredentialJson, options: { lifetimeMs?: number; audience?: string } = {}): Promise<string> {
     const lifetimeMs = options.lifetimeMs ?? CREDENTIAL_LIFETIME_MS;
     if (!(lifetimeMs > 0)) throw new RangeError('lifetimeMs must be positive');
-    const claims = { ...credential, jti: randomBytes(32).toString('base64url'), exp: Math.floor((this.now() + lifetimeMs) / 1000) };
+    // A user's credential (LogonUser, step-up) is bound to the application that presents it (RFC 7519 4.1.3).
+    const forUser = !('application_id' in credential);
+    if (forUser && !options.audience) throw new TypeError('a user credential needs options.audience: the application id that will present it');
+    const claims = {
+      ...credential,
+      ...(options.audience ? { aud: options.audience } : {}),
+      jti: randomBytes(32).toString('base64url'),
+      exp: Math.floor((this.now() + lifetimeMs) / 1000),
+    };
     return this.encrypt(new TextEncoder().encode(JSON.stringify(claims)), { typ: CREDENTIAL_JWE_TYP });
   }
 

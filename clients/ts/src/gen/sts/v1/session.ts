@@ -182,8 +182,9 @@ export interface LogonUserRequest {
     | //
     /**
      * Compact JWE encrypted to STS's PRIMARY encryption key with the protected header
-     * "typ":"sts-credential+jwe", whose plaintext is the JSON {"username":"...","password":"...","exp":...,
-     * "jti":"..."}; exp and jti as in LogonApplicationRequest.application_credential_jwe (single use).
+     * "typ":"sts-credential+jwe", whose plaintext is the JSON {"username":"...","password":"...",
+     * "aud":"<the calling application's id>","exp":...,"jti":"..."}; exp and jti as in
+     * LogonApplicationRequest.application_credential_jwe (single use).
      */
     { $case: "userCredentialJwe"; value: string }
     | undefined;
@@ -352,7 +353,8 @@ export interface StepUpProof {
     | //
     /**
      * Compact JWE encrypted to STS, typed "sts-credential+jwe", whose plaintext is the JSON
-     * {"password":"...","exp":...,"jti":"..."}, as LogonApplicationRequest.application_credential_jwe.
+     * {"password":"...","aud":"<the calling application's id>","exp":...,"jti":"..."}, as
+     * LogonApplicationRequest.application_credential_jwe.
      */
     { $case: "passwordJwe"; value: string }
     | undefined;
