@@ -6,41 +6,19 @@
  * own copy is gone), until a re-wrap moves the secret.
  */
 import { randomBytes } from 'node:crypto';
-import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../src/clock.js';
 import { silentLogger } from '../src/log.js';
 import type { KeyRecord } from '../src/pop/key-record.js';
 import { UserSecrets } from '../src/secret/user-secrets.js';
-import { HazelcastStore } from '../src/store/hazelcast/hazelcast-store.js';
-import { openDatabase } from '../src/store/sqlite/database.js';
-import { SqliteStore } from '../src/store/sqlite/sqlite-store.js';
-import { type Cluster, startCluster, stopAll } from './helpers/cluster.js';
-import { FAST_ROTATION, type TestSts, startTestSts, tempDir } from './helpers/server.js';
+import { connectStore, oneMemberPerFile, waitFor } from './helpers/cluster.js';
+import { FAST_ROTATION, type TestSts, startTestSts } from './helpers/server.js';
 
 const MIN = 60_000;
-let cluster: Cluster;
-const cleanups: (() => Promise<void>)[] = [];
+const member = oneMemberPerFile();
 
-beforeAll(async () => {
-  cluster = await startCluster(1);
-}, 120_000);
-
-afterAll(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
-  await stopAll();
-});
-
-async function until(what: string, fn: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (Date.now() < end) {
-    if (await fn()) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`${what}: not true within ${timeoutMs} ms`);
-}
 
 /** A user secret record whose wrapped value names the key `kid` (not a real one: these records stay unread). */
 const secretRecord = (createdAt: number, kid: string) =>
@@ -50,20 +28,8 @@ const kidOf = (value: string) => JSON.parse(Buffer.from((JSON.parse(value) as { 
 describe('DurableStore.listVersions', () => {
   it('Hazelcast: the cluster map merged with the local copies; a stale copy is healed, a conflict gives both versions', async () => {
     const clock = new ManualClock();
-    const dir = tempDir('sts-versions-hz-');
-    const local = new SqliteStore(openDatabase(dir), clock);
-    const store = await HazelcastStore.connect(
-      { clusterName: cluster.name, members: [cluster.memberList], connectTimeoutMs: 30_000, invocationTimeoutMs: 5000 },
-      local.durable,
-      clock,
-      silentLogger,
-      () => undefined,
-    );
-    cleanups.push(async () => {
-      await store.close();
-      await local.close();
-      rmSync(dir, { recursive: true, force: true });
-    });
+    const { store, local, close } = await connectStore(member.cluster(), clock);
+    member.cleanup(close);
     const ns = 'user_secret';
     const p = randomBytes(4).toString('hex'); // the member is shared with the other test: ids of our own
     const [same, remoteOnly, localOnly, stale, conflicting] = ['same', 'remote-only', 'local-only', 'stale', 'conflict'].map((n) => `${p}-${n}`) as [string, string, string, string, string];
@@ -78,7 +44,7 @@ describe('DurableStore.listVersions', () => {
       await store.durable.insertIfAbsent(ns, id, value);
     }
     // Let the entry events land in the local copy first, then make the copy diverge from the cluster.
-    await until('entry events', () => [same, remoteOnly, stale, conflicting].every((id) => events.has(id)));
+    await waitFor('entry events', () => [same, remoteOnly, stale, conflicting].every((id) => events.has(id)));
     local.db.prepare('DELETE FROM durable WHERE ns = ? AND id = ?').run(ns, remoteOnly); // this node lost its copy
     local.durable.put(ns, localOnly, secretRecord(1, 'w-local')); // the cluster lost it (a full restart)
     local.durable.put(ns, stale, secretRecord(1, 'w-old')); // same secret, older wrapping: the cluster's wins
@@ -113,12 +79,12 @@ describe('two STS nodes', () => {
       ...FAST_ROTATION,
       'pop.rotationCheckIntervalMs': 15 * MIN, // only the explicit maintenance runs below
       'cluster.enabled': true,
-      'cluster.name': cluster.name,
-      'cluster.members': cluster.memberList,
+      'cluster.name': member.cluster().name,
+      'cluster.members': member.cluster().memberList,
     };
     const start = async (): Promise<TestSts> => {
       const t = await startTestSts({ clock, env, overrides });
-      cleanups.push(() => t.stop(true));
+      member.cleanup(() => t.stop(true));
       return t;
     };
     const a = await start();
@@ -133,11 +99,11 @@ describe('two STS nodes', () => {
     // A new management key (rotated on A, learnt by B), primary 10 minutes later.
     await a.sts.ring.rotate(['secret']);
     clock.advance(10 * MIN);
-    await until('B has the new key', () => b.sts.ring.primary('secret').record.kid !== kid1);
+    await waitFor('B has the new key', () => b.sts.ring.primary('secret').record.kid !== kid1);
 
     // A's own copy of the secret is gone (it missed it; only the cluster map has it), and A cannot re-wrap.
     const aDb = new Database(join(a.dataDir, 'sts.db'));
-    await until('A holds a copy', () => aDb.prepare("SELECT count(*) FROM durable WHERE ns = 'user_secret' AND id = ?").pluck().get(made.id) === 1);
+    await waitFor('A holds a copy', () => aDb.prepare("SELECT count(*) FROM durable WHERE ns = 'user_secret' AND id = ?").pluck().get(made.id) === 1);
     aDb.prepare("DELETE FROM durable WHERE ns = 'user_secret' AND id = ?").run(made.id);
     aDb.close();
     const durable = a.sts.store.durable;
@@ -161,7 +127,7 @@ describe('two STS nodes', () => {
     durable.replaceIfSame = replace;
     await a.sts.ring.maintain();
     expect(a.sts.ring.blockedDestructions()).toEqual([]);
-    await until('B sees kid1 destroyed', () => b.sts.ring.view().find((v) => v.record.kid === kid1)!.state === 'destroyed');
+    await waitFor('B sees kid1 destroyed', () => b.sts.ring.view().find((v) => v.record.kid === kid1)!.state === 'destroyed');
     expect((JSON.parse((await b.sts.store.durable.get('key', kid1))!) as KeyRecord).sealed).toBeUndefined();
     expect((await onB.getOrCreate('https://idp.example', subject)).secret).toEqual(secret);
   });

@@ -15,6 +15,12 @@ type Entry = { kind: 'app'; app: ApplicationRecord } | { kind: 'user'; user: Use
 
 export class ReplicatedDirectory implements IdentityDirectory {
   private readonly local: SqliteDirectory;
+  /**
+   * Changes made here that the cluster has not confirmed, by map key. A publish that fails (the cluster went
+   * away between the local write and the publish) stays here and is published again before the next resync,
+   * which would otherwise bring the cluster's older record back over it, and other nodes would never learn of it.
+   */
+  private readonly unpublished = new Map<string, Entry>();
 
   private constructor(
     private readonly db: Db,
@@ -38,9 +44,22 @@ export class ReplicatedDirectory implements IdentityDirectory {
     return d;
   }
 
-  /** Applies everything the cluster holds (start-up, and after a reconnect: missed events are not replayed). */
+  /**
+   * Publishes what the cluster missed from this node, then applies everything the cluster holds (start-up, and
+   * after a reconnect: missed events are not replayed). Throws, changing nothing here, if the cluster is
+   * still unreachable: the reconnect hook runs again.
+   */
   async resync(): Promise<void> {
+    for (const [key, e] of [...this.unpublished]) {
+      await this.map.set(key, JSON.stringify(e));
+      if (this.unpublished.get(key) === e) this.unpublished.delete(key);
+    }
     for (const [, json] of await this.map.entrySet()) if (json) this.apply(JSON.parse(json) as Entry);
+  }
+
+  /** Keys of changes made here that the cluster has not confirmed yet (metrics and tests). */
+  get pendingKeys(): string[] {
+    return [...this.unpublished.keys()];
   }
 
   /** Called after a change from the cluster is written under this object (the directory cache listens). */
@@ -59,7 +78,14 @@ export class ReplicatedDirectory implements IdentityDirectory {
 
   private publish(e: Entry): void {
     const key = e.kind === 'app' ? `app:${e.app.id}` : `user:${e.user.uid}`;
-    this.map.set(key, JSON.stringify(e)).catch((err: unknown) => this.logger.error('could not publish a directory change to the cluster', { key, err }));
+    this.unpublished.set(key, e);
+    this.map.set(key, JSON.stringify(e)).then(
+      () => {
+        // A later change of the same record may be on its way: only this one is confirmed.
+        if (this.unpublished.get(key) === e) this.unpublished.delete(key);
+      },
+      (err: unknown) => this.logger.error('could not publish a directory change to the cluster; it is published again after the next reconnect', { key, err }),
+    );
   }
 
   private publishUser(uid: string): void {

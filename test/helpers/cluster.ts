@@ -4,14 +4,20 @@
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { credentials, type Client } from '@grpc/grpc-js';
+import { afterAll, beforeAll } from 'vitest';
 import { hashAdminKey, newAdminKey } from '../../src/auth/caller.js';
 import { PopServiceClient } from '../../src/gen/sts/v1/pop.js';
 import { SecretServiceClient } from '../../src/gen/sts/v1/secret.js';
 import { SessionServiceClient } from '../../src/gen/sts/v1/session.js';
+import type { ManualClock } from '../../src/clock.js';
+import { silentLogger } from '../../src/log.js';
+import { HazelcastStore } from '../../src/store/hazelcast/hazelcast-store.js';
+import { openDatabase } from '../../src/store/sqlite/database.js';
+import { SqliteStore } from '../../src/store/sqlite/sqlite-store.js';
 import { tempDir } from './server.js';
 
 const children = new Set<ChildProcess>();
@@ -179,4 +185,59 @@ export async function stopAll(): Promise<void> {
   const all = [...children];
   for (const c of all) c.kill('SIGKILL');
   await Promise.all(all.map(exited));
+}
+
+/**
+ * An in-process HazelcastStore on `cluster` over its own SQLite copy (a node's store without the rest of
+ * STS), on `clock`; `close` ends both and removes the copy.
+ */
+export async function connectStore(cluster: Cluster, clock: ManualClock): Promise<{ store: HazelcastStore; local: SqliteStore; close(): Promise<void> }> {
+  const dir = tempDir('sts-hz-store-');
+  const local = new SqliteStore(openDatabase(dir), clock);
+  const store = await HazelcastStore.connect(
+    { clusterName: cluster.name, members: [cluster.memberList], connectTimeoutMs: 30_000, invocationTimeoutMs: 5000 },
+    local.durable,
+    clock,
+    silentLogger,
+    () => undefined,
+  );
+  return {
+    store,
+    local,
+    close: async () => {
+      await store.close();
+      await local.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * For a test file of in-process cluster tests: one real member started before its tests and stopped after
+ * them, and cleanups (stores, directories) run before the member stops.
+ */
+export function oneMemberPerFile(): { cluster: () => Cluster; cleanup: (fn: () => Promise<void>) => void } {
+  let cluster: Cluster | undefined;
+  const cleanups: (() => Promise<void>)[] = [];
+  beforeAll(async () => {
+    cluster = await startCluster(1);
+  }, 120_000);
+  afterAll(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
+    await stopAll();
+  });
+  return {
+    cluster: () => cluster ?? (() => { throw new Error('the member is not started yet'); })(),
+    cleanup: (fn) => cleanups.push(fn),
+  };
+}
+
+/** Polls `fn` every 50 ms until it is true; throws naming `what` after `timeoutMs`. */
+export async function waitFor(what: string, fn: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    if (await fn()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`${what}: not true within ${timeoutMs} ms`);
 }

@@ -1,0 +1,75 @@
+/**
+ * Directory replication in cluster mode against a real Hazelcast member: a change whose publish fails (the
+ * cluster went away between the local write and the publish) is published again at the next resync, instead
+ * of being undone on this node by the cluster's older record and never reaching the other nodes.
+ */
+import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
+import type { IMap } from 'hazelcast-client';
+import { describe, expect, it } from 'vitest';
+import { ManualClock } from '../src/clock.js';
+import { silentLogger } from '../src/log.js';
+import type { ApplicationRecord } from '../src/session/directory.js';
+import { ReplicatedDirectory } from '../src/session/replicated-directory.js';
+import { openDatabase } from '../src/store/sqlite/database.js';
+import { connectStore, oneMemberPerFile, waitFor } from './helpers/cluster.js';
+import { tempDir } from './helpers/server.js';
+
+const member = oneMemberPerFile();
+
+
+/** A node's directory: its own SQLite, the cluster's real map (through `map`). */
+async function node(map: IMap<string, string>): Promise<ReplicatedDirectory> {
+  const dir = tempDir('sts-dir-repl-');
+  const db = openDatabase(dir);
+  member.cleanup(async () => {
+    db.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return ReplicatedDirectory.open(db, map, silentLogger);
+}
+
+function app(id: string, disabled = false): ApplicationRecord {
+  return { id, name: id, secretHash: 'x', tags: [], defaultRoles: [], trusted: false, admin: false, personalFields: false, fullToken: false, minSecurityLevel: 0, idleTimeoutMs: 0, maxLifetimeMs: 0, disabled, createdAt: 0 };
+}
+
+describe('ReplicatedDirectory', () => {
+  it('publishes again, at the next resync, a change the cluster did not take; the resync does not undo it', async () => {
+    const clock = new ManualClock();
+    const { store, close } = await connectStore(member.cluster(), clock);
+    member.cleanup(close);
+    const real = await store.replicationMap('sts-directory');
+    // Node A's view of the real map, whose writes fail while `failing` (the cluster unreachable for a moment).
+    let failing = false;
+    const flaky = new Proxy(real, {
+      get(target, prop, receiver) {
+        if (prop === 'set') return (k: string, v: string) => (failing ? Promise.reject(new Error('cluster unreachable')) : target.set(k, v));
+        const value = Reflect.get(target, prop, receiver) as unknown;
+        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+      },
+    });
+    const a = await node(flaky);
+    const b = await node(real);
+    const id = `app-${randomBytes(4).toString('hex')}`;
+    a.createApplication(app(id));
+    await waitFor('B learns the application', () => b.getApplication(id) !== undefined);
+    expect(a.pendingKeys).toEqual([]);
+
+    failing = true;
+    a.updateApplication(app(id, true));
+    const user = a.createUser({ username: `u-${id}`, firstName: '', lastName: '', email: '', cellphone: '', personRef: '', passwordHash: null, disabled: false, externalIssuer: null, externalSubject: null }, [], 0);
+    await waitFor('both publishes failed', () => a.pendingKeys.length === 2);
+    expect(b.getApplication(id)!.disabled).toBe(false);
+    expect(b.getUser(user.uid)).toBeUndefined();
+    // Still unreachable: the resync fails and changes nothing here.
+    await expect(a.resync()).rejects.toThrow('cluster unreachable');
+    expect(a.getApplication(id)!.disabled).toBe(true);
+
+    // Back: the resync publishes first, then pulls; nothing is undone here, and B learns both changes.
+    failing = false;
+    await a.resync();
+    expect(a.pendingKeys).toEqual([]);
+    expect(a.getApplication(id)!.disabled).toBe(true);
+    await waitFor('B learns the disabled application and the new user', () => b.getApplication(id)?.disabled === true && b.getUser(user.uid) !== undefined);
+  });
+});
