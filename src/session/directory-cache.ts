@@ -17,6 +17,7 @@
  * created), and they are frozen, so a handler that modifies a record by mistake fails loudly instead of
  * corrupting what the next call sees.
  */
+import { BoundedMap } from '../bounded-map.js';
 import type { ApplicationRecord, IdentityDirectory, NewUser, RoleRecord, UserRecord } from './directory.js';
 
 /** How often, at most, the directory generation is read (ms). */
@@ -29,26 +30,6 @@ export interface DirectoryCacheOptions {
   generation: () => number;
   /** Override of GENERATION_CHECK_MS (tests). */
   checkIntervalMs?: number;
-}
-
-/** A bounded map that forgets its oldest entry when full (insertion order; hits do not reorder). */
-class Bounded<V> {
-  private readonly m = new Map<string, V>();
-  constructor(private readonly max: number) {}
-  get(k: string): V | undefined {
-    return this.m.get(k);
-  }
-  set(k: string, v: V): void {
-    if (this.max === 0) return;
-    if (this.m.size >= this.max) this.m.delete(this.m.keys().next().value!);
-    this.m.set(k, v);
-  }
-  clear(): void {
-    this.m.clear();
-  }
-  get size(): number {
-    return this.m.size;
-  }
 }
 
 function freezeApp(a: ApplicationRecord): ApplicationRecord {
@@ -64,10 +45,10 @@ function freezeRoles(roles: RoleRecord[]): RoleRecord[] {
 }
 
 export class CachedDirectory implements IdentityDirectory {
-  private readonly apps: Bounded<ApplicationRecord>;
-  private readonly users: Bounded<UserRecord>;
+  private readonly apps: BoundedMap<ApplicationRecord>;
+  private readonly users: BoundedMap<UserRecord>;
   /** Keyed by uid, then "\n" and the application id ("" for every application's roles). */
-  private readonly roles: Bounded<RoleRecord[]>;
+  private readonly roles: BoundedMap<RoleRecord[]>;
   private readonly checkIntervalMs: number;
   private seenGeneration: number;
   private checkedAt: number;
@@ -76,9 +57,9 @@ export class CachedDirectory implements IdentityDirectory {
     private readonly inner: IdentityDirectory,
     private readonly options: DirectoryCacheOptions,
   ) {
-    this.apps = new Bounded(options.maxEntries);
-    this.users = new Bounded(options.maxEntries);
-    this.roles = new Bounded(options.maxEntries);
+    this.apps = new BoundedMap(options.maxEntries);
+    this.users = new BoundedMap(options.maxEntries);
+    this.roles = new BoundedMap(options.maxEntries);
     this.checkIntervalMs = options.checkIntervalMs ?? GENERATION_CHECK_MS;
     this.seenGeneration = options.generation();
     this.checkedAt = performance.now();

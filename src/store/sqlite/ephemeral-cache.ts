@@ -10,6 +10,7 @@
  *    were found are kept here, so an insert by anyone is seen at once.
  * Expiry is checked here against the same clock as in SQL, so a cached record ends when its row would.
  */
+import { BoundedMap } from '../../bounded-map.js';
 import type { EphemeralNamespace } from '../adapter.js';
 
 interface Entry {
@@ -21,11 +22,11 @@ interface Entry {
 export const CACHED_NAMESPACES: ReadonlySet<EphemeralNamespace> = new Set(['app_token', 'user_token']);
 
 export class EphemeralCache {
-  private readonly maps = new Map<EphemeralNamespace, Map<string, Entry>>();
+  private readonly maps = new Map<EphemeralNamespace, BoundedMap<Entry>>();
 
   /** `maxEntries` per namespace; the oldest entry goes first. 0: nothing is kept. */
-  constructor(private readonly maxEntries: number) {
-    for (const ns of CACHED_NAMESPACES) this.maps.set(ns, new Map());
+  constructor(maxEntries: number) {
+    for (const ns of CACHED_NAMESPACES) this.maps.set(ns, new BoundedMap(maxEntries));
   }
 
   /** The value if cached and live at `now`; undefined if not cached (the caller reads SQLite). */
@@ -39,10 +40,7 @@ export class EphemeralCache {
   }
 
   set(ns: EphemeralNamespace, id: string, value: string, expiresAt: number): void {
-    const m = this.maps.get(ns);
-    if (!m || this.maxEntries === 0) return;
-    if (!m.delete(id) && m.size >= this.maxEntries) m.delete(m.keys().next().value!);
-    m.set(id, { value, expiresAt });
+    this.maps.get(ns)?.set(id, { value, expiresAt });
   }
 
   forget(ns: EphemeralNamespace, id: string): void {
