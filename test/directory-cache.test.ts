@@ -10,7 +10,7 @@ import { CachedDirectory, GENERATION_CHECK_MS } from '../src/session/directory-c
 import { type ApplicationRecord, SqliteDirectory } from '../src/session/directory.js';
 import { exportDirectory, importDirectory } from '../src/session/directory-file.js';
 import { call } from './helpers/call.js';
-import { addRole, createApp, createUser } from './helpers/directory.js';
+import { addRole, appRecord, createApp, createUser } from './helpers/directory.js';
 import { type TestSts, startTestSts, tempDir } from './helpers/server.js';
 
 const open: Db[] = [];
@@ -21,25 +21,9 @@ afterEach(async () => {
   t = undefined;
 });
 
-function app(id: string, overrides: Partial<ApplicationRecord> = {}): ApplicationRecord {
-  return {
-    id,
-    name: id,
-    secretHash: 'x',
-    tags: ['t'],
-    defaultRoles: [{ applicationId: id, organizationName: '', roleName: 'r', roleValue: '' }],
-    trusted: false,
-    admin: false,
-    personalFields: false,
-    fullToken: false,
-    minSecurityLevel: 0,
-    idleTimeoutMs: 0,
-    maxLifetimeMs: 0,
-    disabled: false,
-    createdAt: 0,
-    ...overrides,
-  };
-}
+/** An application whose record has arrays, so freezing is tested on them too. */
+const app = (id: string, overrides: Partial<ApplicationRecord> = {}): ApplicationRecord =>
+  appRecord(id, { tags: ['t'], defaultRoles: [{ applicationId: id, organizationName: '', roleName: 'r', roleValue: '' }], ...overrides });
 
 /** The server's connection and, on the same file, "another process" (a second connection). */
 function twoConnections(): { dir: string; db: Db; other: Db } {

@@ -9,10 +9,10 @@ import type { IMap } from 'hazelcast-client';
 import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../src/clock.js';
 import { silentLogger } from '../src/log.js';
-import type { ApplicationRecord } from '../src/session/directory.js';
 import { ReplicatedDirectory } from '../src/session/replicated-directory.js';
 import { openDatabase } from '../src/store/sqlite/database.js';
 import { connectStore, oneMemberPerFile, waitFor } from './helpers/cluster.js';
+import { appRecord } from './helpers/directory.js';
 import { tempDir } from './helpers/server.js';
 
 const member = oneMemberPerFile();
@@ -27,10 +27,6 @@ async function node(map: IMap<string, string>): Promise<ReplicatedDirectory> {
     rmSync(dir, { recursive: true, force: true });
   });
   return ReplicatedDirectory.open(db, map, silentLogger);
-}
-
-function app(id: string, disabled = false): ApplicationRecord {
-  return { id, name: id, secretHash: 'x', tags: [], defaultRoles: [], trusted: false, admin: false, personalFields: false, fullToken: false, minSecurityLevel: 0, idleTimeoutMs: 0, maxLifetimeMs: 0, disabled, createdAt: 0 };
 }
 
 describe('ReplicatedDirectory', () => {
@@ -51,12 +47,12 @@ describe('ReplicatedDirectory', () => {
     const a = await node(flaky);
     const b = await node(real);
     const id = `app-${randomBytes(4).toString('hex')}`;
-    a.createApplication(app(id));
+    a.createApplication(appRecord(id));
     await waitFor('B learns the application', () => b.getApplication(id) !== undefined);
     expect(a.pendingKeys).toEqual([]);
 
     failing = true;
-    a.updateApplication(app(id, true));
+    a.updateApplication(appRecord(id, { disabled: true }));
     const user = a.createUser({ username: `u-${id}`, firstName: '', lastName: '', email: '', cellphone: '', personRef: '', passwordHash: null, disabled: false, externalIssuer: null, externalSubject: null }, [], 0);
     await waitFor('both publishes failed', () => a.pendingKeys.length === 2);
     expect(b.getApplication(id)!.disabled).toBe(false);

@@ -68,6 +68,8 @@ describe('the ephemeral cache', () => {
     expect(await e.find('app_token', 't1')).toBe('x');
     expect(await e.find('app_token', 't2')).toBe('y');
     expect(await e.destroyGroup('app_token', 'app')).toBe(1);
+    // Only the group's records leave the cache: other applications' tokens stay in memory.
+    expect(e.cache.size('app_token')).toBe(1);
     expect(await e.find('app_token', 't1')).toBeUndefined();
     expect(await e.find('app_token', 't2')).toBe('y');
 

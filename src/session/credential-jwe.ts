@@ -34,17 +34,17 @@ export type CredentialCheck =
   | { ok: true; jti: string; ttlMs: number }
   | { ok: false; reason: Exclude<CredentialRefusal, 'replayed'> };
 
-/**
- * Checks the type and the claims of a decrypted credential JWE at `now` (ms). Whether the jti was seen before
- * is the caller's second step, once everything else has passed.
- */
-/**
- * Whether the claims name `audience` in "aud" (RFC 7519 section 4.1.3: a string, or an array of strings).
- */
+/** Whether the claims name `audience` in "aud" (RFC 7519 section 4.1.3: a string, or an array of strings). */
 function hasAudience(claims: Record<string, unknown>, audience: string): boolean {
   const aud = claims.aud;
   return aud === audience || (Array.isArray(aud) && aud.every((a) => typeof a === 'string') && aud.includes(audience));
 }
+
+/**
+ * Checks the type and the claims of a decrypted credential JWE at `now` (ms); `audience`, for a user's
+ * credential, is the application that must be named in "aud". Whether the jti was seen before is the
+ * caller's second step, once the secret in it has been verified.
+ */
 
 export function checkCredentialClaims(typ: string | undefined, claims: Record<string, unknown>, now: number, maxLifetimeMs: number, audience?: string): CredentialCheck {
   if (typ !== TOKEN_TYP.credential) return { ok: false, reason: 'typ' };

@@ -2,11 +2,33 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Application } from '../../src/gen/sts/v1/session.js';
+import type { ApplicationRecord } from '../../src/session/directory.js';
 import { call } from './call.js';
 import type { TestSts } from './server.js';
 
 export function adminToken(t: TestSts): string {
   return readFileSync(join(t.dataDir, 'admin.token'), 'utf8').trim();
+}
+
+/** A directory record of an application (no secret behind its hash), for tests below the RPC layer. */
+export function appRecord(id: string, overrides: Partial<ApplicationRecord> = {}): ApplicationRecord {
+  return {
+    id,
+    name: id,
+    secretHash: 'x',
+    tags: [],
+    defaultRoles: [],
+    trusted: false,
+    admin: false,
+    personalFields: false,
+    fullToken: false,
+    minSecurityLevel: 0,
+    idleTimeoutMs: 0,
+    maxLifetimeMs: 0,
+    disabled: false,
+    createdAt: 0,
+    ...overrides,
+  };
 }
 
 export function appDefaults(id: string, overrides: Partial<Application> = {}): Application {

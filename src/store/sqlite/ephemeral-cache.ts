@@ -19,7 +19,7 @@ interface Entry {
 }
 
 /** Namespaces read on every call; tickets are read once, throttling counters rarely: not worth memory. */
-export const CACHED_NAMESPACES: ReadonlySet<EphemeralNamespace> = new Set(['app_token', 'user_token']);
+const CACHED_NAMESPACES: ReadonlySet<EphemeralNamespace> = new Set(['app_token', 'user_token']);
 
 export class EphemeralCache {
   private readonly maps = new Map<EphemeralNamespace, BoundedMap<Entry>>();
@@ -45,11 +45,6 @@ export class EphemeralCache {
 
   forget(ns: EphemeralNamespace, id: string): void {
     this.maps.get(ns)?.delete(id);
-  }
-
-  /** Drops a whole namespace (group deletions: rare, administrative, and cheaper to refill than to index). */
-  forgetAll(ns: EphemeralNamespace): void {
-    this.maps.get(ns)?.clear();
   }
 
   /** Entries held in a namespace (tests). */

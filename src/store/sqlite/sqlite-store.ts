@@ -7,7 +7,7 @@ import type { Clock } from '../../clock.js';
 import type { DurableNamespace, DurableStore, EphemeralNamespace, EphemeralStore, GroupEntry, Store } from '../adapter.js';
 import Database from 'better-sqlite3';
 import type { Db } from './database.js';
-import { CACHED_NAMESPACES, EphemeralCache } from './ephemeral-cache.js';
+import { EphemeralCache } from './ephemeral-cache.js';
 
 export interface SqliteStoreOptions {
   /** Live application tokens and user sessions kept in memory, per kind (see EphemeralCache). 0: none. */
@@ -37,12 +37,11 @@ export class SqliteEphemeralStore implements EphemeralStore {
         'INSERT INTO ephemeral (ns, id, value, expires_at, grp) VALUES (?, ?, ?, ?, NULL) ' +
           'ON CONFLICT (ns, id) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at, grp = NULL WHERE ephemeral.expires_at <= ?',
       ),
-      find: db.prepare('SELECT value FROM ephemeral WHERE ns = ? AND id = ? AND expires_at > ?').pluck(),
       findEntry: db.prepare('SELECT value, expires_at FROM ephemeral WHERE ns = ? AND id = ? AND expires_at > ?').raw(),
       consume: db.prepare('DELETE FROM ephemeral WHERE ns = ? AND id = ? RETURNING value, expires_at'),
       destroy: db.prepare('DELETE FROM ephemeral WHERE ns = ? AND id = ?'),
       findGroup: db.prepare('SELECT id, value FROM ephemeral WHERE ns = ? AND grp = ? AND expires_at > ?'),
-      destroyGroup: db.prepare('DELETE FROM ephemeral WHERE ns = ? AND grp = ? RETURNING expires_at'),
+      destroyGroup: db.prepare('DELETE FROM ephemeral WHERE ns = ? AND grp = ? RETURNING id, expires_at'),
       sweep: db.prepare('DELETE FROM ephemeral WHERE expires_at <= ?'),
     };
   }
@@ -70,12 +69,11 @@ export class SqliteEphemeralStore implements EphemeralStore {
 
   async find(ns: EphemeralNamespace, id: string): Promise<string | undefined> {
     const now = this.clock.now();
-    if (!CACHED_NAMESPACES.has(ns)) return this.stmts.find.get(ns, id, now) as string | undefined;
     const hit = this.cache.get(ns, id, now);
     if (hit) return hit.value;
     const row = this.stmts.findEntry.get(ns, id, now) as [string, number] | undefined;
     if (!row) return undefined;
-    this.cache.set(ns, id, row[0], row[1]);
+    this.cache.set(ns, id, row[0], row[1]); // kept only for the cached namespaces
     return row[0];
   }
 
@@ -96,8 +94,9 @@ export class SqliteEphemeralStore implements EphemeralStore {
 
   async destroyGroup(ns: EphemeralNamespace, group: string): Promise<number> {
     const now = this.clock.now();
-    this.cache.forgetAll(ns);
-    return (this.stmts.destroyGroup.all(ns, group) as { expires_at: number }[]).filter((r) => r.expires_at > now).length;
+    const removed = this.stmts.destroyGroup.all(ns, group) as { id: string; expires_at: number }[];
+    for (const r of removed) this.cache.forget(ns, r.id);
+    return removed.filter((r) => r.expires_at > now).length;
   }
 
   /** Deletes expired records; returns how many. Called on a timer by the server. */
