@@ -260,24 +260,49 @@ export function sessionService(deps: SessionServiceDeps): DomainService<SessionS
   };
 
   /** `spend`: the credential JWE's jti, spent once the password is right (see OpenedCredential). */
-  async function checkPassword(username: string, password: string, peer: string, spend?: () => Promise<boolean>): Promise<UserRecord> {
-    await throttle.before('user', username, peer);
-    let user: UserRecord | undefined;
+  /**
+   * A logon's secret check under the throttle: `verify` does the deliberately slow hash comparison, and a
+   * credential JWE's jti (`spend`) is spent only once it passes. A wrong secret is audited here; a replay
+   * was audited by `spend` with its reason. Both count as failures and get the same answer.
+   */
+  async function throttledCheck(
+    kind: 'user' | 'application',
+    key: string,
+    peer: string,
+    verify: () => Promise<boolean>,
+    spend: (() => Promise<boolean>) | undefined,
+    failed: { event: string; message: string },
+  ): Promise<void> {
+    await throttle.before(kind, key, peer);
     let ok = false;
     let replayed = false;
     try {
-      user = directory.findUserByUsername(username);
-      // Unknown user, no password, wrong password and disabled user: the same work and the same answer.
-      ok = (await verifySecret(password, user?.passwordHash)) && user !== undefined && !user.disabled;
+      ok = await verify();
       if (ok && spend) replayed = !(ok = await spend());
     } finally {
-      await (ok ? throttle.succeeded('user', username, peer) : throttle.failed('user', username, peer));
+      await (ok ? throttle.succeeded(kind, key, peer) : throttle.failed(kind, key, peer));
     }
-    if (!ok || !user) {
-      if (!replayed) audit('user.logon_failed', { peer });
-      throw new StsError('invalid_credentials', INVALID_USER_CREDENTIALS);
+    if (!ok) {
+      if (!replayed) audit(failed.event, { peer });
+      throw new StsError('invalid_credentials', failed.message);
     }
-    return user;
+  }
+
+  async function checkPassword(username: string, password: string, peer: string, spend?: () => Promise<boolean>): Promise<UserRecord> {
+    let user: UserRecord | undefined;
+    await throttledCheck(
+      'user',
+      username,
+      peer,
+      async () => {
+        user = directory.findUserByUsername(username);
+        // Unknown user, no password, wrong password and disabled user: the same work and the same answer.
+        return (await verifySecret(password, user?.passwordHash)) && user !== undefined && !user.disabled;
+      },
+      spend,
+      { event: 'user.logon_failed', message: INVALID_USER_CREDENTIALS },
+    );
+    return user!;
   }
 
   async function startSession(user: UserRecord, app: ApplicationRecord, level: number, method: 'password' | 'third_party') {
@@ -307,21 +332,19 @@ export function sessionService(deps: SessionServiceDeps): DomainService<SessionS
             }));
       text('application_id', id, 1, 128);
       text('application_secret', secret, 1, 1024);
-      await throttle.before('application', id, ctx.peer);
-      let app: ApplicationRecord | undefined;
-      let ok = false;
-      let replayed = false;
-      try {
-        app = directory.getApplication(id);
-        ok = (await verifySecret(secret, app?.secretHash, APP_SECRET_PARAMS)) && app !== undefined && !app.disabled;
-        if (ok && spend) replayed = !(ok = await spend());
-      } finally {
-        await (ok ? throttle.succeeded('application', id, ctx.peer) : throttle.failed('application', id, ctx.peer));
-      }
-      if (!ok || !app) {
-        if (!replayed) audit('application.logon_failed', { peer: ctx.peer });
-        throw new StsError('invalid_credentials', INVALID_APP_CREDENTIALS);
-      }
+      let found: ApplicationRecord | undefined;
+      await throttledCheck(
+        'application',
+        id,
+        ctx.peer,
+        async () => {
+          found = directory.getApplication(id);
+          return (await verifySecret(secret, found?.secretHash, APP_SECRET_PARAMS)) && found !== undefined && !found.disabled;
+        },
+        spend,
+        { event: 'application.logon_failed', message: INVALID_APP_CREDENTIALS },
+      );
+      const app = found!;
       const token = await sessions.createAppToken(app.id, policy.applicationTokenLifetimeMs, policy.applicationTokenMaxLifetimeMs);
       ctx.logFields.caller = app.id;
       audit('application.logon', { application: app.id });
