@@ -4,6 +4,7 @@
  */
 import { type JsonWebKeyInput, createPublicKey } from 'node:crypto';
 import { type JWK, CompactEncrypt, calculateJwkThumbprint, importJWK } from 'jose';
+import { BoundedMap } from '../bounded-map.js';
 import { EcdhRecipient } from '../crypto/jose-primitives.js';
 import { StsError, invalidArgument } from '../errors.js';
 import type { ResourceServer } from '../gen/sts/v1/secret.js';
@@ -116,8 +117,8 @@ const fromRow = (r: Row): ResourceServerRecord => ({
 export class ResourceServerRegistry {
   private readonly stmts;
   private readonly remote = new Map<string, RemoteJwks>();
-  /** Imported recipient keys, by the JWK JSON they came from. */
-  private readonly imported = new Map<string, RecipientKey>();
+  /** Imported recipient keys, by the JWK JSON they came from and by the inline JWKS text that chose them. */
+  private readonly imported = new BoundedMap<RecipientKey>(1000);
 
   constructor(
     db: Db,
@@ -191,6 +192,10 @@ export class ResourceServerRegistry {
    * given by URL). UNAVAILABLE when the JWKS cannot be fetched, FAILED_PRECONDITION when it has no usable key.
    */
   async recipientKey(rs: ResourceServerRecord): Promise<RecipientKey> {
+    // An inline JWKS determines the recipient by its text alone: a hit skips parsing and choosing the key.
+    const inlineKey = rs.jwksJson !== null ? `jwks:${rs.jwksJson}` : undefined;
+    const known = inlineKey === undefined ? undefined : this.imported.get(inlineKey);
+    if (known) return known;
     let jwks: Jwks;
     if (rs.jwksJson !== null) {
       jwks = JSON.parse(rs.jwksJson) as Jwks;
@@ -209,9 +214,9 @@ export class ResourceServerRegistry {
     if (!recipient) {
       const kid = chosen.jwk.kid ?? (await calculateJwkThumbprint(chosen.jwk as JWK, 'sha256'));
       recipient = { kid, alg: chosen.alg, encrypt: await encrypter(chosen.jwk, chosen.alg, kid) };
-      if (this.imported.size > 1000) this.imported.clear();
       this.imported.set(cacheKey, recipient);
     }
+    if (inlineKey !== undefined) this.imported.set(inlineKey, recipient);
     return recipient;
   }
 }
