@@ -81,7 +81,8 @@ describe('sts admin', { timeout: 180_000 }, () => {
     const conn = ['--address', t.address, '--data-dir', t.dataDir];
     const app = JSON.parse((await sts(['admin', 'apps', 'create', '--id', 'crm', '--name', 'CRM', ...conn])).stdout) as { applicationSecret: string };
     const uid = (JSON.parse((await sts(['admin', 'users', 'create', '--username', 'erin', '--password-stdin', ...conn], 'erin-password-1\n')).stdout) as { uid: string }).uid;
-    await sts(['admin', 'roles', 'add', '--uid', uid, '--app', 'crm', '--role', 'agent', '--org', 'Sales', ...conn]);
+    const added = await sts(['admin', 'roles', 'add', '--uid', uid, '--app', 'crm', '--role', 'agent', '--org', 'Sales', ...conn]);
+    expect(added.code, added.stderr).toBe(0);
 
     const file = join(tempDir(), 'directory.json');
     const exported = await sts(['admin', 'directory', 'export', '--out', file, '--data-dir', t.dataDir]);

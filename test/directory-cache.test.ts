@@ -110,6 +110,8 @@ describe('CachedDirectory', () => {
     dir.createApplication(app('a'));
     dir.createApplication(app('b'));
     const uid = dir.createUser({ username: 'u', firstName: 'F', lastName: '', email: '', cellphone: '', personRef: '', passwordHash: null, disabled: false, externalIssuer: null, externalSubject: null }, [], 0).uid;
+    // Hex: a uid never starts with "-", which a command line would read as an option (sts admin --uid).
+    expect(uid).toMatch(/^[0-9a-f]{32}$/);
     expect(dir.getApplication('a')!.trusted).toBe(false);
     expect(dir.rolesOf(uid)).toEqual([]);
     expect(dir.rolesOf(uid, 'a')).toEqual([]);

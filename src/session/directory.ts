@@ -265,7 +265,9 @@ export class SqliteDirectory implements IdentityDirectory {
   }
 
   createUser(user: NewUser, roles: readonly RoleRecord[], now: number): UserRecord {
-    const record: UserRecord = { ...user, uid: randomBytes(16).toString('base64url'), createdAt: now };
+    // Hex, not base64url: a uid that began with "-" would read as an option on a command line (sts admin
+    // ... --uid <uid> failed for one user in 64).
+    const record: UserRecord = { ...user, uid: randomBytes(16).toString('hex'), createdAt: now };
     try {
       this.db.transaction(() => {
         this.s.insertUser.run(userParams(record));
