@@ -1,13 +1,18 @@
-// Command example calls STS with the generated Go client: it logs an application on, logs a user on,
-// validates the user's token, fetches the JWKS and, when given a subject token, asks for the user's secret.
-// It prints one JSON object with every result (protobuf JSON names, camelCase) on stdout.
+// Command example calls STS with the Go client (package stsclient over the generated stubs): the application
+// logs on, a user logs on, the user's token is validated, handed over with a one-time ticket and logged out,
+// and the JWKS is fetched; when given a subject token it also asks for the user's secret. It prints one JSON
+// object with every result (protobuf JSON names, camelCase) on stdout.
 //
-//	go run ./example -address 127.0.0.1:50051 -app-id shop -app-secret ... -username dave -password ...
+//	go run ./example -address sts.example.org:50051 -ca-file ca.pem -app-id shop -app-secret ... \
+//	    -username dave -password ...
 //
-// Every flag also has an environment variable: STS_ADDRESS, STS_APP_ID, STS_APP_SECRET, STS_USERNAME,
-// STS_PASSWORD, STS_SUBJECT_TOKEN, STS_CA_FILE. A failing step prints the gRPC status and the STS error code
-// (trailing metadata sts-error-code) on stderr and exits 1; the optional GetUserSecret step reports its
-// failure in the JSON instead ("userSecret": {"error": ...}), since not every deployment serves it.
+// Every flag also has an environment variable: STSCLIENT_ADDRESS, STSCLIENT_APP_ID, STSCLIENT_APP_SECRET,
+// STSCLIENT_USERNAME, STSCLIENT_PASSWORD, STSCLIENT_SUBJECT_TOKEN, STSCLIENT_CA_FILE and STSCLIENT_INSECURE
+// (true: plaintext, for development). They are not STS_*: that namespace is the server's, which refuses
+// variables it does not know. The connection uses TLS with the system roots unless -ca-file or -insecure
+// says otherwise. A failing step prints the gRPC status and the STS error code (trailing metadata
+// sts-error-code) on stderr and exits 1; the optional GetUserSecret step reports its failure in the JSON
+// instead ("userSecret": {"error": ...}), since not every deployment serves it.
 package main
 
 import (
@@ -18,16 +23,13 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strconv"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/sts-project/sts/clients/go/stsclient"
 	stsv1 "github.com/sts-project/sts/clients/go/stsv1"
 )
 
@@ -47,20 +49,20 @@ type callError struct {
 	RetryAfterMs string `json:"retryAfterMs,omitempty"`
 }
 
-func describe(err error, trailer metadata.MD) callError {
-	st := status.Convert(err)
-	e := callError{Code: int(st.Code()), CodeName: st.Code().String(), Message: st.Message()}
-	if v := trailer.Get("sts-error-code"); len(v) > 0 {
-		e.StsErrorCode = v[0]
+func describe(err error) callError {
+	e, ok := stsclient.AsError(err)
+	if !ok {
+		return callError{Code: 2, CodeName: "Unknown", Message: err.Error()}
 	}
-	if v := trailer.Get("retry-after-ms"); len(v) > 0 {
-		e.RetryAfterMs = v[0]
+	out := callError{Code: int(e.Code), CodeName: e.Code.String(), Message: e.Details, StsErrorCode: e.StsCode}
+	if e.HasRetryAfter {
+		out.RetryAfterMs = strconv.FormatInt(e.RetryAfterMs, 10)
 	}
-	return e
+	return out
 }
 
-func fail(step string, err error, trailer metadata.MD) {
-	e := describe(err, trailer)
+func fail(step string, err error) {
+	e := describe(err)
 	fmt.Fprintf(os.Stderr, "example: %s failed: %s (gRPC %d %s, sts-error-code %q)\n", step, e.Message, e.Code, e.CodeName, e.StsErrorCode)
 	os.Exit(1)
 }
@@ -75,22 +77,26 @@ func pb(m proto.Message) json.RawMessage {
 }
 
 func main() {
-	address := flag.String("address", env("STS_ADDRESS", "127.0.0.1:50051"), "STS address host:port")
-	appID := flag.String("app-id", env("STS_APP_ID", ""), "application id")
-	appSecret := flag.String("app-secret", env("STS_APP_SECRET", ""), "application secret")
-	username := flag.String("username", env("STS_USERNAME", ""), "username of the user to log on")
-	password := flag.String("password", env("STS_PASSWORD", ""), "password of the user")
-	subjectToken := flag.String("subject-token", env("STS_SUBJECT_TOKEN", ""), "optional: a user's token from a trusted identity provider; calls GetUserSecret with it")
-	caFile := flag.String("ca-file", env("STS_CA_FILE", ""), "optional: PEM CA bundle; enables TLS (plaintext without it)")
+	address := flag.String("address", env("STSCLIENT_ADDRESS", "127.0.0.1:50051"), "STS address host:port")
+	appID := flag.String("app-id", env("STSCLIENT_APP_ID", ""), "application id")
+	appSecret := flag.String("app-secret", env("STSCLIENT_APP_SECRET", ""), "application secret")
+	username := flag.String("username", env("STSCLIENT_USERNAME", ""), "username of the user to log on")
+	password := flag.String("password", env("STSCLIENT_PASSWORD", ""), "password of the user")
+	subjectToken := flag.String("subject-token", env("STSCLIENT_SUBJECT_TOKEN", ""), "optional: a user's token from a trusted identity provider; calls GetUserSecret with it")
+	caFile := flag.String("ca-file", env("STSCLIENT_CA_FILE", ""), "optional: PEM CA bundle that signed STS's certificate (default: the system roots)")
+	plaintext := flag.Bool("insecure", env("STSCLIENT_INSECURE", "") == "true", "plaintext instead of TLS (development only)")
 	timeout := flag.Duration("timeout", 10*time.Second, "deadline of each call")
 	flag.Parse()
 	if *appID == "" || *appSecret == "" || *username == "" || *password == "" {
-		fmt.Fprintln(os.Stderr, "example: -app-id, -app-secret, -username and -password (or STS_APP_ID, STS_APP_SECRET, STS_USERNAME, STS_PASSWORD) are required")
+		fmt.Fprintln(os.Stderr, "example: -app-id, -app-secret, -username and -password (or STSCLIENT_APP_ID, STSCLIENT_APP_SECRET, STSCLIENT_USERNAME, STSCLIENT_PASSWORD) are required")
 		os.Exit(64)
 	}
 
-	creds := insecure.NewCredentials()
-	if *caFile != "" {
+	opts := []stsclient.Option{stsclient.WithCredentials(*appID, *appSecret), stsclient.WithDefaultDeadline(*timeout)}
+	switch {
+	case *plaintext:
+		opts = append(opts, stsclient.WithInsecure())
+	case *caFile != "":
 		pem, err := os.ReadFile(*caFile)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "example:", err)
@@ -101,81 +107,82 @@ func main() {
 			fmt.Fprintln(os.Stderr, "example: no certificate in", *caFile)
 			os.Exit(65)
 		}
-		creds = credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})
+		opts = append(opts, stsclient.WithTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}))
 	}
-	conn, err := grpc.NewClient(*address, grpc.WithTransportCredentials(creds))
+	sts, err := stsclient.New(*address, opts...)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "example:", err)
 		os.Exit(64)
 	}
-	defer conn.Close()
-	session := stsv1.NewSessionServiceClient(conn)
-	pop := stsv1.NewPopServiceClient(conn)
-	secret := stsv1.NewSecretServiceClient(conn)
-
-	// Each call gets its own deadline; the trailer carries sts-error-code when a call fails.
-	call := func(bearer string) (context.Context, context.CancelFunc) {
-		ctx, cancel := context.WithTimeout(context.Background(), *timeout)
-		if bearer != "" {
-			ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+bearer)
-		}
-		return ctx, cancel
-	}
+	defer sts.Close()
+	ctx := context.Background()
 	out := map[string]any{}
 
-	// 1. The application logs on (anonymous call) and gets its application token.
-	var trailer metadata.MD
-	ctx, cancel := call("")
-	app, err := session.LogonApplication(ctx, &stsv1.LogonApplicationRequest{
-		Credential: &stsv1.LogonApplicationRequest_ApplicationCredential{
-			ApplicationCredential: &stsv1.ApplicationCredential{ApplicationId: *appID, ApplicationSecret: *appSecret},
-		},
-	}, grpc.Trailer(&trailer))
-	cancel()
+	// 1. The application logs on (the client does it at first use; here explicitly) and looks at its token.
+	token, err := sts.ApplicationToken(ctx)
 	if err != nil {
-		fail("LogonApplication", err, trailer)
+		fail("LogonApplication", err)
 	}
-	token := app.GetApplicationToken().GetApplicationTokenId()
+	app, err := sts.Session.ValidateApplicationToken(ctx, &stsv1.ValidateApplicationTokenRequest{ApplicationTokenId: token})
+	if err != nil {
+		fail("ValidateApplicationToken", err)
+	}
 	out["applicationToken"] = pb(app.GetApplicationToken())
 
-	// 2. A user logs on through the application.
-	ctx, cancel = call(token)
-	user, err := session.LogonUser(ctx, &stsv1.LogonUserRequest{
+	// 2. A user logs on through the application (the client sends the application token).
+	user, err := sts.Session.LogonUser(ctx, &stsv1.LogonUserRequest{
 		Credential: &stsv1.LogonUserRequest_UserCredential{UserCredential: &stsv1.UserCredential{Username: *username, Password: *password}},
-	}, grpc.Trailer(&trailer))
-	cancel()
+	})
 	if err != nil {
-		fail("LogonUser", err, trailer)
+		fail("LogonUser", err)
 	}
 	out["userLogon"] = pb(user)
 
 	// 3. The user's token is validated (here by its signed JWT; by id works too).
-	ctx, cancel = call(token)
-	valid, err := session.ValidateUserToken(ctx, &stsv1.ValidateUserTokenRequest{
+	valid, err := sts.Session.ValidateUserToken(ctx, &stsv1.ValidateUserTokenRequest{
 		Token: &stsv1.ValidateUserTokenRequest_UserTokenJwt{UserTokenJwt: user.GetUserTokenJwt()},
-	}, grpc.Trailer(&trailer))
-	cancel()
+	})
 	if err != nil {
-		fail("ValidateUserToken", err, trailer)
+		fail("ValidateUserToken", err)
 	}
 	out["validate"] = pb(valid)
 
-	// 4. STS's public keys (anonymous).
-	ctx, cancel = call("")
-	jwks, err := pop.GetJwks(ctx, &stsv1.GetJwksRequest{}, grpc.Trailer(&trailer))
-	cancel()
+	// 4. Handover: a one-time ticket for the session (here for this application), redeemed once.
+	ticket, err := sts.Session.CreateUserTicket(ctx, &stsv1.CreateUserTicketRequest{UserTokenId: user.GetUserToken().GetUserTokenId()})
 	if err != nil {
-		fail("GetJwks", err, trailer)
+		fail("CreateUserTicket", err)
+	}
+	out["ticket"] = pb(ticket)
+	handover, err := sts.Session.GetUserTokenByUserTicket(ctx, &stsv1.GetUserTokenByUserTicketRequest{UserTicket: ticket.GetUserTicket()})
+	if err != nil {
+		fail("GetUserTokenByUserTicket", err)
+	}
+	out["handover"] = pb(handover)
+
+	// 5. Logout: the session ends at once; validating it again says so.
+	if _, err := sts.Session.ReleaseUserToken(ctx, &stsv1.ReleaseUserTokenRequest{UserTokenId: user.GetUserToken().GetUserTokenId()}); err != nil {
+		fail("ReleaseUserToken", err)
+	}
+	after, err := sts.Session.ValidateUserToken(ctx, &stsv1.ValidateUserTokenRequest{
+		Token: &stsv1.ValidateUserTokenRequest_UserTokenId{UserTokenId: user.GetUserToken().GetUserTokenId()},
+	})
+	if err != nil {
+		fail("ValidateUserToken", err)
+	}
+	out["afterLogout"] = map[string]bool{"active": after.GetActive()}
+
+	// 6. STS's public keys (anonymous).
+	jwks, err := sts.Pop.GetJwks(ctx, &stsv1.GetJwksRequest{})
+	if err != nil {
+		fail("GetJwks", err)
 	}
 	out["jwks"] = pb(jwks)
 
-	// 5. Optional: the user's secret for a resource server, from a third-party subject token.
+	// 7. Optional: the user's secret for a resource server, from a third-party subject token.
 	if *subjectToken != "" {
-		ctx, cancel = call(token)
-		sec, err := secret.GetUserSecret(ctx, &stsv1.GetUserSecretRequest{SubjectToken: *subjectToken}, grpc.Trailer(&trailer))
-		cancel()
+		sec, err := sts.Secret.GetUserSecret(ctx, &stsv1.GetUserSecretRequest{SubjectToken: *subjectToken})
 		if err != nil {
-			out["userSecret"] = map[string]any{"error": describe(err, trailer)}
+			out["userSecret"] = map[string]any{"error": describe(err)}
 		} else {
 			out["userSecret"] = pb(sec)
 		}

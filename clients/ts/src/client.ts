@@ -26,24 +26,27 @@ import {
   credentials as grpcCredentials,
   status,
 } from '@grpc/grpc-js';
-import { PopServiceService } from './gen/sts/v1/pop.js';
-import { SecretServiceService } from './gen/sts/v1/secret.js';
-import { SessionServiceService } from './gen/sts/v1/session.js';
+import type { DeepPartial } from './gen/sts/v1/common.js';
+import { PopServiceDefinition } from './gen/sts/v1/pop.js';
+import { SecretServiceDefinition } from './gen/sts/v1/secret.js';
+import { SessionServiceDefinition } from './gen/sts/v1/session.js';
 import { JwksCache, type JwksCacheOptions } from './jwks.js';
 
 /** Methods retried on UNAVAILABLE: they read, so sending them twice changes nothing. */
 export const IDEMPOTENT_METHODS: ReadonlySet<string> = new Set([
-  PopServiceService.getJwks.path,
-  PopServiceService.listKeys.path,
-  PopServiceService.verify.path,
-  SessionServiceService.validateUserToken.path,
-  SessionServiceService.validateApplicationToken.path,
-  SessionServiceService.getUserTokenByUserTokenId.path,
-  SessionServiceService.getApplicationInfo.path,
+  '/sts.v1.PopService/GetJwks',
+  '/sts.v1.PopService/ListKeys',
+  '/sts.v1.PopService/Verify',
+  '/sts.v1.SessionService/ValidateUserToken',
+  '/sts.v1.SessionService/ValidateApplicationToken',
+  '/sts.v1.SessionService/GetUserTokenByUserTokenId',
+  '/sts.v1.SessionService/GetApplicationInfo',
 ]);
 
+const LOGON_APPLICATION = '/sts.v1.SessionService/LogonApplication';
+const RENEW_APPLICATION_TOKEN = '/sts.v1.SessionService/RenewApplicationToken';
 /** Methods that need no credential. */
-const ANONYMOUS_METHODS: ReadonlySet<string> = new Set([SessionServiceService.logonApplication.path, PopServiceService.getJwks.path]);
+const ANONYMOUS_METHODS: ReadonlySet<string> = new Set([LOGON_APPLICATION, '/sts.v1.PopService/GetJwks']);
 
 /** A failed STS call. */
 export class StsClientError extends Error {
@@ -103,18 +106,47 @@ export interface StsCallOptions {
   metadata?: Metadata;
 }
 
-type UnaryDefinition = { path: string; requestSerialize: (value: never) => Buffer; responseDeserialize: (value: Buffer) => unknown };
+/** What the client needs of a ts-proto message type (`MessageFns`): untyped, for the call machinery. */
+interface MessageType {
+  encode(message: never): { finish(): Uint8Array };
+  decode(input: Uint8Array): unknown;
+  fromPartial(object: never): unknown;
+}
+/** One unary method as the client calls it: the full path and how to (de)serialize. */
+type UnaryDefinition = { path: string; serialize: (request: unknown) => Buffer; deserialize: (bytes: Buffer) => unknown };
+/** A ts-proto generic service definition (outputServices=generic-definitions). */
+type ServiceDefinition = { fullName: string; methods: Record<string, { name: string; requestType: MessageType; responseType: MessageType }> };
 
-/** The promise form of a ts-proto service definition: `method(request, options?) => Promise<response>`. */
-export type PromiseService<D> = {
-  [K in keyof D]: D[K] extends { requestSerialize: (value: infer Req) => Buffer; responseDeserialize: (value: Buffer) => infer Res }
-    ? (request: Req, options?: StsCallOptions) => Promise<Res>
+/**
+ * The promise form of a ts-proto generic service definition: `method(request, options?) => Promise<response>`.
+ * A request may leave out any field, as `fromPartial` allows (proto3 defaults fill them in).
+ */
+export type PromiseService<D extends { methods: object }> = {
+  [K in keyof D['methods']]: D['methods'][K] extends { requestType: { fromPartial: (...args: never[]) => infer Req }; responseType: { decode: (...args: never[]) => infer Res } }
+    ? (request: DeepPartial<Req>, options?: StsCallOptions) => Promise<Res>
     : never;
 };
 
-export type PopApi = PromiseService<typeof PopServiceService>;
-export type SessionApi = PromiseService<typeof SessionServiceService>;
-export type SecretApi = PromiseService<typeof SecretServiceService>;
+export type PopApi = PromiseService<typeof PopServiceDefinition>;
+export type SessionApi = PromiseService<typeof SessionServiceDefinition>;
+export type SecretApi = PromiseService<typeof SecretServiceDefinition>;
+
+/** The unary definitions of a service, by method name (lowerCamel), with partial requests completed. */
+function unaryDefinitions(service: ServiceDefinition): Record<string, UnaryDefinition> {
+  const out: Record<string, UnaryDefinition> = {};
+  for (const [name, m] of Object.entries(service.methods)) {
+    const req = m.requestType as unknown as { encode(message: unknown): { finish(): Uint8Array }; fromPartial(object: unknown): unknown };
+    out[name] = {
+      path: `/${service.fullName}/${m.name}`,
+      serialize: (request) => Buffer.from(req.encode(req.fromPartial(request ?? {})).finish()),
+      deserialize: (bytes) => m.responseType.decode(bytes),
+    };
+  }
+  return out;
+}
+const POP = unaryDefinitions(PopServiceDefinition);
+const SESSION = unaryDefinitions(SessionServiceDefinition);
+const SECRET = unaryDefinitions(SecretServiceDefinition);
 
 /** Runs the renewal timer. The default uses real timers (unref'd); tests pass one they fire themselves. */
 export interface StsScheduler {
@@ -218,8 +250,8 @@ export function createStsClient(options: StsClientOptions): StsClient {
     return new Promise<Res>((resolve, reject) => {
       channel.makeUnaryRequest<unknown, Res>(
         def.path,
-        def.requestSerialize as (value: unknown) => Buffer,
-        def.responseDeserialize as (value: Buffer) => Res,
+        def.serialize,
+        def.deserialize as (value: Buffer) => Res,
         request,
         metadata,
         { deadline },
@@ -264,7 +296,7 @@ export function createStsClient(options: StsClientOptions): StsClient {
       try {
         const sentAt = now();
         const res = await unary<{ applicationToken?: { applicationTokenId: string; issueTime?: Date; expireTime?: Date } }>(
-          SessionServiceService.logonApplication,
+          SESSION.logonApplication!,
           { credential: { $case: 'applicationCredential', value: { applicationId: creds.applicationId, applicationSecret: creds.applicationSecret } } },
           new Metadata(),
           deadline,
@@ -303,7 +335,7 @@ export function createStsClient(options: StsClientOptions): StsClient {
       const md = new Metadata();
       md.set('authorization', `Bearer ${current.id}`);
       const res = await unary<{ applicationToken?: { expireTime?: Date } }>(
-        SessionServiceService.renewApplicationToken,
+        SESSION.renewApplicationToken!,
         { applicationTokenId: current.id },
         md,
         Date.now() + defaultDeadlineMs,
@@ -319,7 +351,7 @@ export function createStsClient(options: StsClientOptions): StsClient {
       emit({ type: 'renewed', applicationId, expiresAt: current.expiresAt });
       schedule(sentAt + renewAt * Math.max(0, grantedMs));
     } catch (err) {
-      const error = err instanceof StsClientError ? err : new StsClientError({ code: status.UNKNOWN, details: String(err), method: SessionServiceService.renewApplicationToken.path, cause: err });
+      const error = err instanceof StsClientError ? err : new StsClientError({ code: status.UNKNOWN, details: String(err), method: RENEW_APPLICATION_TOKEN, cause: err });
       emit({ type: 'renewal-failed', applicationId, error });
       if (closed || held !== current) return;
       if (error.code === status.UNAUTHENTICATED) {
@@ -381,18 +413,18 @@ export function createStsClient(options: StsClientOptions): StsClient {
     }
   }
 
-  function bind<D extends Record<string, UnaryDefinition>>(definition: D): PromiseService<D> {
+  function bind<A>(definitions: Record<string, UnaryDefinition>): A {
     const api: Record<string, (request: unknown, o?: StsCallOptions) => Promise<unknown>> = {};
-    for (const [name, def] of Object.entries(definition)) api[name] = (request, o) => invoke(def, request, o);
-    return api as PromiseService<D>;
+    for (const [name, def] of Object.entries(definitions)) api[name] = (request, o) => invoke(def, request, o);
+    return api as A;
   }
 
-  const pop = bind(PopServiceService);
+  const pop = bind<PopApi>(POP);
   const keys = new JwksCache(() => pop.getJwks({}), { now, ...options.jwks });
   return {
     pop,
-    session: bind(SessionServiceService),
-    secret: bind(SecretServiceService),
+    session: bind<SessionApi>(SESSION),
+    secret: bind<SecretApi>(SECRET),
     keys,
     applicationToken: () => token(),
     close() {

@@ -2167,6 +2167,133 @@ export const ListKeysResponse: MessageFns<ListKeysResponse> = {
  * on a schedule: STAGED (published, not yet used), PRIMARY (encrypts/signs), DECRYPT_ONLY (still decrypts
  * and verifies), DESTROYED. Private and secret keys never leave STS.
  */
+export type PopServiceDefinition = typeof PopServiceDefinition;
+export const PopServiceDefinition = {
+  name: "PopService",
+  fullName: "sts.v1.PopService",
+  methods: {
+    /**
+     * GetJwks returns the public keys of STS as a JWKS (RFC 7517). Anonymous: no authorization needed.
+     * Errors: UNAVAILABLE while the key ring cannot be read.
+     */
+    getJwks: {
+      name: "GetJwks",
+      requestType: GetJwksRequest as typeof GetJwksRequest,
+      requestStream: false,
+      responseType: GetJwksResponse as typeof GetJwksResponse,
+      responseStream: false,
+      options: {},
+    },
+    /**
+     * Decrypt decrypts a compact JWE encrypted to any non-destroyed STS encryption key, except JWEs typed for
+     * STS's own use ("typ" or "cty" starting with "sts-", such as credential JWEs).
+     * Caller: an authenticated application. Errors: INVALID_ARGUMENT "decryption failed" for every crypto
+     * failure (wrong key, tampered data, unknown or destroyed kid) and for those reserved types,
+     * UNAUTHENTICATED without a valid token.
+     */
+    decrypt: {
+      name: "Decrypt",
+      requestType: DecryptRequest as typeof DecryptRequest,
+      requestStream: false,
+      responseType: DecryptResponse as typeof DecryptResponse,
+      responseStream: false,
+      options: {},
+    },
+    /**
+     * Sign signs a payload as a compact JWS (RFC 7515) with the PRIMARY signing key.
+     * Caller: an authenticated application. Errors: INVALID_ARGUMENT for an empty or oversized payload.
+     */
+    sign: {
+      name: "Sign",
+      requestType: SignRequest as typeof SignRequest,
+      requestStream: false,
+      responseType: SignResponse as typeof SignResponse,
+      responseStream: false,
+      options: {},
+    },
+    /**
+     * Verify verifies a compact JWS made by STS with any published signing key (STAGED, PRIMARY,
+     * DECRYPT_ONLY). Caller: an authenticated application. Errors: INVALID_ARGUMENT "signature verification
+     * failed" for every verification failure.
+     */
+    verify: {
+      name: "Verify",
+      requestType: VerifyRequest as typeof VerifyRequest,
+      requestStream: false,
+      responseType: VerifyResponse as typeof VerifyResponse,
+      responseStream: false,
+      options: {},
+    },
+    /**
+     * GenerateDataKey returns a fresh AES data key in plaintext and wrapped under the PRIMARY secret key,
+     * like AWS KMS GenerateDataKey. Store the wrapped form; Unwrap it when needed. Caller: an authenticated
+     * application. Errors: INVALID_ARGUMENT for an unsupported key length.
+     */
+    generateDataKey: {
+      name: "GenerateDataKey",
+      requestType: GenerateDataKeyRequest as typeof GenerateDataKeyRequest,
+      requestStream: false,
+      responseType: GenerateDataKeyResponse as typeof GenerateDataKeyResponse,
+      responseStream: false,
+      options: {},
+    },
+    /**
+     * Unwrap returns the plaintext of a data key wrapped by GenerateDataKey or Rewrap. Caller: an
+     * authenticated application. Errors: INVALID_ARGUMENT "unwrap failed" for every crypto failure
+     * (including a wrong context).
+     */
+    unwrap: {
+      name: "Unwrap",
+      requestType: UnwrapRequest as typeof UnwrapRequest,
+      requestStream: false,
+      responseType: UnwrapResponse as typeof UnwrapResponse,
+      responseStream: false,
+      options: {},
+    },
+    /**
+     * Rewrap re-wraps a wrapped data key under the current PRIMARY secret key without revealing the plaintext.
+     * Caller: an authenticated application. Errors: as Unwrap.
+     */
+    rewrap: {
+      name: "Rewrap",
+      requestType: RewrapRequest as typeof RewrapRequest,
+      requestStream: false,
+      responseType: RewrapResponse as typeof RewrapResponse,
+      responseStream: false,
+      options: {},
+    },
+    /**
+     * RotateKeys creates new keys now instead of waiting for the schedule. Caller: an administrator.
+     * Errors: PERMISSION_DENIED for non-administrators, UNAVAILABLE when the key ring cannot be written
+     * (nothing changes then).
+     */
+    rotateKeys: {
+      name: "RotateKeys",
+      requestType: RotateKeysRequest as typeof RotateKeysRequest,
+      requestStream: false,
+      responseType: RotateKeysResponse as typeof RotateKeysResponse,
+      responseStream: false,
+      options: {},
+    },
+    /** ListKeys lists key metadata (never key material). Caller: an authenticated application. */
+    listKeys: {
+      name: "ListKeys",
+      requestType: ListKeysRequest as typeof ListKeysRequest,
+      requestStream: false,
+      responseType: ListKeysResponse as typeof ListKeysResponse,
+      responseStream: false,
+      options: {},
+    },
+  },
+} as const;
+
+/**
+ * PopService is the key management ("proof of possession") endpoint of STS. It publishes the public keys
+ * as a JWKS so that clients can encrypt data to STS (JWE, RFC 7516) independent of the transport, decrypts
+ * and signs for authenticated applications, issues data keys for envelope encryption, and rotates its keys
+ * on a schedule: STAGED (published, not yet used), PRIMARY (encrypts/signs), DECRYPT_ONLY (still decrypts
+ * and verifies), DESTROYED. Private and secret keys never leave STS.
+ */
 export type PopServiceService = typeof PopServiceService;
 export const PopServiceService = {
   /**

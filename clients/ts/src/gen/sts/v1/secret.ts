@@ -2030,6 +2030,106 @@ export const DeleteResourceServerResponse: MessageFns<DeleteResourceServerRespon
  * directory application (or its mTLS client certificate where configured). Registry RPCs need an
  * administrator application.
  */
+export type SecretServiceDefinition = typeof SecretServiceDefinition;
+export const SecretServiceDefinition = {
+  name: "SecretService",
+  fullName: "sts.v1.SecretService",
+  methods: {
+    /**
+     * GetUserSecret verifies the user's JWT and returns the user's secret as a compact JWE to the caller.
+     * Errors: UNAUTHENTICATED (token expired, not yet valid, bad signature, unknown kid, alg not allowed),
+     * PERMISSION_DENIED (caller not a registered resource server or not allowed for the token's audience),
+     * INVALID_ARGUMENT (malformed token, unknown issuer), UNAVAILABLE (identity provider's JWKS unreachable),
+     * FAILED_PRECONDITION (stored secret cannot be decrypted: never replaced, an operator must act).
+     */
+    getUserSecret: {
+      name: "GetUserSecret",
+      requestType: GetUserSecretRequest as typeof GetUserSecretRequest,
+      requestStream: false,
+      responseType: GetUserSecretResponse as typeof GetUserSecretResponse,
+      responseStream: false,
+      options: {},
+    },
+    /**
+     * ExchangeToken is the RFC 8693 token exchange form of GetUserSecret: subject token in, STS-signed JWT out
+     * with the encrypted secret in a claim. The RFC 8693 error name (invalid_request, invalid_grant,
+     * invalid_target, unsupported_token_type) is in the trailing metadata `sts-oauth-error`.
+     */
+    exchangeToken: {
+      name: "ExchangeToken",
+      requestType: ExchangeTokenRequest as typeof ExchangeTokenRequest,
+      requestStream: false,
+      responseType: ExchangeTokenResponse as typeof ExchangeTokenResponse,
+      responseStream: false,
+      options: {},
+    },
+    /** PutIdentityProvider creates or replaces a trusted identity provider. Caller: administrator. */
+    putIdentityProvider: {
+      name: "PutIdentityProvider",
+      requestType: PutIdentityProviderRequest as typeof PutIdentityProviderRequest,
+      requestStream: false,
+      responseType: PutIdentityProviderResponse as typeof PutIdentityProviderResponse,
+      responseStream: false,
+      options: {},
+    },
+    /** ListIdentityProviders lists trusted identity providers. Caller: administrator. */
+    listIdentityProviders: {
+      name: "ListIdentityProviders",
+      requestType: ListIdentityProvidersRequest as typeof ListIdentityProvidersRequest,
+      requestStream: false,
+      responseType: ListIdentityProvidersResponse as typeof ListIdentityProvidersResponse,
+      responseStream: false,
+      options: {},
+    },
+    /** DeleteIdentityProvider removes a trusted identity provider. Caller: administrator. Errors: NOT_FOUND. */
+    deleteIdentityProvider: {
+      name: "DeleteIdentityProvider",
+      requestType: DeleteIdentityProviderRequest as typeof DeleteIdentityProviderRequest,
+      requestStream: false,
+      responseType: DeleteIdentityProviderResponse as typeof DeleteIdentityProviderResponse,
+      responseStream: false,
+      options: {},
+    },
+    /** PutResourceServer creates or replaces a registered resource server. Caller: administrator. */
+    putResourceServer: {
+      name: "PutResourceServer",
+      requestType: PutResourceServerRequest as typeof PutResourceServerRequest,
+      requestStream: false,
+      responseType: PutResourceServerResponse as typeof PutResourceServerResponse,
+      responseStream: false,
+      options: {},
+    },
+    /** ListResourceServers lists registered resource servers. Caller: administrator. */
+    listResourceServers: {
+      name: "ListResourceServers",
+      requestType: ListResourceServersRequest as typeof ListResourceServersRequest,
+      requestStream: false,
+      responseType: ListResourceServersResponse as typeof ListResourceServersResponse,
+      responseStream: false,
+      options: {},
+    },
+    /** DeleteResourceServer removes a registered resource server. Caller: administrator. Errors: NOT_FOUND. */
+    deleteResourceServer: {
+      name: "DeleteResourceServer",
+      requestType: DeleteResourceServerRequest as typeof DeleteResourceServerRequest,
+      requestStream: false,
+      responseType: DeleteResourceServerResponse as typeof DeleteResourceServerResponse,
+      responseStream: false,
+      options: {},
+    },
+  },
+} as const;
+
+/**
+ * SecretService is the secret server. A registered resource server presents a user's JWT from a trusted
+ * identity provider; STS verifies it and returns that user's secret key (made on first use, exactly once,
+ * cluster-wide) encrypted to the resource server's public encryption key. Stored secrets are encrypted under
+ * a rotatable management key (a PopService secret key).
+ *
+ * Authorization: the caller is a resource server, authenticated with the application token of its
+ * directory application (or its mTLS client certificate where configured). Registry RPCs need an
+ * administrator application.
+ */
 export type SecretServiceService = typeof SecretServiceService;
 export const SecretServiceService = {
   /**

@@ -5562,6 +5562,284 @@ export const RemoveUserRoleResponse: MessageFns<RemoveUserRoleResponse> = {
  * marked as an administrator. Tokens that are unknown, expired or released give UNAUTHENTICATED when used
  * as the caller's credential, and `active: false` when asked about in a Validate RPC.
  */
+export type SessionServiceDefinition = typeof SessionServiceDefinition;
+export const SessionServiceDefinition = {
+  name: "SessionService",
+  fullName: "sts.v1.SessionService",
+  methods: {
+    /**
+     * LogonApplication exchanges application credentials for an application token. Anonymous.
+     * Errors: UNAUTHENTICATED "invalid application credentials" (unknown id, wrong secret, disabled
+     * application, and a credential JWE that is untyped, expired or already used are indistinguishable),
+     * RESOURCE_EXHAUSTED after repeated failures (retry-after-ms set).
+     */
+    logonApplication: {
+      name: "LogonApplication",
+      requestType: LogonApplicationRequest as typeof LogonApplicationRequest,
+      requestStream: false,
+      responseType: LogonApplicationResponse as typeof LogonApplicationResponse,
+      responseStream: false,
+      options: {},
+    },
+    /** ValidateApplicationToken reports whether an application token is active (RFC 7662 style). */
+    validateApplicationToken: {
+      name: "ValidateApplicationToken",
+      requestType: ValidateApplicationTokenRequest as typeof ValidateApplicationTokenRequest,
+      requestStream: false,
+      responseType: ValidateApplicationTokenResponse as typeof ValidateApplicationTokenResponse,
+      responseStream: false,
+      options: {},
+    },
+    /**
+     * RenewApplicationToken extends an active application token by the configured lifetime, never past its
+     * absolute lifetime (session.applicationTokenMaxLifetimeMs after the logon). Errors: UNAUTHENTICATED when it
+     * is not active or has reached its absolute lifetime (`token_invalid`): log on again.
+     */
+    renewApplicationToken: {
+      name: "RenewApplicationToken",
+      requestType: RenewApplicationTokenRequest as typeof RenewApplicationTokenRequest,
+      requestStream: false,
+      responseType: RenewApplicationTokenResponse as typeof RenewApplicationTokenResponse,
+      responseStream: false,
+      options: {},
+    },
+    /** ReleaseApplicationToken ends an application token at once. Idempotent. */
+    releaseApplicationToken: {
+      name: "ReleaseApplicationToken",
+      requestType: ReleaseApplicationTokenRequest as typeof ReleaseApplicationTokenRequest,
+      requestStream: false,
+      responseType: ReleaseApplicationTokenResponse as typeof ReleaseApplicationTokenResponse,
+      responseStream: false,
+      options: {},
+    },
+    /** GetApplicationInfo describes the calling application. */
+    getApplicationInfo: {
+      name: "GetApplicationInfo",
+      requestType: GetApplicationInfoRequest as typeof GetApplicationInfoRequest,
+      requestStream: false,
+      responseType: GetApplicationInfoResponse as typeof GetApplicationInfoResponse,
+      responseStream: false,
+      options: {},
+    },
+    /**
+     * LogonUser authenticates a user with username and password for the calling application.
+     * Errors: UNAUTHENTICATED "invalid user credentials" (wrong username, wrong password, disabled user, and a
+     * credential JWE that is untyped, expired or already used are indistinguishable), RESOURCE_EXHAUSTED after repeated failures, PERMISSION_DENIED when the application
+     * requires a higher security level than a password gives.
+     */
+    logonUser: {
+      name: "LogonUser",
+      requestType: LogonUserRequest as typeof LogonUserRequest,
+      requestStream: false,
+      responseType: LogonUserResponse as typeof LogonUserResponse,
+      responseStream: false,
+      options: {},
+    },
+    /** ValidateUserToken reports whether a user session is active, by token id or by STS-signed JWT. */
+    validateUserToken: {
+      name: "ValidateUserToken",
+      requestType: ValidateUserTokenRequest as typeof ValidateUserTokenRequest,
+      requestStream: false,
+      responseType: ValidateUserTokenResponse as typeof ValidateUserTokenResponse,
+      responseStream: false,
+      options: {},
+    },
+    /**
+     * GetUserTokenByUserTokenId returns the calling application's view of an active session.
+     * Errors: NOT_FOUND when the session is unknown, expired or released.
+     */
+    getUserTokenByUserTokenId: {
+      name: "GetUserTokenByUserTokenId",
+      requestType: GetUserTokenByUserTokenIdRequest as typeof GetUserTokenByUserTokenIdRequest,
+      requestStream: false,
+      responseType: GetUserTokenByUserTokenIdResponse as typeof GetUserTokenByUserTokenIdResponse,
+      responseStream: false,
+      options: {},
+    },
+    /**
+     * CreateUserTicket makes a one-time ticket for an active session, to be redeemed by one application.
+     * Errors: NOT_FOUND when the session is not active, NOT_FOUND when the target application is unknown.
+     */
+    createUserTicket: {
+      name: "CreateUserTicket",
+      requestType: CreateUserTicketRequest as typeof CreateUserTicketRequest,
+      requestStream: false,
+      responseType: CreateUserTicketResponse as typeof CreateUserTicketResponse,
+      responseStream: false,
+      options: {},
+    },
+    /**
+     * GetUserTokenByUserTicket redeems a ticket once: concurrent redemptions have exactly one winner.
+     * Errors: NOT_FOUND when the ticket is unknown, used, expired, bound to another application or its
+     * session ended (all indistinguishable).
+     */
+    getUserTokenByUserTicket: {
+      name: "GetUserTokenByUserTicket",
+      requestType: GetUserTokenByUserTicketRequest as typeof GetUserTokenByUserTicketRequest,
+      requestStream: false,
+      responseType: GetUserTokenByUserTicketResponse as typeof GetUserTokenByUserTicketResponse,
+      responseStream: false,
+      options: {},
+    },
+    /**
+     * RefreshUserToken slides the idle timeout of a session, capped by its absolute lifetime.
+     * Errors: NOT_FOUND when the session is not active.
+     */
+    refreshUserToken: {
+      name: "RefreshUserToken",
+      requestType: RefreshUserTokenRequest as typeof RefreshUserTokenRequest,
+      requestStream: false,
+      responseType: RefreshUserTokenResponse as typeof RefreshUserTokenResponse,
+      responseStream: false,
+      options: {},
+    },
+    /**
+     * ReleaseUserToken logs out: the session and all its tickets stop working at once, on every node.
+     * Idempotent.
+     */
+    releaseUserToken: {
+      name: "ReleaseUserToken",
+      requestType: ReleaseUserTokenRequest as typeof ReleaseUserTokenRequest,
+      requestStream: false,
+      responseType: ReleaseUserTokenResponse as typeof ReleaseUserTokenResponse,
+      responseStream: false,
+      options: {},
+    },
+    /** ReleaseUserSessions ends every session of a user. Caller: an administrator. */
+    releaseUserSessions: {
+      name: "ReleaseUserSessions",
+      requestType: ReleaseUserSessionsRequest as typeof ReleaseUserSessionsRequest,
+      requestStream: false,
+      responseType: ReleaseUserSessionsResponse as typeof ReleaseUserSessionsResponse,
+      responseStream: false,
+      options: {},
+    },
+    /** ListUserSessions lists the active sessions of a user (ASVS 7.4.5). Caller: an administrator. */
+    listUserSessions: {
+      name: "ListUserSessions",
+      requestType: ListUserSessionsRequest as typeof ListUserSessionsRequest,
+      requestStream: false,
+      responseType: ListUserSessionsResponse as typeof ListUserSessionsResponse,
+      responseStream: false,
+      options: {},
+    },
+    /**
+     * TransformUserToken returns the same session as seen by another application (its roles only), raising
+     * the security level when a step-up proof is given. Errors: NOT_FOUND (session not active or unknown
+     * target application), UNAUTHENTICATED (step-up proof wrong), PERMISSION_DENIED (target requires a
+     * higher security level than the session has).
+     */
+    transformUserToken: {
+      name: "TransformUserToken",
+      requestType: TransformUserTokenRequest as typeof TransformUserTokenRequest,
+      requestStream: false,
+      responseType: TransformUserTokenResponse as typeof TransformUserTokenResponse,
+      responseStream: false,
+      options: {},
+    },
+    /**
+     * CreateUserFromThirdPartyToken verifies a JWT from a configured identity provider, creates the user on
+     * first sight with the calling application's default roles, starts a session and returns a ticket.
+     * Errors: UNAUTHENTICATED (token invalid), UNAVAILABLE (identity provider's JWKS unreachable).
+     */
+    createUserFromThirdPartyToken: {
+      name: "CreateUserFromThirdPartyToken",
+      requestType: CreateUserFromThirdPartyTokenRequest as typeof CreateUserFromThirdPartyTokenRequest,
+      requestStream: false,
+      responseType: CreateUserFromThirdPartyTokenResponse as typeof CreateUserFromThirdPartyTokenResponse,
+      responseStream: false,
+      options: {},
+    },
+    /**
+     * CreateApplication registers an application and returns its secret once. Caller: administrator.
+     * Errors: ALREADY_EXISTS for a used id, INVALID_ARGUMENT for bad fields.
+     */
+    createApplication: {
+      name: "CreateApplication",
+      requestType: CreateApplicationRequest as typeof CreateApplicationRequest,
+      requestStream: false,
+      responseType: CreateApplicationResponse as typeof CreateApplicationResponse,
+      responseStream: false,
+      options: {},
+    },
+    /** UpdateApplication changes the fields named in update_mask. Caller: administrator. */
+    updateApplication: {
+      name: "UpdateApplication",
+      requestType: UpdateApplicationRequest as typeof UpdateApplicationRequest,
+      requestStream: false,
+      responseType: UpdateApplicationResponse as typeof UpdateApplicationResponse,
+      responseStream: false,
+      options: {},
+    },
+    /** ListApplications lists registered applications (never secrets). Caller: administrator. */
+    listApplications: {
+      name: "ListApplications",
+      requestType: ListApplicationsRequest as typeof ListApplicationsRequest,
+      requestStream: false,
+      responseType: ListApplicationsResponse as typeof ListApplicationsResponse,
+      responseStream: false,
+      options: {},
+    },
+    /** CreateUser adds a user to the directory. Caller: administrator. Errors: ALREADY_EXISTS for a used username. */
+    createUser: {
+      name: "CreateUser",
+      requestType: CreateUserRequest as typeof CreateUserRequest,
+      requestStream: false,
+      responseType: CreateUserResponse as typeof CreateUserResponse,
+      responseStream: false,
+      options: {},
+    },
+    /**
+     * UpdateUser changes the fields named in update_mask; disabling a user ends all their sessions.
+     * Caller: administrator.
+     */
+    updateUser: {
+      name: "UpdateUser",
+      requestType: UpdateUserRequest as typeof UpdateUserRequest,
+      requestStream: false,
+      responseType: UpdateUserResponse as typeof UpdateUserResponse,
+      responseStream: false,
+      options: {},
+    },
+    /** ListUsers lists users (never password hashes). Caller: administrator. */
+    listUsers: {
+      name: "ListUsers",
+      requestType: ListUsersRequest as typeof ListUsersRequest,
+      requestStream: false,
+      responseType: ListUsersResponse as typeof ListUsersResponse,
+      responseStream: false,
+      options: {},
+    },
+    /** AddUserRole gives a user a role in an application. Caller: administrator. */
+    addUserRole: {
+      name: "AddUserRole",
+      requestType: AddUserRoleRequest as typeof AddUserRoleRequest,
+      requestStream: false,
+      responseType: AddUserRoleResponse as typeof AddUserRoleResponse,
+      responseStream: false,
+      options: {},
+    },
+    /** RemoveUserRole takes a role away. Caller: administrator. Errors: NOT_FOUND for an unknown role. */
+    removeUserRole: {
+      name: "RemoveUserRole",
+      requestType: RemoveUserRoleRequest as typeof RemoveUserRoleRequest,
+      requestStream: false,
+      responseType: RemoveUserRoleResponse as typeof RemoveUserRoleResponse,
+      responseStream: false,
+      options: {},
+    },
+  },
+} as const;
+
+/**
+ * SessionService controls application and user sessions, one-time user tickets for SSO handover between
+ * applications, and the identity directory (applications, users, roles).
+ *
+ * Authorization: every RPC except LogonApplication needs an application token
+ * (`authorization: Bearer <application token id>`). Directory administration RPCs need an application
+ * marked as an administrator. Tokens that are unknown, expired or released give UNAUTHENTICATED when used
+ * as the caller's credential, and `active: false` when asked about in a Validate RPC.
+ */
 export type SessionServiceService = typeof SessionServiceService;
 export const SessionServiceService = {
   /**

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from sts.v1 import pop_pb2 as sts_dot_v1_dot_pop__pb2
+from sts_client.v1 import pop_pb2 as sts_dot_v1_dot_pop__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
