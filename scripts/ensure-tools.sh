@@ -5,7 +5,9 @@
 #
 #   ensure-tools.sh [component...]     no component: all of them
 #     grpcurl      (tests)       grpcurl, built with `go install` through the Go module proxy
-#     python       (tests, generation)  venv .tools/python with grpcio, protobuf and grpcio-tools from PyPI
+#     python       (tests, generation)  venv .tools/python with the client's pins and grpcio-tools from PyPI,
+#                  and .tools/python-wheels: those wheels (and the build backend) for the install test's
+#                  fresh venvs (test/clients-install.test.ts), so they install without the network
 #     go-modules   (tests)       the modules of the Go client (clients/go), so its test build is offline
 #     go-plugins   (generation)  protoc-gen-go and protoc-gen-go-grpc, `go install`ed into .tools/bin
 #     hazelcast    (tests)       the Hazelcast member jar in .hazelcast/, from Maven Central
@@ -18,6 +20,8 @@ PROTOC_GEN_GO_VERSION=v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION=v1.5.1
 # Python client (clients/python): runtime pins in clients/python/requirements.txt; grpcio-tools generates.
 GRPCIO_TOOLS_VERSION=1.85.1
+# The build backend of clients/python (pyproject.toml asks for setuptools>=77), for offline `pip install`.
+SETUPTOOLS_VERSION=84.2.1
 
 TOOLS="$PWD/.tools"
 mkdir -p "$TOOLS/bin"
@@ -64,15 +68,17 @@ ensure_python() {
   fi
   # The stamp names the interpreter version and every pin, so changing either rebuilds the venv.
   local want
-  want="$("$python" -c 'import sys; print("python=%d.%d.%d" % sys.version_info[:3])') grpcio-tools=$GRPCIO_TOOLS_VERSION $(grep -v '^#' clients/python/requirements.txt | tr '\n' ' ' | sed 's/ *$//')"
+  want="$("$python" -c 'import sys; print("python=%d.%d.%d" % sys.version_info[:3])') grpcio-tools=$GRPCIO_TOOLS_VERSION setuptools=$SETUPTOOLS_VERSION $(grep -v '^#' clients/python/requirements.txt | tr '\n' ' ' | sed 's/ *$//')"
   if [ -x "$venv/bin/python" ] && [ "$(cat "$venv/stamp" 2>/dev/null)" = "$want" ]; then
     return
   fi
   echo "ensure-tools: creating .tools/python ($want)" >&2
-  rm -rf "$venv"
+  rm -rf "$venv" "$TOOLS/python-wheels"
   "$python" -m venv "$venv"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
     -r clients/python/requirements.txt "grpcio-tools==$GRPCIO_TOOLS_VERSION"
+  "$venv/bin/python" -m pip download --quiet --disable-pip-version-check --no-input --dest "$TOOLS/python-wheels" \
+    -r clients/python/requirements.txt "setuptools==$SETUPTOOLS_VERSION"
   echo "$want" > "$venv/stamp"
 }
 

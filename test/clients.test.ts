@@ -1,203 +1,151 @@
 /**
- * The generated Go and Python clients, through their example programs (clients/go/example,
- * clients/python/example.py), against a real STS: application logon, user logon, validation, JWKS and the
- * optional GetUserSecret step, with the JSON each prints checked against the server. A contract change that
- * breaks a language's generated code or its example fails here (the Go build, the Python import, or the
- * output). The Go toolchain and the Python venv come from scripts/ensure-tools.sh (`npm test` runs it).
+ * The Go and Python clients' behaviour (clients/go/stsclient, clients/python/sts_client) against real STS
+ * servers, through each language's own tests (clients/go/stsclient/client_test.go,
+ * clients/python/tests/test_client.py): TLS by default, logon at first use, renewal at 80% of the lifetime and
+ * a new logon when refused or at the absolute lifetime, deadlines, retries of idempotent reads only, the error
+ * fields, offline JWT verification with the cached JWKS and single-use credential JWEs. These are the README's
+ * client table, row by row; test/client-ts.test.ts checks the TypeScript client the same way.
+ *
+ * This file starts the servers, passes them in STSCLIENT_TEST_* variables and runs the language tests; each
+ * expected test must report a pass (a missing or skipped one fails here). One server runs on a manual clock
+ * that the tests advance through a small HTTP control endpoint, so renewals are real RPCs on real tokens.
+ * The Go toolchain, its module cache and the Python venv come from scripts/ensure-tools.sh (`npm test`).
  */
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { type Server, createServer as createHttpServer } from 'node:http';
+import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import type { ServiceError } from '@grpc/grpc-js';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { JwksCache } from '../clients/ts/src/jwks.js';
-import { call } from './helpers/call.js';
+import { ManualClock } from '../src/clock.js';
 import { addRole, createApp, createUser } from './helpers/directory.js';
+import { ROOT, run, runOk } from './helpers/process.js';
 import { type TestSts, startTestSts } from './helpers/server.js';
 
-const ROOT = resolve(import.meta.dirname, '..');
-const PYTHON = join(ROOT, '.tools/python/bin/python');
 const PASSWORD = 'a long enough password';
-const SUBJECT_TOKEN = 'not-a-token-from-any-identity-provider';
+const MIN = 60_000;
+const PYTHON = join(ROOT, '.tools/python/bin/python');
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
+let clockSts: TestSts;
+let sts: TestSts;
+let tlsSts: TestSts;
+let control: Server;
+let pki: string;
+let env: NodeJS.ProcessEnv;
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const { port } = s.address() as AddressInfo;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
 }
 
-function run(cmd: string, args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<Run> {
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn(cmd, args, { cwd: options.cwd ?? ROOT, env: { ...process.env, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 60_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolvePromise({ code: code ?? -1, stdout, stderr });
-    });
-  });
+/** A CA and a server certificate for 127.0.0.1 (openssl). */
+function makePki(dir: string): void {
+  const openssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  openssl('req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=test-ca', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign');
+  openssl('req', ...ec, '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=server');
+  writeFileSync(join(dir, 'server.ext'), 'basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
+  openssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2', '-out', 'server.pem', '-extfile', 'server.ext');
 }
-
-/** The JSON the examples print (protobuf JSON names). */
-interface ExampleOutput {
-  applicationToken: { applicationTokenId: string; applicationId: string; expireTime: string };
-  userLogon: { userToken: { userTokenId: string; uid: string; username: string; applicationId: string; securityLevel: number; roles: unknown[] }; userTokenJwt: string };
-  validate: { active: boolean; userToken: { uid: string } };
-  jwks: { jwksJson: string; primarySigningKid: string; primaryEncryptionKid: string; maxAge: string };
-  userSecret?: { error?: { code: number; codeName: string; message: string; stsErrorCode: string } };
-}
-
-let t: TestSts;
-let appSecret: string;
-let uid: string;
-let appToken: string;
-let bin: string;
-let goBuild: Run;
-let expectedSecretError: { code: number; stsCode: string };
 
 beforeAll(async () => {
-  // Build the Go example once (the first build on a machine compiles grpc-go: give it time). Offline after
-  // ensure-tools' `go mod download`; go.sum pins every module.
-  // A failed build is reported by every Go test (not as skipped tests).
-  bin = mkdtempSync(join(tmpdir(), 'sts-go-example-'));
-  goBuild = await run('go', ['build', '-o', join(bin, 'example'), './example'], { cwd: join(ROOT, 'clients/go'), timeoutMs: 540_000 });
+  // On a manual clock: application tokens live 1 min, at most 2.2 min.
+  const clock = new ManualClock(Date.UTC(2026, 5, 1));
+  clockSts = await startTestSts({ clock, overrides: { 'session.applicationTokenLifetimeMs': MIN, 'session.applicationTokenMaxLifetimeMs': 2.2 * MIN } });
+  const { secret: clockSecret } = await createApp(clockSts, 'shop');
+  control = createHttpServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    const ms = Number(url.searchParams.get('ms'));
+    if (req.method !== 'POST' || url.pathname !== '/advance' || !(Number.isInteger(ms) && ms >= 0)) {
+      res.writeHead(400).end('POST /advance?ms=<non-negative integer>');
+      return;
+    }
+    clock.advance(ms);
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ now: clock.now() }));
+  });
+  await new Promise<void>((r) => control.listen(0, '127.0.0.1', r));
 
-  t = await startTestSts();
-  ({ secret: appSecret, token: appToken } = await createApp(t, 'shop'));
-  uid = await createUser(t, 'dave', PASSWORD);
-  await addRole(t, uid, 'shop', 'buyer', 'gold');
-  // What STS answers to the optional GetUserSecret step, asked directly: the examples must report the same.
-  try {
-    await call(t.secret.getUserSecret, t.secret, { subjectToken: SUBJECT_TOKEN }, appToken);
-    throw new Error('GetUserSecret with a garbage token succeeded');
-  } catch (err) {
-    const e = err as ServiceError;
-    expectedSecretError = { code: e.code, stsCode: String(e.metadata?.get('sts-error-code')[0] ?? '') };
-  }
-}, 600_000);
+  // Real time, strict throttling (a username is refused after 2 failures); "shop" may Decrypt.
+  sts = await startTestSts({ overrides: { 'session.throttleFreeFailures': 0, 'session.throttleMaxFailures': 2 } });
+  const { secret } = await createApp(sts, 'shop', { trusted: true });
+  const uid = await createUser(sts, 'alice', PASSWORD);
+  await addRole(sts, uid, 'shop', 'buyer');
+  for (const variant of ['go', 'sync', 'async']) await createUser(sts, `mallory-${variant}`, PASSWORD);
+
+  pki = mkdtempSync(join(tmpdir(), 'sts-clients-pki-'));
+  makePki(pki);
+  tlsSts = await startTestSts({ overrides: { 'tls.certFile': join(pki, 'server.pem'), 'tls.keyFile': join(pki, 'server.key') } });
+
+  env = {
+    STSCLIENT_TEST_CLOCK_ADDRESS: clockSts.address,
+    STSCLIENT_TEST_CLOCK_SECRET: clockSecret,
+    STSCLIENT_TEST_CONTROL: `http://127.0.0.1:${(control.address() as AddressInfo).port}`,
+    STSCLIENT_TEST_ADDRESS: sts.address,
+    STSCLIENT_TEST_SECRET: secret,
+    STSCLIENT_TEST_PASSWORD: PASSWORD,
+    STSCLIENT_TEST_ISSUER: 'urn:sts:local',
+    STSCLIENT_TEST_TLS_ADDRESS: tlsSts.address,
+    STSCLIENT_TEST_CA_FILE: join(pki, 'ca.pem'),
+    STSCLIENT_TEST_UNUSED_ADDRESS: `127.0.0.1:${await freePort()}`,
+    PYTHONDONTWRITEBYTECODE: '1',
+  };
+});
 
 afterAll(async () => {
-  await t?.stop(true);
-  if (bin) rmSync(bin, { recursive: true, force: true });
+  await new Promise<void>((r) => (control ? control.close(() => r()) : r()));
+  for (const s of [clockSts, sts, tlsSts]) await s?.stop(true);
+  if (pki) rmSync(pki, { recursive: true, force: true });
 });
 
-function exampleEnv(password = PASSWORD): NodeJS.ProcessEnv {
-  return { STS_ADDRESS: t.address, STS_APP_ID: 'shop', STS_APP_SECRET: appSecret, STS_USERNAME: 'dave', STS_PASSWORD: password, STS_SUBJECT_TOKEN: SUBJECT_TOKEN, PYTHONDONTWRITEBYTECODE: '1' };
+/** Each name must have passed (and none failed) in a language test's verbose output. */
+function expectPassed(output: string, passed: RegExp, names: string[]): void {
+  const seen = [...output.matchAll(passed)].map((m) => m[1]);
+  expect(seen.sort()).toEqual([...names].sort());
 }
 
-function pythonReady(): void {
-  expect(existsSync(PYTHON), 'the Python venv is missing: run scripts/ensure-tools.sh (npm test does it)').toBe(true);
-}
-
-const languages: { name: string; run: (env: NodeJS.ProcessEnv) => Promise<Run> }[] = [
-  {
-    name: 'Go',
-    run: (env) => {
-      expect(goBuild.code, `go build ./example failed:\n${goBuild.stderr}`).toBe(0);
-      return run(join(bin, 'example'), [], { env });
-    },
-  },
-  {
-    name: 'Python',
-    run: (env) => {
-      pythonReady();
-      return run(PYTHON, [join(ROOT, 'clients/python/example.py')], { env });
-    },
-  },
+/** The behaviour tests: Go name, Python name. */
+const BEHAVIOUR: [string, string][] = [
+  ['LogonAtFirstUseAndUserSession', 'logon_at_first_use_and_user_session'],
+  ['RenewalAt80PercentAndLogonWhenRefused', 'renewal_at_80_percent_and_logon_when_refused'],
+  ['RenewalStopsAtAbsoluteLifetime', 'renewal_stops_at_absolute_lifetime'],
+  ['KeysEncryptAndVerifyOffline', 'keys_encrypt_and_verify_offline'],
+  ['CredentialJweIsSingleUse', 'credential_jwe_is_single_use'],
+  ['RetriesOnlyIdempotentReads', 'retries_only_idempotent_reads'],
+  ['ErrorCarriesCodeStsCodeAndRetryAfter', 'error_carries_code_sts_code_and_retry_after'],
+  ['DeadlineOnEveryCall', 'deadline_on_every_call'],
+  ['TLSByDefault', 'tls_by_default'],
 ];
 
-describe.each(languages)('$name client example', (lang) => {
-  it('logs the application and a user on, validates the session, fetches the JWKS and reports GetUserSecret', async () => {
-    const res = await lang.run(exampleEnv());
-    expect(res.code, res.stderr).toBe(0);
-    const out = JSON.parse(res.stdout) as ExampleOutput;
-
-    expect(out.applicationToken.applicationTokenId).toMatch(/^[A-Za-z0-9_-]{43}$/);
-    expect(out.applicationToken.applicationId).toBe('shop');
-    expect(Date.parse(out.applicationToken.expireTime)).toBeGreaterThan(Date.now());
-
-    const user = out.userLogon.userToken;
-    expect([user.uid, user.username, user.applicationId, user.securityLevel]).toEqual([uid, 'dave', 'shop', 2]);
-    expect(user.roles).toEqual([{ applicationId: 'shop', organizationName: 'ACME', roleName: 'buyer', roleValue: 'gold' }]);
-    expect([out.validate.active, out.validate.userToken.uid]).toEqual([true, uid]);
-
-    const jwks = JSON.parse(out.jwks.jwksJson) as { keys: { kid: string }[] };
-    expect(jwks.keys.length).toBeGreaterThan(0);
-    expect(jwks.keys.map((k) => k.kid)).toContain(out.jwks.primarySigningKid);
-    expect(jwks.keys.map((k) => k.kid)).toContain(out.jwks.primaryEncryptionKid);
-    expect(out.jwks.maxAge).toMatch(/^\d+(\.\d+)?s$/);
-
-    // What the example got is real: the session exists for STS, and its JWT verifies with the JWKS.
-    const v = await call(t.session.validateUserToken, t.session, { token: { $case: 'userTokenId', value: user.userTokenId } }, appToken);
-    expect([v.active, v.userToken?.uid]).toEqual([true, uid]);
-    const cache = new JwksCache(() => call(t.pop.getJwks, t.pop, {}));
-    const claims = JSON.parse(new TextDecoder().decode((await cache.verifyToken(out.userLogon.userTokenJwt)).payload)) as { sub: string; aud: string };
-    expect([claims.sub, claims.aud]).toEqual([uid, 'shop']);
-
-    // The optional step reports STS's refusal with the status and the sts-error-code trailer.
-    expect(out.userSecret?.error).toMatchObject({ code: expectedSecretError.code, stsErrorCode: expectedSecretError.stsCode });
-    expect(out.userSecret!.error!.code).toBeGreaterThan(0);
-  });
-
-  it('fails with exit code 1 and the STS error code when the user credentials are wrong', async () => {
-    const res = await lang.run(exampleEnv('not the password'));
-    expect(res.code).toBe(1);
-    expect(res.stdout).toBe('');
-    expect(res.stderr).toContain('LogonUser failed');
-    expect(res.stderr).toContain('invalid user credentials');
-    expect(res.stderr).toMatch(/gRPC 16 (Unauthenticated|UNAUTHENTICATED)/); // each language names the status its way
-    expect(res.stderr).toMatch(/sts-error-code ["']invalid_credentials["']/);
-  });
-
-  it('refuses to run without the required settings (usage, exit code 64)', async () => {
-    const res = await lang.run({ STS_ADDRESS: t.address, STS_APP_ID: '', STS_APP_SECRET: '', STS_USERNAME: '', STS_PASSWORD: '' });
-    expect(res.code).toBe(64);
-    expect(res.stderr).toContain('required');
+describe('Go client (stsclient)', () => {
+  it('passes its behaviour tests against real servers', { timeout: 600_000 }, async () => {
+    // Built offline from the module cache ensure-tools filled (go.sum pins every module); the first build on a
+    // machine compiles grpc-go, so give it time.
+    const bin = mkdtempSync(join(tmpdir(), 'sts-go-test-'));
+    try {
+      await runOk('go', ['test', '-c', '-o', join(bin, 'stsclient.test'), './stsclient'], { cwd: join(ROOT, 'clients/go'), env: { GOFLAGS: '-mod=readonly' }, timeoutMs: 540_000 });
+      const res = await run(join(bin, 'stsclient.test'), ['-test.v', '-test.count=1'], { cwd: join(ROOT, 'clients/go'), env, timeoutMs: 300_000 });
+      expect(res.code, res.stdout + res.stderr).toBe(0);
+      expect(res.stdout).not.toMatch(/--- (FAIL|SKIP)/);
+      expectPassed(res.stdout, /^--- PASS: Test(\w+) /gm, [...BEHAVIOUR.map(([go]) => go), 'CloseStopsTheTimer']);
+    } finally {
+      rmSync(bin, { recursive: true, force: true });
+    }
   });
 });
 
-describe('Python sts_client', () => {
-  it('renews the application token lazily at 80% of its lifetime and logs on again when a renewal is refused', async () => {
-    // The client's clock is injected; STS keeps real time, so the renewals are real RPCs on real tokens.
-    const script = `
-import json, os, sys
-sys.path.insert(0, os.path.join(os.environ["ROOT"], "clients", "python"))
-from sts_client import StsClient, StsError, session_pb2
-now = [1000.0]
-out = {}
-with StsClient(os.environ["STS_ADDRESS"], application_id="shop", application_secret=os.environ["STS_APP_SECRET"], clock=lambda: now[0]) as c:
-    first = c.application_token()
-    now[0] += 0.79 * c._lifetime
-    out["before80"] = c.application_token() == first and c._obtained == 1000.0
-    now[0] += 0.02 * c._lifetime
-    out["renewedSame"] = c.application_token() == first
-    out["renewedFrom"] = c._obtained
-    c.call(c.session.ReleaseApplicationToken, session_pb2.ReleaseApplicationTokenRequest(application_token_id=first))
-    now[0] += 0.9 * c._lifetime
-    second = c.application_token()
-    out["newToken"] = second != first
-    out["info"] = c.call(c.session.GetApplicationInfo, session_pb2.GetApplicationInfoRequest()).application.application_id
-    try:
-        c.call(c.session.LogonUser, session_pb2.LogonUserRequest(user_credential=session_pb2.UserCredential(username="dave", password="wrong")))
-    except StsError as e:
-        out["error"] = [e.code.name, e.sts_code, e.details]
-    out["tokens"] = [first, second]
-print(json.dumps(out))
-`;
-    pythonReady();
-    const res = await run(PYTHON, ['-c', script], { env: { ROOT, STS_ADDRESS: t.address, STS_APP_SECRET: appSecret, PYTHONDONTWRITEBYTECODE: '1' } });
+describe('Python client (sts_client)', () => {
+  it('passes its behaviour tests against real servers, with StsClient and AsyncStsClient alike', { timeout: 300_000 }, async () => {
+    expect(existsSync(PYTHON), 'the Python venv is missing: run scripts/ensure-tools.sh (npm test does it)').toBe(true);
+    const res = await run(PYTHON, ['-m', 'unittest', '-v', 'tests.test_client'], { cwd: join(ROOT, 'clients/python'), env, timeoutMs: 280_000 });
     expect(res.code, res.stderr).toBe(0);
-    const out = JSON.parse(res.stdout) as { before80: boolean; renewedSame: boolean; renewedFrom: number; newToken: boolean; info: string; error: string[]; tokens: string[] };
-    expect(out).toMatchObject({ before80: true, renewedSame: true, newToken: true, info: 'shop', error: ['UNAUTHENTICATED', 'invalid_credentials', 'invalid user credentials'] });
-    expect(out.renewedFrom).toBeGreaterThan(1000);
-    // STS agrees: the first token was released, the second is active.
-    const [first, second] = out.tokens;
-    const check = (id: string) => call(t.session.validateApplicationToken, t.session, { applicationTokenId: id }, appToken);
-    expect([(await check(first!)).active, (await check(second!)).active]).toEqual([false, true]);
+    expect(res.stderr).toMatch(/^OK$/m);
+    expect(res.stderr).not.toMatch(/\.\.\. (FAIL|ERROR|skipped)|Warning:/);
+    const names = [...BEHAVIOUR.map(([, py]) => py), 'close_fails_later_calls'];
+    expectPassed(res.stderr, /^test_(\w+) \(tests\.test_client\.SyncClientTest\.\w+\) \.\.\. ok$/gm, names);
+    expectPassed(res.stderr, /^test_(\w+) \(tests\.test_client\.AsyncClientTest\.\w+\) \.\.\. ok$/gm, names);
   });
 });

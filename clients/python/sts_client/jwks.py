@@ -8,11 +8,17 @@ import base64
 import json
 import secrets
 import time
+import warnings
 from typing import Any, Awaitable, Callable, Dict, Mapping, Optional, Tuple, Union
 
 from joserfc import jwe, jws
-from joserfc.errors import JoseError
+from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import import_key
+
+# STS's Ed25519 signing keys carry "alg": "EdDSA" (RFC 8037), the name RFC 9864 deprecates for "Ed25519", and
+# joserfc warns on every verification with them. The algorithm is the key's own (pinned, not taken from the
+# token), so the warning has nothing to act on: this one message is silenced.
+warnings.filterwarnings("ignore", message="EdDSA is deprecated via RFC 9864", category=SecurityWarning)
 
 #: The protected-header type of a credential JWE (LogonApplication ``application_credential_jwe``, LogonUser
 #: ``user_credential_jwe``, TransformUserToken ``step_up.password_jwe``). STS accepts no other JWE there.

@@ -10,6 +10,8 @@ export * as secret from './gen/sts/v1/secret.js';
 export { PopServiceClient } from './gen/sts/v1/pop.js';
 export { SessionServiceClient } from './gen/sts/v1/session.js';
 export { SecretServiceClient } from './gen/sts/v1/secret.js';
+/** The gRPC status codes (of @grpc/grpc-js), to compare with `StsClientError.code`. */
+export { status } from '@grpc/grpc-js';
 export { JwksCache, encryptFor, CREDENTIAL_JWE_TYP, type CredentialJson, type JwksDocument, type JwksFetcher, type JwksCacheOptions } from './jwks.js';
 export {
   createStsClient,
