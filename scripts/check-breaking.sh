@@ -49,8 +49,8 @@ if "$BUF" breaking --against "$tmp" > "$tmp/report" 2>&1; then
   echo "check-breaking: proto/ is wire- and source-compatible with ${against:0:12}"
   exit 0
 fi
-before=$(git show "$against:CHANGELOG.md" 2>/dev/null | notes)
-after=$(notes < CHANGELOG.md 2>/dev/null || echo 0)
+before=$( (git show "$against:CHANGELOG.md" 2>/dev/null || true) | notes)
+after=$( (cat CHANGELOG.md 2>/dev/null || true) | notes)
 cat "$tmp/report" >&2
 if [ "${after:-0}" -gt "${before:-0}" ]; then
   echo "check-breaking: the breaking changes above are deliberate: CHANGELOG.md notes them ('$MARKER')"

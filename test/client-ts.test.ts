@@ -16,6 +16,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import {
   CREDENTIAL_JWE_TYP,
   IDEMPOTENT_METHODS,
+  JwksCache,
   type StsClient,
   type StsClientEvent,
   type StsClientOptions,
@@ -83,7 +84,8 @@ function client(options: StsClientOptions): StsClient {
 }
 
 function logonUser(c: StsClient, username = 'alice', password = PASSWORD) {
-  return c.session.logonUser({ credential: { $case: 'userCredential', value: { username, password } }, ticketApplicationId: '' });
+  // ticketApplicationId is left out: requests take partial objects (proto3 defaults fill the rest).
+  return c.session.logonUser({ credential: { $case: 'userCredential', value: { username, password } } });
 }
 
 async function failure(p: Promise<unknown>): Promise<StsClientError> {
@@ -281,6 +283,35 @@ describe('createStsClient', () => {
     advance(0.12 * MIN);
     expect((await c.session.validateApplicationToken({ applicationTokenId: first })).active).toBe(false);
     expect((await c.session.getApplicationInfo({})).application!.applicationId).toBe('shop');
+  });
+
+  it('keys.verifyUserToken verifies offline with the cached JWKS (one fetch): issuer, audience, type, signature', async () => {
+    const { t, secret, uid } = await world();
+    const c = client({ address: t.address, tls: false, credentials: { applicationId: 'shop', applicationSecret: secret } });
+    const { userTokenJwt } = await logonUser(c);
+    let fetches = 0;
+    const keys = new JwksCache(() => {
+      fetches++;
+      return c.pop.getJwks({});
+    });
+    for (let i = 0; i < 3; i++) expect((await keys.verifyUserToken(userTokenJwt, { issuer: 'urn:sts:local', audience: 'shop' })).sub).toBe(uid);
+    expect(fetches).toBe(1);
+    await expect(keys.verifyUserToken(userTokenJwt, { issuer: 'urn:sts:local', audience: 'another-app' })).rejects.toThrow(/another application/);
+    await expect(keys.verifyUserToken(userTokenJwt, { issuer: 'urn:another', audience: 'shop' })).rejects.toThrow(/another issuer/);
+    await expect(keys.verifyUserToken(userTokenJwt, { issuer: 'urn:sts:local', audience: 'shop', now: Date.now() + 2 * 86_400_000 })).rejects.toThrow(/expired/);
+    // A JWS the application had STS sign (PopService.Sign) verifies, but is no user token.
+    const { jws } = await c.pop.sign({ payload: Buffer.from('{"sub":"x"}') });
+    expect(new TextDecoder().decode((await keys.verifyToken(jws)).payload)).toBe('{"sub":"x"}');
+    await expect(keys.verifyUserToken(jws, { issuer: 'urn:sts:local', audience: 'shop' })).rejects.toThrow(/typ/);
+    expect(fetches).toBe(1);
+  });
+
+  it('uses TLS unless told otherwise: without `tls` it cannot talk to a plaintext server', async () => {
+    const { t } = await world();
+    const byDefault = client({ address: t.address, retries: 0 });
+    expect((await failure(byDefault.pop.getJwks({}))).code).toBe(status.UNAVAILABLE);
+    const plaintext = client({ address: t.address, tls: false, retries: 0 });
+    expect((await plaintext.pop.getJwks({})).primarySigningKid).not.toBe('');
   });
 
   it('keys.encryptCredential makes single-use credential JWEs that STS logs on with once and Decrypt refuses', async () => {

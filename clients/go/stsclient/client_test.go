@@ -384,6 +384,7 @@ func TestKeysEncryptAndVerifyOffline(t *testing.T) {
 	user := must(logonUser(ctx, c, "alice", env.Password))
 	// The JWKS is fetched once, then verification is offline.
 	fetches := 0
+	var later time.Duration // added to the cache's clock
 	keys := stsclient.NewJwksCache(func(ctx context.Context) (*stsclient.JwksDocument, error) {
 		fetches++
 		res, err := c.Pop.GetJwks(ctx, &stsv1.GetJwksRequest{})
@@ -391,7 +392,7 @@ func TestKeysEncryptAndVerifyOffline(t *testing.T) {
 			return nil, err
 		}
 		return &stsclient.JwksDocument{JwksJSON: res.GetJwksJson(), MaxAge: res.GetMaxAge().AsDuration(), PrimaryEncryptionKid: res.GetPrimaryEncryptionKid(), PrimarySigningKid: res.GetPrimarySigningKid()}, nil
-	}, stsclient.JwksCacheOptions{})
+	}, stsclient.JwksCacheOptions{Now: func() time.Time { return time.Now().Add(later) }})
 	for range 3 {
 		claims := must(keys.VerifyUserToken(ctx, user.GetUserTokenJwt(), env.Issuer, "shop"))
 		equal(t, "sub", claims["sub"], any(user.GetUserToken().GetUid()))
@@ -403,6 +404,11 @@ func TestKeysEncryptAndVerifyOffline(t *testing.T) {
 	if _, err := keys.VerifyUserToken(ctx, user.GetUserTokenJwt(), "urn:another", "shop"); err == nil {
 		t.Fatal("a token from another issuer verified")
 	}
+	later = 48 * time.Hour
+	if _, err := keys.VerifyUserToken(ctx, user.GetUserTokenJwt(), env.Issuer, "shop"); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("an expired token: %v", err)
+	}
+	later = 0
 	parts := strings.Split(user.GetUserTokenJwt(), ".")
 	flip := "A"
 	if strings.HasPrefix(parts[2], "A") {

@@ -8,17 +8,12 @@ import base64
 import json
 import secrets
 import time
-import warnings
 from typing import Any, Awaitable, Callable, Dict, Mapping, Optional, Tuple, Union
 
 from joserfc import jwe, jws
-from joserfc.errors import JoseError, SecurityWarning
+from joserfc.errors import JoseError, UnsupportedAlgorithmError
 from joserfc.jwk import import_key
-
-# STS's Ed25519 signing keys carry "alg": "EdDSA" (RFC 8037), the name RFC 9864 deprecates for "Ed25519", and
-# joserfc warns on every verification with them. The algorithm is the key's own (pinned, not taken from the
-# token), so the warning has nothing to act on: this one message is silenced.
-warnings.filterwarnings("ignore", message="EdDSA is deprecated via RFC 9864", category=SecurityWarning)
+from joserfc.jws import JWSRegistry
 
 #: The protected-header type of a credential JWE (LogonApplication ``application_credential_jwe``, LogonUser
 #: ``user_credential_jwe``, TransformUserToken ``step_up.password_jwe``). STS accepts no other JWE there.
@@ -87,13 +82,27 @@ def _header_kid(token: str) -> Optional[str]:
     return kid if isinstance(kid, str) else None
 
 
+class _PinnedAlgorithm(JWSRegistry):
+    """Allows exactly the algorithm of the key STS published (RFC 8725 section 3.1). Unlike joserfc's default
+    lookup it does not warn on "EdDSA": RFC 9864 deprecates that name for "Ed25519", but STS's Ed25519 keys
+    carry it (RFC 8037) and the algorithm comes from the key, not the token, so there is nothing to act on."""
+
+    def __init__(self, alg: str):
+        super().__init__(algorithms=[alg])
+        self._alg = alg
+
+    def get_alg(self, name: str) -> Any:
+        if name != self._alg or name not in self.algorithms:
+            raise UnsupportedAlgorithmError(f"Algorithm of '{name}' is not allowed")
+        return self.algorithms[name]
+
+
 def _verify(target: Optional[Tuple[Dict[str, Any], Any]], token: str) -> Tuple[bytes, Dict[str, Any]]:
     if target is None:
         raise JwksError("signed with a key STS does not publish")
     jwk, key = target
     try:
-        # The key pins the algorithm (RFC 8725 section 3.1).
-        obj = jws.deserialize_compact(token, key, algorithms=[jwk["alg"]])
+        obj = jws.deserialize_compact(token, key, registry=_PinnedAlgorithm(jwk["alg"]))
     except (JoseError, ValueError) as err:
         raise JwksError("invalid JWS") from err
     return obj.payload, dict(obj.headers())

@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 import unittest
 import urllib.request
 from typing import Any, Callable, Dict, List
@@ -214,6 +215,8 @@ class Behaviour:
             await c.keys.verify_user_token(user.user_token_jwt, issuer=ENV["ISSUER"], audience="another-app")
         with self.assertRaises(JwksError):
             await c.keys.verify_user_token(user.user_token_jwt, issuer="urn:another", audience="shop")
+        with self.assertRaisesRegex(JwksError, "expired"):
+            await c.keys.verify_user_token(user.user_token_jwt, issuer=ENV["ISSUER"], audience="shop", now=time.time() + 2 * 86400)
         h, p, s = user.user_token_jwt.split(".")
         with self.assertRaises(JwksError):
             await c.keys.verify_token(f"{h}.{p}.{'B' if s.startswith('A') else 'A'}{s[1:]}")
