@@ -8,7 +8,6 @@
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
@@ -25,6 +24,7 @@ import {
   createStsClient,
 } from '../clients/ts/src/index.js';
 import { ManualClock } from '../src/clock.js';
+import { freePort } from './helpers/net.js';
 import { addRole, adminToken, createApp, createUser } from './helpers/directory.js';
 import { type StartTestOptions, type TestSts, startTestSts } from './helpers/server.js';
 
@@ -98,13 +98,6 @@ async function failure(p: Promise<unknown>): Promise<StsClientError> {
   throw new Error('expected the call to fail, but it succeeded');
 }
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 /** A scheduler whose timers run only when the test fires them. */
 class ManualScheduler implements StsScheduler {

@@ -14,11 +14,12 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { type Server, createServer as createHttpServer } from 'node:http';
-import { type AddressInfo, createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ManualClock } from '../src/clock.js';
+import { freePort } from './helpers/net.js';
 import { addRole, createApp, createUser } from './helpers/directory.js';
 import { ROOT, run, runOk } from './helpers/process.js';
 import { type TestSts, startTestSts } from './helpers/server.js';
@@ -34,13 +35,6 @@ let control: Server;
 let pki: string;
 let env: NodeJS.ProcessEnv;
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 /** A CA and a server certificate for 127.0.0.1 (openssl). */
 function makePki(dir: string): void {

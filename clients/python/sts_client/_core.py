@@ -5,6 +5,7 @@ here: each client does its own calls with what this module decides."""
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
@@ -224,6 +225,122 @@ def method_by_path(path: str) -> Method:
             if m.path == path:
                 return m
     raise KeyError(path)
+
+
+#: Reconnect soon after a restart, so read retries find the server again (unless ``options`` says otherwise).
+DEFAULT_CHANNEL_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 250), ("grpc.max_reconnect_backoff_ms", 10_000))
+
+
+class ClientBase:
+    """What StsClient and AsyncStsClient share: the options, the channel, the services and the decisions a
+    failed call leads to. Subclasses name their channel constructors, lock and JWKS cache, and do the I/O."""
+
+    RENEW_AT = 0.8
+    _secure_channel: Callable[..., Any]
+    _insecure_channel: Callable[..., Any]
+    _lock_type: Callable[[], Any]
+    _cache_type: Callable[..., Any]
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        application_id: Optional[str] = None,
+        application_secret: Optional[str] = None,
+        insecure: bool = False,
+        root_certificates: Optional[bytes] = None,
+        private_key: Optional[bytes] = None,
+        certificate_chain: Optional[bytes] = None,
+        timeout: float = 10.0,
+        retries: int = 3,
+        retry_backoff: Tuple[float, float] = (0.2, 5.0),
+        renew_at: float = RENEW_AT,
+        options: Sequence[Tuple[str, Any]] = (),
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        jwks_min_refetch_interval: float = 10.0,
+        on_event: Optional[Callable[[StsClientEvent], None]] = None,
+    ):
+        if not 0 < renew_at < 1:
+            raise ValueError("renew_at must be between 0 and 1")
+        creds = channel_credentials(insecure, root_certificates, private_key, certificate_chain)
+        opts = list(DEFAULT_CHANNEL_OPTIONS) + list(options)
+        self.channel = type(self)._secure_channel(address, creds, options=opts) if creds else type(self)._insecure_channel(address, options=opts)
+        self.timeout = timeout
+        self.retries = retries
+        self._backoff = retry_backoff
+        self._credentials = (application_id, application_secret) if application_id and application_secret else None
+        self._clock = clock
+        self._on_event = on_event
+        self._state = TokenState(renew_at=renew_at)
+        self._lock = type(self)._lock_type()
+        self._closed = False
+        self._callables: Dict[str, Any] = {}
+        self.pop = Service(SERVICES["pop"], self._invoke)
+        self.session = Service(SERVICES["session"], self._invoke)
+        self.secret = Service(SERVICES["secret"], self._invoke)
+        self.keys = type(self)._cache_type(lambda: self.pop.GetJwks(pop_pb2.GetJwksRequest()), clock=wall_clock, min_refetch_interval=jwks_min_refetch_interval)
+
+    def _invoke(self, method: Method, request: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    def _app_id(self) -> str:
+        return self._credentials[0] if self._credentials else ""
+
+    def _emit(self, event: StsClientEvent) -> None:
+        emit(self._on_event, event)
+
+    def _callable(self, path: str, method: Optional[Method]) -> Any:
+        c = self._callables.get(path)
+        if c is None:
+            m = method or method_by_path(path)
+            c = self._callables[path] = self.channel.unary_unary(
+                path, request_serializer=m.request_type.SerializeToString, response_deserializer=m.response_type.FromString
+            )
+        return c
+
+    def _closed_error(self, path: str) -> StsError:
+        return StsError(grpc.StatusCode.CANCELLED, "the client is closed", method=path)
+
+    def _managed(self, path: str, bearer: Optional[str]) -> bool:
+        """Whether the client's own application token goes with this call."""
+        return bearer is None and self._credentials is not None and path not in ANONYMOUS_METHODS
+
+    def _renewal_failed(self, error: StsError) -> bool:
+        """Records a refused renewal; True when a new logon must replace the token (it ended)."""
+        self._emit(StsClientEvent("renewal-failed", self._app_id(), error=error))
+        if error.code == grpc.StatusCode.UNAUTHENTICATED:
+            # The token ended (released, expired, STS lost it): a new logon replaces it.
+            self._state.forget()
+            return True
+        # STS unreachable or busy: the token stays in use; try again before it runs out.
+        self._state.renewal_failed(self._clock(), error.retry_after_ms)
+        return False
+
+    def _renewed(self, token: Any, sent_at: float) -> None:
+        self._state.renewed(token, sent_at)
+        self._emit(StsClientEvent("renewed", self._app_id(), expires_at=self._state.expires_at))
+
+    def _logged_on(self, token: Any, sent_at: float) -> None:
+        self._state.logged_on(token, sent_at)
+        self._emit(StsClientEvent("logon", self._app_id(), expires_at=self._state.expires_at))
+
+    def _next_step(self, error: StsError, path: str, managed: bool, used: Optional[str], reauthenticated: bool, attempt: int, deadline: float) -> Optional[float]:
+        """After a failed attempt: -1.0 to log on again and resend at once, seconds to wait before a retry, or
+        None to give up (raise ``error``)."""
+        if self._closed:
+            return None
+        # Our token was refused as a credential: the server did nothing, so log on again and resend once.
+        if managed and not reauthenticated and used and error.code == grpc.StatusCode.UNAUTHENTICATED and error.sts_code == "unauthenticated":
+            self._state.forget(used)
+            return -1.0
+        if path not in IDEMPOTENT_METHODS or error.code != grpc.StatusCode.UNAVAILABLE or attempt >= self.retries:
+            return None
+        delay = backoff_delay(attempt, *self._backoff, error.retry_after_ms)
+        if time.monotonic() + delay >= deadline:
+            return None
+        self._emit(StsClientEvent("retry", method=path, attempt=attempt + 1, delay=delay, error=error))
+        return delay
 
 
 def logon_request(app_id: str, secret: str) -> Any:

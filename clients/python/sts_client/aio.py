@@ -4,65 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import grpc
 import grpc.aio
 
 from . import _core
-from ._core import IDEMPOTENT_METHODS, LOGON_APPLICATION, RENEW_APPLICATION_TOKEN, Method, Service, StsClientEvent, StsError
-from .client import DEFAULT_CHANNEL_OPTIONS, StsClient
+from ._core import LOGON_APPLICATION, RENEW_APPLICATION_TOKEN, ClientBase, Method, StsError
 from .jwks import AsyncJwksCache
-from .v1 import common_pb2, pop_pb2, session_pb2
+from .v1 import common_pb2, session_pb2
 
 
-class AsyncStsClient:
+class AsyncStsClient(ClientBase):
     """``StsClient`` for asyncio: the same options and rules (TLS by default, logon at first use, renewal at
     80% of the lifetime by the first call after it, a deadline on every call, retries of idempotent reads
     only, ``StsError``), with every call awaited: ``await client.session.LogonUser(request)``. ``keys`` is an
     ``AsyncJwksCache``. Use it as ``async with AsyncStsClient(...) as sts:``, or ``await client.close()``."""
 
-    RENEW_AT = StsClient.RENEW_AT
-
-    def __init__(
-        self,
-        address: str,
-        *,
-        application_id: Optional[str] = None,
-        application_secret: Optional[str] = None,
-        insecure: bool = False,
-        root_certificates: Optional[bytes] = None,
-        private_key: Optional[bytes] = None,
-        certificate_chain: Optional[bytes] = None,
-        timeout: float = 10.0,
-        retries: int = 3,
-        retry_backoff: Tuple[float, float] = (0.2, 5.0),
-        renew_at: float = RENEW_AT,
-        options: Sequence[Tuple[str, Any]] = (),
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
-        jwks_min_refetch_interval: float = 10.0,
-        on_event: Optional[Callable[[StsClientEvent], None]] = None,
-    ):
-        if not 0 < renew_at < 1:
-            raise ValueError("renew_at must be between 0 and 1")
-        creds = _core.channel_credentials(insecure, root_certificates, private_key, certificate_chain)
-        opts = list(DEFAULT_CHANNEL_OPTIONS) + list(options)
-        self.channel = grpc.aio.secure_channel(address, creds, options=opts) if creds else grpc.aio.insecure_channel(address, options=opts)
-        self.timeout = timeout
-        self.retries = retries
-        self._backoff = retry_backoff
-        self._credentials = (application_id, application_secret) if application_id and application_secret else None
-        self._clock = clock
-        self._on_event = on_event
-        self._state = _core.TokenState(renew_at=renew_at)
-        self._lock = asyncio.Lock()
-        self._closed = False
-        self._callables: Dict[str, Any] = {}
-        self.pop = Service(_core.SERVICES["pop"], self._invoke)
-        self.session = Service(_core.SERVICES["session"], self._invoke)
-        self.secret = Service(_core.SERVICES["secret"], self._invoke)
-        self.keys = AsyncJwksCache(lambda: self.pop.GetJwks(pop_pb2.GetJwksRequest()), clock=wall_clock, min_refetch_interval=jwks_min_refetch_interval)
+    _secure_channel = staticmethod(grpc.aio.secure_channel)
+    _insecure_channel = staticmethod(grpc.aio.insecure_channel)
+    _lock_type = asyncio.Lock
+    _cache_type = AsyncJwksCache
 
     # -- application token -------------------------------------------------------------------------------
 
@@ -100,27 +62,19 @@ class AsyncStsClient:
             res = await self._unary(LOGON_APPLICATION, _core.logon_request(*self._credentials), None, deadline)
         except grpc.RpcError as err:
             raise StsError.from_rpc_error(err, LOGON_APPLICATION) from None
-        self._state.logged_on(res.application_token, sent_at)
-        _core.emit(self._on_event, StsClientEvent("logon", self._credentials[0], expires_at=self._state.expires_at))
+        self._logged_on(res.application_token, sent_at)
         return res.application_token
 
     async def _renew(self, deadline: float) -> None:
-        state = self._state
-        token_id = state.token.application_token_id
+        token_id = self._state.token.application_token_id
         sent_at = self._clock()
         try:
             res = await self._unary(RENEW_APPLICATION_TOKEN, session_pb2.RenewApplicationTokenRequest(application_token_id=token_id), token_id, deadline)
         except grpc.RpcError as err:
-            error = StsError.from_rpc_error(err, RENEW_APPLICATION_TOKEN)
-            _core.emit(self._on_event, StsClientEvent("renewal-failed", self._app_id(), error=error))
-            if error.code == grpc.StatusCode.UNAUTHENTICATED:
-                state.forget()
+            if self._renewal_failed(StsError.from_rpc_error(err, RENEW_APPLICATION_TOKEN)):
                 await self._logon(deadline)
-            else:
-                state.renewal_failed(self._clock(), error.retry_after_ms)
             return
-        state.renewed(res.application_token, sent_at)
-        _core.emit(self._on_event, StsClientEvent("renewed", self._app_id(), expires_at=state.expires_at))
+        self._renewed(res.application_token, sent_at)
 
     # -- calls ---------------------------------------------------------------------------------------------
 
@@ -133,10 +87,10 @@ class AsyncStsClient:
                       metadata: Sequence[Tuple[str, str]] = ()) -> Any:
         path = method.path
         if self._closed:
-            raise StsError(grpc.StatusCode.CANCELLED, "the client is closed", method=path)
+            raise self._closed_error(path)
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         request = method.request_type() if request is None else request
-        managed = bearer is None and self._credentials is not None and path not in _core.ANONYMOUS_METHODS
+        managed = self._managed(path, bearer)
         reauthenticated = False
         attempt = 0
         while True:
@@ -150,20 +104,14 @@ class AsyncStsClient:
                 error = StsError.from_rpc_error(err, path)
             except StsError as err:
                 error = err
-            if self._closed:
+            step = self._next_step(error, path, managed, used, reauthenticated, attempt, deadline)
+            if step is None:
                 raise error
-            if managed and not reauthenticated and used and error.code == grpc.StatusCode.UNAUTHENTICATED and error.sts_code == "unauthenticated":
+            if step < 0:
                 reauthenticated = True
-                self._state.forget(used)
                 continue
-            if path not in IDEMPOTENT_METHODS or error.code != grpc.StatusCode.UNAVAILABLE or attempt >= self.retries:
-                raise error
-            delay = _core.backoff_delay(attempt, *self._backoff, error.retry_after_ms)
-            if time.monotonic() + delay >= deadline:
-                raise error
             attempt += 1
-            _core.emit(self._on_event, StsClientEvent("retry", method=path, attempt=attempt, delay=delay, error=error))
-            await asyncio.sleep(delay)
+            await asyncio.sleep(step)
             if self._closed:
                 raise error
 
@@ -172,16 +120,7 @@ class AsyncStsClient:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise StsError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", method=path)
-        c = self._callables.get(path)
-        if c is None:
-            m = method or _core.method_by_path(path)
-            c = self._callables[path] = self.channel.unary_unary(
-                path, request_serializer=m.request_type.SerializeToString, response_deserializer=m.response_type.FromString
-            )
-        return await c(request, metadata=_core.bearer_metadata(bearer, metadata), timeout=remaining)
-
-    def _app_id(self) -> str:
-        return self._credentials[0] if self._credentials else ""
+        return await self._callable(path, method)(request, metadata=_core.bearer_metadata(bearer, metadata), timeout=remaining)
 
     async def close(self) -> None:
         """Closes the channel; later calls raise StsError CANCELLED. Idempotent."""
