@@ -212,6 +212,9 @@ async function tsProject(type: 'module' | 'commonjs', spec: string): Promise<str
         strict: true,
         types: ['node'],
         typeRoots: [join(ROOT, 'node_modules/@types')],
+        // The ES module project also checks the package's own declarations; the CommonJS one is set as
+        // `tsc --init` sets a project (skipLibCheck), which is faster.
+        skipLibCheck: type === 'commonjs',
         outDir: 'out',
       },
       files: ['example.ts', 'types.ts'],
@@ -285,5 +288,17 @@ describe('Python client from a fresh venv', () => {
     expect(meta.stdout.trim()).toBe('Apache-2.0');
     copyFileSync(join(ROOT, 'clients/python/example.py'), join(dir, 'example.py'));
     await checkExample((env) => run(py, [join(dir, 'example.py')], { cwd: dir, env }));
+  });
+});
+
+// ---- Licence ----------------------------------------------------------------------------------------------
+
+describe('licence', () => {
+  it('the repository is Apache-2.0, and every client ships the same LICENSE and says so in its metadata', () => {
+    const license = readFileSync(join(ROOT, 'LICENSE'), 'utf8');
+    expect(license).toMatch(/^\s*Apache License\s+Version 2\.0, January 2004/);
+    for (const dir of ['clients/ts', 'clients/go', 'clients/python']) expect(readFileSync(join(ROOT, dir, 'LICENSE'), 'utf8'), dir).toBe(license);
+    for (const pkg of ['package.json', 'clients/ts/package.json']) expect((JSON.parse(readFileSync(join(ROOT, pkg), 'utf8')) as { license: string }).license, pkg).toBe('Apache-2.0');
+    expect(readFileSync(join(ROOT, 'clients/python/pyproject.toml'), 'utf8')).toMatch(/^license = "Apache-2\.0"$/m);
   });
 });

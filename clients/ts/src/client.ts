@@ -15,7 +15,9 @@
  *   (at least `retry-after-ms` when the server sent one);
  * - every failure is a {@link StsClientError}: the gRPC status, the stable STS code from the trailing
  *   metadata `sts-error-code`, and `retry-after-ms`;
- * - `keys`, a {@link JwksCache} bound to GetJwks, for `encryptFor` and `verifyToken`.
+ * - `keys`, a {@link JwksCache} bound to GetJwks, for `encryptFor` and `verifyToken`;
+ * - requests are partial objects: what a message's `fromPartial` accepts (left-out fields get their proto3
+ *   defaults), so adding a field to a request never breaks a caller's code.
  */
 import {
   type ChannelCredentials,
