@@ -57,6 +57,16 @@ ensure_go_modules() {
   need_go "the Go client"
   # Fast when the module cache has them; go.sum (committed) pins every module.
   (cd clients/go && go mod download)
+  # A new module that uses the client (the README's `replace` recipe, which test/clients-install.test.ts
+  # follows offline) needs more: `go mod tidy` also reads the modules that tests of the client's dependencies
+  # import. Doing that recipe once here puts them in the module cache.
+  local root=$PWD tmp
+  tmp=$(mktemp -d)
+  (cd "$tmp" && go mod init example.com/warm >/dev/null 2>&1 \
+    && go mod edit -replace "github.com/sts-project/sts/clients/go=$root/clients/go" \
+    && cp "$root/clients/go/example/main.go" . && go mod tidy >/dev/null 2>&1) \
+    || { rm -rf "$tmp"; echo "ensure-tools: go mod tidy of a module using clients/go failed" >&2; exit 1; }
+  rm -rf "$tmp"
 }
 
 ensure_python() {
