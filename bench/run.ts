@@ -220,9 +220,9 @@ function killAll(): void {
 }
 
 /** Runs a child to completion and returns its stdout; `onLine` sees each line as it comes. Killed after `timeoutMs`. */
-function runChild(file: string, args: string[], timeoutMs: number, onLine: (line: string) => void = () => {}): Promise<string> {
+function runChild(file: string, args: string[], timeoutMs: number, onLine: (line: string) => void = () => {}, env?: NodeJS.ProcessEnv): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = spawnTs(file, args);
+    const child = spawnTs(file, args, env ? { env } : {});
     let out = '';
     let pending = '';
     child.stdout!.setEncoding('utf8').on('data', (d: string) => {
@@ -459,6 +459,8 @@ interface ClusterInfo {
   name: string;
   memberList: string;
   members: Member[];
+  /** The nodes' environment (their shared master key): what else writes to the cluster needs it too. */
+  env: NodeJS.ProcessEnv;
   one: Deployment;
   two: Deployment;
 }
@@ -498,6 +500,8 @@ async function startClusterDeployments(seedUsers: number, heap: string): Promise
     name,
     memberList,
     members,
+    // Sessions the scale part seeds are sealed under the cluster data key: the seeder needs the master key.
+    env,
     one: { label: 'cluster, 1 node', nodes: [nodes[0]!], ...common },
     two: { label: 'cluster, 2 nodes', nodes, ...common },
   };
@@ -633,7 +637,7 @@ function mergeSamples(steps: { count: number; sample: SessionFixture[] }[], leve
   return out;
 }
 
-async function scalePart(settings: Settings, mode: 'embedded' | 'cluster', dep: Deployment, levels: number[], seedArgs: string[], memory: (n: number) => Promise<MemoryPoint>, baseline?: Row): Promise<ScaleResult> {
+async function scalePart(settings: Settings, mode: 'embedded' | 'cluster', dep: Deployment, levels: number[], seedArgs: string[], memory: (n: number) => Promise<MemoryPoint>, baseline?: Row, seedEnv?: NodeJS.ProcessEnv): Promise<ScaleResult> {
   const validate = scenarioNamed('ValidateUserToken');
   const fixture: Fixture = readFixture(dep.fixtureFile!);
   const rows: Row[] = [];
@@ -649,7 +653,7 @@ async function scalePart(settings: Settings, mode: 'embedded' | 'cluster', dep: 
     const count = level - seeded;
     log(`scale (${mode}): storing ${k(count)} more sessions (${k(level)} in all)`);
     const sampleFile = join(runDir, `sample-${mode}-${level}.json`);
-    const out = await runChild('seed.ts', ['--fixture', dep.fixtureFile!, '--count', String(count), '--sample', String(SCALE_SAMPLE), '--out', sampleFile, ...seedArgs], 1_800_000);
+    const out = await runChild('seed.ts', ['--fixture', dep.fixtureFile!, '--count', String(count), '--sample', String(SCALE_SAMPLE), '--out', sampleFile, ...seedArgs], 1_800_000, undefined, seedEnv);
     const r = { ...(JSON.parse(out.trim().split('\n').at(-1)!) as { count: number; ms: number }), sample: JSON.parse(readFileSync(sampleFile, 'utf8')) as SessionFixture[] };
     log(`scale (${mode}): ${k(r.count)} sessions stored in ${(r.ms / 1000).toFixed(1)} s`);
     seeding.push({ count: r.count, ms: r.ms });
@@ -1012,7 +1016,7 @@ async function main(): Promise<number> {
       if (settings.scale) {
         const baseline = clusterRows.find((r) => r.rpc === 'ValidateUserToken' && r.deployment === c.two.label && r.result);
         scale.push(
-          await scalePart(settings, 'cluster', c.two, clusterScaleLevels, ['--cluster-members', c.memberList, '--cluster-name', c.name], async (n) => clusterMemory(c.members, n), baseline),
+          await scalePart(settings, 'cluster', c.two, clusterScaleLevels, ['--cluster-members', c.memberList, '--cluster-name', c.name], async (n) => clusterMemory(c.members, n), baseline, c.env),
         );
       }
     } catch (err) {

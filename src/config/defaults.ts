@@ -365,6 +365,19 @@ export const OPTIONS = {
     unit: 'ms',
     doc: 'Longest wait for one cluster operation; past it the RPC answers UNAVAILABLE.',
   },
+  'cluster.leaseMs': {
+    type: 'int',
+    default: 30 * SECOND,
+    min: SECOND,
+    max: 10 * MINUTE,
+    unit: 'ms',
+    doc: 'How long a node holds the cluster lease under which it creates, erases and re-seals keys. A lease in the cluster that does not open (forged, or sealed under a master key this node lacks) counts as expired this long after the node first saw it, so nobody on the member network can stall key rotation.',
+  },
+  'cluster.unsealedRecords': enumSpec({
+    values: ['refuse', 'reseal'],
+    default: 'refuse',
+    doc: 'What a starting node does with a cluster written by an STS from before sealing (its maps hold unsealed records and no sealed one). `refuse`: do not start, and change nothing. `reseal`: vouch for what the cluster holds and seal it, once, during the upgrade (README: "Security model of cluster mode"); set it back to `refuse` afterwards. In a cluster that holds sealed records an unsealed value is a forgery, and is refused whatever this says.',
+  }),
   'metrics.address': {
     type: 'string',
     default: '',

@@ -18,7 +18,7 @@ interface Series {
   buckets: number[];
 }
 
-export type GaugeSource = () => { name: string; help: string; samples: { labels: Record<string, string>; value: number }[] }[];
+export type GaugeSource = () => { name: string; help: string; type?: 'gauge' | 'counter'; samples: { labels: Record<string, string>; value: number }[] }[];
 
 const escape = (v: string) => v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
 const labels = (l: Record<string, string>) => {
@@ -62,7 +62,7 @@ export class Metrics {
     }
     for (const source of this.gauges) {
       for (const g of source()) {
-        out.push(`# HELP ${g.name} ${g.help}`, `# TYPE ${g.name} gauge`);
+        out.push(`# HELP ${g.name} ${g.help}`, `# TYPE ${g.name} ${g.type ?? 'gauge'}`);
         for (const sample of g.samples) out.push(`${g.name}${labels(sample.labels)} ${sample.value}`);
       }
     }
