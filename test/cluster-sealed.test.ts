@@ -129,9 +129,10 @@ async function snapshot(): Promise<Snapshot> {
   return { jwks, secrets: await Promise.all(SUBJECTS.map((s) => userSecret(a, s))), rows: nodes().map(durableRows) };
 }
 
-/** What every case must leave as it was. */
+/** What every case must leave as it was; and a credential nobody issued is refused. */
 async function expectIntact(before: Snapshot): Promise<void> {
   for (const node of nodes()) {
+    expect((await callError(call(node.session.getApplicationInfo, node.session, {}, `forged-${randomBytes(16).toString('hex')}`))).code).toBe(status.UNAUTHENTICATED);
     expect((await call(node.pop.getJwks, node.pop, {})).jwksJson).toBe(before.jwks);
     expect(await Promise.all(SUBJECTS.map((s) => userSecret(node, s)))).toEqual(before.secrets);
     expect((await call(node.session.getApplicationInfo, node.session, {}, app.token)).application!.admin).toBe(false);
@@ -409,6 +410,17 @@ describe('a hostile client on the member network, continued', () => {
         return false;
       }
     });
+    await expectIntact(before);
+  });
+});
+
+describe('after all of it', () => {
+  it('both nodes, restarted one after the other, serve the same keys and user secrets from the same copies', async () => {
+    const before = await snapshot();
+    await a.stop();
+    a = await startNode(a.dataDir);
+    await b.stop();
+    b = await startNode(b.dataDir);
     await expectIntact(before);
   });
 });
