@@ -91,7 +91,7 @@ async function refusedOn(on: TestSts[], before: Record<string, number[]>, ...nam
       if (now.some((v, i) => v <= before[name]![i]!)) return false;
     }
     return true;
-  }, 20_000);
+  }, 60_000);
 }
 
 /** The durable rows of a node's SQLite (keys, user secrets), read beside the running node. */

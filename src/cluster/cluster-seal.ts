@@ -17,6 +17,7 @@
  * Layout of a sealed value: "sts1." + base64url(MasterKeyRing envelope), the envelope naming the master key id.
  */
 import { createHmac } from 'node:crypto';
+import { BoundedMap } from '../bounded-map.js';
 import { EnvelopeError, MasterKeyRing } from '../crypto/master-key.js';
 
 /** Why a value read from the grid was not used. */
@@ -55,6 +56,12 @@ export interface RecordAddress {
 }
 
 const PREFIX = 'sts1.';
+/**
+ * Opened values kept in memory, by address and sealed value: a hot session or application token is read from
+ * the grid on every call, and opening it (an AES-GCM context per call in node:crypto) would cost more than
+ * the read itself. Exact, not time-based: a sealed value authenticates at an address either always or never.
+ */
+const OPENED_CACHE_ENTRIES = 10_000;
 const DATA_KEY_INFO = 'sts cluster data key v1';
 const INDEX_KEY_INFO = 'sts cluster index key v1';
 
@@ -67,6 +74,7 @@ export class ClusterSeal {
   private readonly data: MasterKeyRing;
   /** Index keys, primary first: one per master key, so tags made before a master key rotation still match. */
   private readonly index: readonly Buffer[];
+  private readonly opened = new BoundedMap<string>(OPENED_CACHE_ENTRIES);
 
   constructor(master: MasterKeyRing) {
     this.data = master.derive(DATA_KEY_INFO);
@@ -80,6 +88,9 @@ export class ClusterSeal {
   /** The plaintext of a sealed value read from the grid. Throws SealRejected. */
   open(address: RecordAddress, raw: unknown): string {
     if (typeof raw !== 'string' || !raw.startsWith(PREFIX)) throw new SealRejected('unsealed', 'not a sealed value');
+    const cacheKey = `${aad(address)}\0${raw}`;
+    const hit = this.opened.get(cacheKey);
+    if (hit !== undefined) return hit;
     const envelope = Buffer.from(raw.slice(PREFIX.length), 'base64url');
     let id: string;
     try {
@@ -88,12 +99,15 @@ export class ClusterSeal {
       throw new SealRejected('forged', 'not a well-formed envelope');
     }
     if (!this.data.has(id)) throw new SealRejected('unknown_key', `sealed under master key "${id.slice(0, 64)}", which this node does not have`);
+    let plaintext: string;
     try {
-      return this.data.open(envelope, aad(address)).toString('utf8');
+      plaintext = this.data.open(envelope, aad(address)).toString('utf8');
     } catch (err) {
       if (err instanceof EnvelopeError) throw new SealRejected('forged', 'does not authenticate');
       throw err;
     }
+    this.opened.set(cacheKey, plaintext);
+    return plaintext;
   }
 
   /** True when a sealed value is not sealed under the primary master key (re-seal it after a rotation). */

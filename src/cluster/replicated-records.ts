@@ -96,20 +96,22 @@ export class ReplicatedRecords {
   private async absorb(key: string, raw: unknown): Promise<void> {
     const theirs = this.map.open(key, raw);
     if (typeof theirs === 'string') {
-      // Sealed under a master key this node lacks: maybe a node with a newer ring; neither used nor replaced.
+      // Refused (open reported it): ours goes back, except over a value sealed under a master key this node
+      // lacks, which a node with a newer ring may have written.
       if (theirs !== 'unknown_key') await this.republish(key, raw);
-      return;
-    }
-    try {
-      this.source.validate(key, theirs.value);
-    } catch (err) {
-      this.logger.debug('cluster record failed validation', { map: this.map.name, key, err });
-      this.map.reject(key, 'invalid', raw);
-      await this.republish(key, raw);
       return;
     }
     const order = this.map.compareWithLocal(key, theirs);
     if (order > 0) {
+      // Newer than this node's copy: applied only if the admin RPC that makes such a record would accept it.
+      try {
+        this.source.validate(key, theirs.value);
+      } catch (err) {
+        this.logger.debug('cluster record failed validation', { map: this.map.name, key, err });
+        this.map.reject(key, 'invalid', raw);
+        await this.republish(key, raw);
+        return;
+      }
       this.source.apply(key, theirs.value);
       this.map.remember(key, theirs);
       this.onApplied?.();

@@ -300,7 +300,8 @@ class HazelcastDurableStore implements DurableStore {
     const theirs = vm.open(id, raw);
     if (typeof theirs === 'string') return refuse(undefined);
     try {
-      await this.p.validate[ns](id, theirs.value);
+      // This node's own copy was validated when it was accepted (or written here): only a new value is checked.
+      if (theirs.value !== mine?.value) await this.p.validate[ns](id, theirs.value);
     } catch (err) {
       this.logger.debug('cluster record failed validation', { ns, id, err });
       return refuse('invalid');
