@@ -22,9 +22,11 @@ import { type ReplicatedTable, replicateTables } from './secret/registry-replica
 import { randomBytes } from 'node:crypto';
 import type { Server as HttpServer } from 'node:http';
 import { Metrics } from './server/metrics.js';
+import { type HttpListener, startHttp } from './http/http-server.js';
 import { Authenticator, loadAdminKeys } from './auth/caller.js';
 import { KeyRing, KeyRingOpenError } from './pop/key-ring.js';
 import type { KeyKind, RotationPolicy } from './pop/key-record.js';
+import { JwksPublisher } from './pop/jwks-publisher.js';
 import { popService } from './pop/pop-service.js';
 import { IdentityProviderRegistry } from './secret/identity-providers.js';
 import { ResourceServerRegistry } from './secret/resource-servers.js';
@@ -53,6 +55,8 @@ export interface RunningSts {
   readonly ring: KeyRing;
   /** Port of the Prometheus listener, when metrics.address is set. */
   readonly metricsPort: number | undefined;
+  /** The HTTP listener (JWKS, discovery, health, test page), when http.address is set. */
+  readonly http: HttpListener | undefined;
   /** Walks every user secret and re-wraps those under an older management key (maintenance does it too). */
   rewrapUserSecrets(): Promise<RewrapResult>;
   /** Graceful stop: drains calls, then closes the store. Idempotent. */
@@ -124,6 +128,7 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
   let keyRing: KeyRing | undefined;
   let metricsServer: HttpServer | undefined;
   let metricsPort: number | undefined;
+  let http: HttpListener | undefined;
   try {
     const master = loadMasterKeyRing({
       file: config['masterKey.file'],
@@ -277,7 +282,8 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
       );
       cluster.reconnectHooks.push(resyncRegistries);
     }
-    const pop = popService({ ring, auth, clock, logger, jwksMaxAgeMs: config['pop.jwksMaxAgeMs'] });
+    const jwks = new JwksPublisher(ring, clock, config['pop.jwksMaxAgeMs']);
+    const pop = popService({ ring, auth, clock, logger, jwks });
     const secret = secretService({
       auth,
       ring,
@@ -323,6 +329,8 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
       metricsServer = m.server;
       metricsPort = m.port;
     }
+    const grpcServer = grpc;
+    if (config['http.address']) http = await startHttp({ config, jwks, metrics, logger, serving: () => grpcServer.serving });
     // Hazelcast expires entries itself; SQLite needs a sweep.
     if (!cluster) sweeper = setInterval(() => sqlite.ephemeral.sweep(), SWEEP_INTERVAL_MS).unref();
     logger.info('sts started', {
@@ -330,6 +338,7 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
       profile: config.profile,
       dataDir: config.dataDir,
       tls: Boolean(config['tls.certFile']),
+      ...(http ? { http: http.baseUrl } : {}),
       store: cluster ? `hazelcast ${config['cluster.name']}@${config['cluster.members']}` : 'sqlite',
     });
 
@@ -340,6 +349,7 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
       grpc: server,
       store,
       metricsPort,
+      http,
       ring,
       rewrapUserSecrets: () => userSecrets.rewrap({ full: true }),
       close: () =>
@@ -347,6 +357,7 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
           clearInterval(sweeper);
           clearInterval(maintenance);
           metricsServer?.close();
+          await http?.close();
           await server.shutdown();
           await hz?.close();
           await sqlite.close();
@@ -358,6 +369,7 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
     clearInterval(sweeper);
     clearInterval(maintenance);
     metricsServer?.close();
+    await http?.close();
     await grpc?.shutdown();
     await hz?.close().catch(() => undefined);
     await sqlite.close();
