@@ -129,12 +129,13 @@ describe('JWKS and discovery', () => {
   });
 
   it('lists every claim a real user token carries in claims_supported', async () => {
-    const { token } = await createApp(t, 'claims-app', { personalFields: true });
+    const { token } = await createApp(t, 'claims-app', { personalFieldsAllowed: true });
     const uid = await createUser(t, 'carol', 'a long enough password');
     await addRole(t, uid, 'claims-app', 'reader');
     const res = await call(t.session.logonUser, t.session, { credential: { $case: 'userCredential', value: { username: 'carol', password: 'a long enough password' } }, ticketApplicationId: '' }, token);
     const claims = JSON.parse(Buffer.from(res.userTokenJwt.split('.')[1]!, 'base64url').toString('utf8')) as Record<string, unknown>;
-    expect(Object.keys(claims).length).toBeGreaterThan(10);
+    expect(claims).toHaveProperty('email');
+    expect(Object.keys(claims).length).toBeGreaterThan(12);
     for (const c of Object.keys(claims)) expect(USER_TOKEN_CLAIMS).toContain(c);
   });
 
@@ -292,7 +293,7 @@ describe('options', () => {
 
   it('serves no test page with http.testPage off, and no listener at all with http.address empty', async () => {
     const off = await sts({ 'http.testPage': false });
-    for (const p of ['/test-page', '/test-page/page.js', '/test-page/page.css']) expect((await httpGet(portOf(off), p)).status).toBe(404);
+    for (const p of ['/test-page', '/test-page/page.js', '/test-page/page.css', '/test-page/favicon.svg']) expect((await httpGet(portOf(off), p)).status).toBe(404);
     expect((await httpGet(portOf(off), JWKS)).status).toBe(200);
     const none = await sts({ 'http.address': '' });
     expect(none.sts.http).toBeUndefined();

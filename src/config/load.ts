@@ -155,7 +155,6 @@ function validateTogether(c: Config, env: NodeJS.ProcessEnv): void {
     fail(`pop.signing.legacyWindowMs: must be at least session.userTokenMaxLifetimeMs (${c['session.userTokenMaxLifetimeMs']} ms), the longest token lifetime, so every token stays verifiable until it expires`);
   }
   if (c['metrics.address']) parseAddress(c['metrics.address'], 'metrics.address');
-  validateHttp(c);
   if (c['cluster.enabled']) {
     const members = c['cluster.members'].split(',').map((m) => m.trim());
     if (members.length === 0 || members.some((m) => m === '')) fail('cluster.members: give at least one host:port');
@@ -182,6 +181,7 @@ function validateTogether(c: Config, env: NodeJS.ProcessEnv): void {
     }
     if (!c['tls.certFile']) fail('tls.certFile: the prod profile refuses plaintext gRPC; configure TLS');
   }
+  validateHttp(c);
 }
 
 /** The HTTP listener's options (src/http): addresses, origins, and what the prod profile refuses. */

@@ -24,6 +24,7 @@ const FILES: [path: string, file: string, type: string][] = [
   [TEST_PAGE_PATH, 'index.html', 'text/html; charset=utf-8'],
   [`${TEST_PAGE_PATH}/page.js`, 'page.js', 'text/javascript; charset=utf-8'],
   [`${TEST_PAGE_PATH}/page.css`, 'page.css', 'text/css; charset=utf-8'],
+  [`${TEST_PAGE_PATH}/favicon.svg`, 'favicon.svg', 'image/svg+xml'],
 ];
 
 /**
