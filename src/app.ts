@@ -357,8 +357,9 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
           clearInterval(sweeper);
           clearInterval(maintenance);
           metricsServer?.close();
-          await http?.close();
+          // /healthz answers 503 while calls drain, as gRPC health does; then the HTTP listener closes.
           await server.shutdown();
+          await http?.close();
           await hz?.close();
           await sqlite.close();
           lock.release();
