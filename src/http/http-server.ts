@@ -4,7 +4,7 @@
  *   GET /.well-known/jwks.json               the JWKS, exactly as PopService.GetJwks publishes it
  *   GET /.well-known/openid-configuration    issuer, jwks_uri and the signing algorithms (discovery.ts)
  *   GET /healthz                             the gRPC health of the whole server: 200 SERVING, else 503
- *   GET /test-page[/page.js|/page.css]       the browser test page, with http.testPage (test-page.ts)
+ *   GET /test-page, /test-page/*            the browser test page and its files, with http.testPage (test-page.ts)
  *
  * Every other path gets 404; methods other than GET and HEAD get 405 (OPTIONS answers CORS preflights).
  * No route takes a body (413). Request heads are bounded by http.maxHeaderBytes (431) and whole requests by
@@ -22,7 +22,7 @@ import { createHash } from 'node:crypto';
 import type { Config } from '../config/defaults.js';
 import { corsOrigins, parseAddress } from '../config/load.js';
 import type { Logger } from '../log.js';
-import type { JwksPublisher } from '../pop/jwks-publisher.js';
+import type { JwksPublisher, PublishedJwks } from '../pop/jwks-publisher.js';
 import type { Metrics } from '../server/metrics.js';
 import { readTlsFiles } from '../server/server.js';
 import { DISCOVERY_PATH, JWKS_PATH, discoveryDocument } from './discovery.js';
@@ -110,7 +110,7 @@ export async function startHttp(deps: HttpDeps): Promise<HttpListener> {
   });
 
   /** Cache lifetime of the JWKS (and of the discovery document, whose algorithm list follows the keys). */
-  const keysCacheControl = (): { cacheControl: string; snapshot: ReturnType<JwksPublisher['current']> } => {
+  const keysCacheControl = (): { cacheControl: string; snapshot: PublishedJwks } => {
     const snapshot = jwks.current();
     return { snapshot, cacheControl: `public, max-age=${Math.floor(jwks.maxAgeMsOf(snapshot) / 1000)}` };
   };
@@ -148,7 +148,8 @@ export async function startHttp(deps: HttpDeps): Promise<HttpListener> {
     for (const [path, asset] of loadTestPage()) {
       // no-cache: revalidated on every load (ETag), so a new build of the page is seen at once.
       const headers: Record<string, string> = asset.type.startsWith('text/html') ? { 'content-security-policy': TEST_PAGE_CSP, 'referrer-policy': 'no-referrer', 'x-frame-options': 'DENY' } : {};
-      routes.set(path, () => cacheable(asset.body, asset.type, asset.etag, 'no-cache', headers));
+      const etag = etagOf(asset.body);
+      routes.set(path, () => cacheable(asset.body, asset.type, etag, 'no-cache', headers));
     }
   }
 

@@ -4,7 +4,6 @@
  * browser with jose, bundled into web/test-page/page.js at build time (scripts/build-test-page.ts), so it
  * loads nothing from anywhere else.
  */
-import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { StartupError } from '../errors.js';
@@ -17,7 +16,6 @@ const DIR = fileURLToPath(new URL('../../web/test-page/', import.meta.url));
 export interface StaticAsset {
   body: Buffer;
   type: string;
-  etag: string;
 }
 
 const FILES: [path: string, file: string, type: string][] = [
@@ -43,7 +41,7 @@ export function loadTestPage(dir = DIR): Map<string, StaticAsset> {
     } catch (err) {
       throw new StartupError('config_invalid', `http.testPage: cannot read the page's file ${dir + file} (${(err as NodeJS.ErrnoException).code ?? 'error'}); turn http.testPage off or reinstall`, { cause: err });
     }
-    assets.set(path, { body, type, etag: `"${createHash('sha256').update(body).digest('base64url')}"` });
+    assets.set(path, { body, type });
   }
   return assets;
 }
