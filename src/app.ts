@@ -25,9 +25,11 @@ import { RevisionStore } from './cluster/revisions.js';
 import { randomBytes } from 'node:crypto';
 import type { Server as HttpServer } from 'node:http';
 import { Metrics } from './server/metrics.js';
+import { type HttpListener, startHttp } from './http/http-server.js';
 import { Authenticator, loadAdminKeys } from './auth/caller.js';
 import { KeyRing, KeyRingOpenError } from './pop/key-ring.js';
 import { type KeyKind, type RotationPolicy, validateKeyRecord } from './pop/key-record.js';
+import { JwksPublisher } from './pop/jwks-publisher.js';
 import { popService } from './pop/pop-service.js';
 import { IdentityProviderRegistry, validateIdentityProviderRecord } from './secret/identity-providers.js';
 import { ResourceServerRegistry, validateResourceServerRecord } from './secret/resource-servers.js';
@@ -56,6 +58,8 @@ export interface RunningSts {
   readonly ring: KeyRing;
   /** Port of the Prometheus listener, when metrics.address is set. */
   readonly metricsPort: number | undefined;
+  /** The HTTP listener (JWKS, discovery, health, test page), when http.address is set. */
+  readonly http: HttpListener | undefined;
   /** Walks every user secret and re-wraps those under an older management key (maintenance does it too). */
   rewrapUserSecrets(): Promise<RewrapResult>;
   /** Graceful stop: drains calls, then closes the store. Idempotent. */
@@ -127,6 +131,7 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
   let keyRing: KeyRing | undefined;
   let metricsServer: HttpServer | undefined;
   let metricsPort: number | undefined;
+  let http: HttpListener | undefined;
   try {
     const master = loadMasterKeyRing({
       file: config['masterKey.file'],
@@ -286,7 +291,8 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
       );
       cluster.reconnectHooks.push(resyncRegistries);
     }
-    const pop = popService({ ring, auth, clock, logger, jwksMaxAgeMs: config['pop.jwksMaxAgeMs'] });
+    const jwks = new JwksPublisher(ring, clock, config['pop.jwksMaxAgeMs']);
+    const pop = popService({ ring, auth, clock, logger, jwks });
     const secret = secretService({
       auth,
       ring,
@@ -338,6 +344,8 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
       metricsServer = m.server;
       metricsPort = m.port;
     }
+    const grpcServer = grpc;
+    if (config['http.address']) http = await startHttp({ config, jwks, metrics, logger, serving: () => grpcServer.serving });
     // Hazelcast expires entries itself; SQLite needs a sweep.
     if (!cluster) sweeper = setInterval(() => sqlite.ephemeral.sweep(), SWEEP_INTERVAL_MS).unref();
     logger.info('sts started', {
@@ -345,6 +353,7 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
       profile: config.profile,
       dataDir: config.dataDir,
       tls: Boolean(config['tls.certFile']),
+      ...(http ? { http: http.baseUrl } : {}),
       store: cluster ? `hazelcast ${config['cluster.name']}@${config['cluster.members']}` : 'sqlite',
     });
 
@@ -355,6 +364,7 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
       grpc: server,
       store,
       metricsPort,
+      http,
       ring,
       rewrapUserSecrets: () => userSecrets.rewrap({ full: true }),
       close: () =>
@@ -362,7 +372,9 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
           clearInterval(sweeper);
           clearInterval(maintenance);
           metricsServer?.close();
+          // /healthz answers 503 while calls drain, as gRPC health does; then the HTTP listener closes.
           await server.shutdown();
+          await http?.close();
           await hz?.close();
           await sqlite.close();
           lock.release();
@@ -373,6 +385,7 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
     clearInterval(sweeper);
     clearInterval(maintenance);
     metricsServer?.close();
+    await http?.close();
     await grpc?.shutdown();
     await hz?.close().catch(() => undefined);
     await sqlite.close();

@@ -143,6 +143,7 @@ export async function startStsNode(cluster: Cluster, deployment: Deployment, opt
     STS_AUTH_ADMIN_KEY_FILE: deployment.adminKeyFile,
     STS_CLUSTER_NAME: cluster.name,
     STS_SERVER_SHUTDOWN_GRACE_MS: '2000',
+    STS_HTTP_ADDRESS: '127.0.0.1:0',
     ...options.env,
   };
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve', '--cluster', '--members', cluster.memberList, '--address', `127.0.0.1:${port}`, '--data-dir', dataDir], {
