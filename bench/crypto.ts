@@ -159,7 +159,7 @@ async function makeJwes(ring: KeyRing, plaintexts: readonly Buffer[]): Promise<s
 export async function cryptoBench(options: CryptoBenchOptions): Promise<CryptoResult[]> {
   const dataDir = mkdtempSync(join(tmpdir(), 'sts-bench-crypto-'));
   try {
-    const config = loadConfig({ env: {}, overrides: { 'server.address': '127.0.0.1:0', dataDir, 'server.shutdownGraceMs': 1000 } });
+    const config = loadConfig({ env: {}, overrides: { 'server.address': '127.0.0.1:0', 'http.address': '', dataDir, 'server.shutdownGraceMs': 1000 } });
     const sts = await startSts({ config, env: {}, logger: silentLogger });
     try {
       return await measureAll(sts.ring, { progress: () => {}, waitIdleMs: 0, ...options });

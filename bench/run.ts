@@ -17,7 +17,7 @@ import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { once } from 'node:events';
 import { cpus, tmpdir } from 'node:os';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -66,6 +66,9 @@ const HELP = `npm run bench -- [flags]
   --no-crypto          skip the in-process crypto table
   --cluster            also run the cluster scenarios against STS in cluster mode: ${HAZELCAST_MEMBERS} Hazelcast members
                        (scripts/hazelcast.sh; Java 17+), one STS node, then two with the load spread over both
+  --compare-ref <ref>  with --cluster: also run ValidateUserToken in cluster mode against the STS of git ref <ref>
+                       (a temporary worktree, its own members), in ${GOAL_ROUNDS} paired rounds alternating with this build,
+                       and report both server CPU per call (what sealing the cluster state costs: issue 13)
   --scale              memory per 100k stored sessions and ValidateUserToken with ${SCALE_LEVELS.map(k).join(', ')} stored
                        sessions (embedded); with --cluster also in cluster mode (${CLUSTER_SCALE_LEVELS.map(k).join(', ')})
   --cpu-prof <dir>     CPU-profile the STS server (V8 profiler) during every measured STS window; writes
@@ -91,6 +94,8 @@ interface Settings {
   sweep: string[];
   crypto: boolean;
   cluster: boolean;
+  /** --compare-ref: a git ref whose STS runs the cluster ValidateUserToken rounds beside this build's. */
+  compareRef: string | undefined;
   scale: boolean;
   cpuProfDir: string | undefined;
   fullDecode: boolean;
@@ -147,6 +152,7 @@ function parseSettings(argv: string[]): Settings | undefined {
       'cpu-prof': { type: 'string' },
       'full-decode': { type: 'boolean', default: false },
       'wait-idle': { type: 'string' },
+      'compare-ref': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -173,6 +179,7 @@ function parseSettings(argv: string[]): Settings | undefined {
     sweep: values['no-sweep'] ? [] : SWEEP_RPCS.filter(wanted),
     crypto: !values['no-crypto'] && (!only || only.includes('crypto')),
     cluster: values.cluster,
+    compareRef: values['compare-ref'],
     scale: values.scale,
     cpuProfDir: values['cpu-prof'],
     fullDecode: values['full-decode'],
@@ -194,10 +201,11 @@ function track(child: ChildProcess): ChildProcess {
   return child;
 }
 
-function spawnTs(file: string, args: string[], options: { nodeArgs?: string[]; env?: NodeJS.ProcessEnv } = {}): ChildProcess {
+function spawnTs(file: string, args: string[], options: { nodeArgs?: string[]; env?: NodeJS.ProcessEnv; root?: string } = {}): ChildProcess {
+  const root = options.root ?? ROOT;
   return track(
-    spawn(process.execPath, [...(options.nodeArgs ?? []), '--import', 'tsx', join(BENCH, file), ...args], {
-      cwd: ROOT,
+    spawn(process.execPath, [...(options.nodeArgs ?? []), '--import', 'tsx', join(root, 'bench', file), ...args], {
+      cwd: root,
       stdio: ['pipe', 'pipe', 'inherit'],
       ...(options.env ? { env: options.env } : {}),
     }),
@@ -220,9 +228,9 @@ function killAll(): void {
 }
 
 /** Runs a child to completion and returns its stdout; `onLine` sees each line as it comes. Killed after `timeoutMs`. */
-function runChild(file: string, args: string[], timeoutMs: number, onLine: (line: string) => void = () => {}): Promise<string> {
+function runChild(file: string, args: string[], timeoutMs: number, onLine: (line: string) => void = () => {}, env?: NodeJS.ProcessEnv): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = spawnTs(file, args);
+    const child = spawnTs(file, args, env ? { env } : {});
     let out = '';
     let pending = '';
     child.stdout!.setEncoding('utf8').on('data', (d: string) => {
@@ -260,7 +268,7 @@ interface Server {
 }
 
 /** Starts a server child and waits for the JSON line it prints once listening; later lines answer commands. */
-function startServer(file: string, args: string[] = [], options: { nodeArgs?: string[]; env?: NodeJS.ProcessEnv } = {}, timeoutMs = 90_000): Promise<Server> {
+function startServer(file: string, args: string[] = [], options: { nodeArgs?: string[]; env?: NodeJS.ProcessEnv; root?: string } = {}, timeoutMs = 90_000): Promise<Server> {
   return new Promise((resolve, reject) => {
     const child = spawnTs(file, args, options);
     let buf = '';
@@ -459,11 +467,17 @@ interface ClusterInfo {
   name: string;
   memberList: string;
   members: Member[];
+  /** The nodes' environment (their shared master key): what else writes to the cluster needs it too. */
+  env: NodeJS.ProcessEnv;
   one: Deployment;
   two: Deployment;
 }
 
-async function startClusterDeployments(seedUsers: number, heap: string): Promise<ClusterInfo> {
+/**
+ * STS nodes in cluster mode on members of their own. `root`: the checkout whose STS the nodes run (another
+ * git ref's worktree for --compare-ref); `tag` names its deployments.
+ */
+async function startClusterDeployments(seedUsers: number, heap: string, root = ROOT, tag = ''): Promise<ClusterInfo> {
   log('fetching the Hazelcast member jar (scripts/hazelcast.sh fetch)');
   execFileSync('bash', ['scripts/hazelcast.sh', 'fetch'], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'], timeout: 600_000 });
   const name = `sts-bench-${randomBytes(4).toString('hex')}`;
@@ -480,27 +494,80 @@ async function startClusterDeployments(seedUsers: number, heap: string): Promise
   }
   // What every node of one deployment shares: the master key and the admin key.
   const adminKey = newAdminKey();
-  const adminKeyFile = join(runDir, 'cluster-admin-keys');
-  const tokenFile = join(runDir, 'cluster-admin.token');
+  const adminKeyFile = join(runDir, `${name}-admin-keys`);
+  const tokenFile = join(runDir, `${name}-admin.token`);
   writeFileSync(adminKeyFile, `bench:${hashAdminKey(adminKey)}\n`);
   writeFileSync(tokenFile, adminKey + '\n');
   const env = { ...process.env, STS_MASTER_KEY: `mk-bench:${randomBytes(32).toString('base64url')}` };
   const nodes: Server[] = [];
   for (let i = 0; i < 2; i++) {
     log(`starting STS node ${i + 1} in cluster mode`);
-    const srv = await startServer('sts-server.ts', [JSON.stringify({ clusterMembers: memberList, clusterName: name, adminKeyFile })], { env });
+    const srv = await startServer('sts-server.ts', [JSON.stringify({ clusterMembers: memberList, clusterName: name, adminKeyFile })], { env, root });
     nodes.push(srv);
     stoppers.push(() => stopChild(srv.child));
   }
-  const fixtureFile = await setupFixture(nodes, tokenFile, 'cluster', seedUsers);
+  const fixtureFile = await setupFixture(nodes, tokenFile, `cluster${tag.replace(/[^A-Za-z0-9]+/g, '-')}`, seedUsers);
   const common = { serverPids: nodes.map((n) => n.pid), memberPids: members.map((m) => m.pid), tokenFile, fixtureFile };
   return {
     name,
     memberList,
     members,
-    one: { label: 'cluster, 1 node', nodes: [nodes[0]!], ...common },
-    two: { label: 'cluster, 2 nodes', nodes, ...common },
+    // Sessions the scale part seeds are sealed under the cluster data key: the seeder needs the master key.
+    env,
+    one: { label: `cluster, 1 node${tag}`, nodes: [nodes[0]!], ...common },
+    two: { label: `cluster, 2 nodes${tag}`, nodes, ...common },
   };
+}
+
+/** --compare-ref: this build's cluster ValidateUserToken beside another git ref's, in paired rounds. */
+interface RefComparison {
+  ref: string;
+  commit: string;
+  rounds: { thisRps: number; refRps: number; thisServerUs: number | undefined; refServerUs: number | undefined }[];
+}
+
+/**
+ * Runs ValidateUserToken on one node of this build's cluster deployment and on one node of `ref`'s (a
+ * temporary git worktree sharing node_modules, on members of its own with this build's member config), in
+ * GOAL_ROUNDS rounds of alternating order, so both builds meet the same machine state.
+ */
+async function compareWithRef(settings: Settings, mine: ClusterInfo, heap: string): Promise<RefComparison> {
+  const ref = settings.compareRef!;
+  const commit = execFileSync('git', ['rev-parse', '--verify', `${ref}^{commit}`], { cwd: ROOT, encoding: 'utf8' }).trim();
+  const dir = join(runDir, 'compare-ref');
+  log(`--compare-ref: checking out ${ref} (${commit.slice(0, 10)}) into a temporary worktree`);
+  execFileSync('git', ['worktree', 'add', '--detach', dir, commit], { cwd: ROOT, stdio: 'ignore' });
+  // Registered first, so it runs after the ref's nodes stop.
+  stoppers.push(async () => void execFileSync('git', ['worktree', 'remove', '--force', dir], { cwd: ROOT, stdio: 'ignore' }));
+  symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
+  const theirs = await startClusterDeployments(0, heap, dir, `, ${ref}`);
+  const validate = SCENARIOS.find((x) => x.name === 'ValidateUserToken')!;
+  const rounds: RefComparison['rounds'] = [];
+  for (let i = 0; i < GOAL_ROUNDS; i++) {
+    const order = i % 2 === 0 ? [mine.one, theirs.one] : [theirs.one, mine.one];
+    const first = await runLoad(settings, validate, settings.concurrency, order[0]!);
+    const second = await runLoad(settings, validate, settings.concurrency, order[1]!);
+    const [a, b] = order[0] === mine.one ? [first, second] : [second, first];
+    if (a.result && b.result) rounds.push({ thisRps: a.result.rps, refRps: b.result.rps, thisServerUs: perOp(a.cpu?.server, a.result.rps), refServerUs: perOp(b.cpu?.server, b.result.rps) });
+  }
+  return { ref, commit, rounds };
+}
+
+function comparisonLines(c: RefComparison): string[] {
+  const us = (v: number | undefined) => (v === undefined ? 'n/a' : String(Math.round(v)));
+  const ratios = c.rounds.filter((r) => r.thisServerUs && r.refServerUs).map((r) => r.thisServerUs! / r.refServerUs!);
+  return [
+    `## This build against ${c.ref} (${c.commit.slice(0, 10)}): cluster ValidateUserToken`,
+    '',
+    `ValidateUserToken by token id at the run's concurrency, all load to one node, each build on its own two Hazelcast members (this build's member config), ${GOAL_ROUNDS} rounds in alternating order. Server CPU per call is the figure to compare (throughput moves with whatever else runs on the 2 cores).`,
+    '',
+    '| round | this build req/s | this build server CPU us/call | ref req/s | ref server CPU us/call | CPU this / ref |',
+    '| ---: | ---: | ---: | ---: | ---: | ---: |',
+    ...c.rounds.map((r, i) => `| ${i + 1} | ${Math.round(r.thisRps)} | ${us(r.thisServerUs)} | ${Math.round(r.refRps)} | ${us(r.refServerUs)} | ${r.thisServerUs && r.refServerUs ? fmt(r.thisServerUs / r.refServerUs) : 'n/a'} |`),
+    '',
+    ratios.length > 0 ? `Median server CPU per call, this build / ${c.ref}: **${fmt(median(ratios))}** (issue 13 asks at most 1.15).` : 'No round gave both figures.',
+    '',
+  ];
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -633,7 +700,7 @@ function mergeSamples(steps: { count: number; sample: SessionFixture[] }[], leve
   return out;
 }
 
-async function scalePart(settings: Settings, mode: 'embedded' | 'cluster', dep: Deployment, levels: number[], seedArgs: string[], memory: (n: number) => Promise<MemoryPoint>, baseline?: Row): Promise<ScaleResult> {
+async function scalePart(settings: Settings, mode: 'embedded' | 'cluster', dep: Deployment, levels: number[], seedArgs: string[], memory: (n: number) => Promise<MemoryPoint>, baseline?: Row, seedEnv?: NodeJS.ProcessEnv): Promise<ScaleResult> {
   const validate = scenarioNamed('ValidateUserToken');
   const fixture: Fixture = readFixture(dep.fixtureFile!);
   const rows: Row[] = [];
@@ -649,7 +716,7 @@ async function scalePart(settings: Settings, mode: 'embedded' | 'cluster', dep: 
     const count = level - seeded;
     log(`scale (${mode}): storing ${k(count)} more sessions (${k(level)} in all)`);
     const sampleFile = join(runDir, `sample-${mode}-${level}.json`);
-    const out = await runChild('seed.ts', ['--fixture', dep.fixtureFile!, '--count', String(count), '--sample', String(SCALE_SAMPLE), '--out', sampleFile, ...seedArgs], 1_800_000);
+    const out = await runChild('seed.ts', ['--fixture', dep.fixtureFile!, '--count', String(count), '--sample', String(SCALE_SAMPLE), '--out', sampleFile, ...seedArgs], 1_800_000, undefined, seedEnv);
     const r = { ...(JSON.parse(out.trim().split('\n').at(-1)!) as { count: number; ms: number }), sample: JSON.parse(readFileSync(sampleFile, 'utf8')) as SessionFixture[] };
     log(`scale (${mode}): ${k(r.count)} sessions stored in ${(r.ms / 1000).toFixed(1)} s`);
     seeding.push({ count: r.count, ms: r.ms });
@@ -1003,16 +1070,18 @@ async function main(): Promise<number> {
 
   const clusterRows: Row[] = [];
   let clusterNote = '';
+  let comparison: RefComparison | undefined;
   if (settings.cluster && (clusterScenarios.length > 0 || settings.scale)) {
     try {
       const heap = settings.scale ? MEMBER_HEAP.scale : MEMBER_HEAP.normal;
       const c = await startClusterDeployments(settings.scale ? SCALE_USERS : 0, heap);
       clusterNote = `cluster "${c.name}": ${c.members.length} Hazelcast 5.6 members (${c.memberList}; -Xmx${heap} each, scripts/hazelcast.sh), 2 STS nodes (cluster.enabled, smart routing).`;
       for (const dep of [c.one, c.two]) for (const s of clusterScenarios) clusterRows.push(await runLoad(settings, s, settings.concurrency, dep));
+      if (settings.compareRef) comparison = await compareWithRef(settings, c, heap);
       if (settings.scale) {
         const baseline = clusterRows.find((r) => r.rpc === 'ValidateUserToken' && r.deployment === c.two.label && r.result);
         scale.push(
-          await scalePart(settings, 'cluster', c.two, clusterScaleLevels, ['--cluster-members', c.memberList, '--cluster-name', c.name], async (n) => clusterMemory(c.members, n), baseline),
+          await scalePart(settings, 'cluster', c.two, clusterScaleLevels, ['--cluster-members', c.memberList, '--cluster-name', c.name], async (n) => clusterMemory(c.members, n), baseline, c.env),
         );
       }
     } catch (err) {
@@ -1057,7 +1126,7 @@ async function main(): Promise<number> {
     scaleLevels: settings.scale ? scaleLevels : [],
     clusterScaleLevels: settings.scale && settings.cluster ? clusterScaleLevels : [],
   };
-  const summary = { meta, config, parts, scenarios: rows, goalRounds, logons, sweep, crypto, cluster: { note: clusterNote, rows: clusterRows }, scale, failures };
+  const summary = { meta, config, parts, scenarios: rows, goalRounds, logons, sweep, crypto, cluster: { note: clusterNote, rows: clusterRows, comparison }, scale, failures };
 
   const yes = (b: boolean, why = ''): string => (b ? 'yes' : `no${why}`);
   const md: string[] = [
@@ -1114,6 +1183,7 @@ async function main(): Promise<number> {
         '',
       );
     } else md.push('No cluster results (see failures below).', '');
+    if (comparison) md.push(...comparisonLines(comparison));
   }
   if (scale.length > 0) {
     md.push(

@@ -16,7 +16,10 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { clusterProtection } from '../src/app.js';
+import { ClusterRejections } from '../src/cluster/rejections.js';
 import { systemClock } from '../src/clock.js';
+import { MasterKeyRing, parseMasterKeys } from '../src/crypto/master-key.js';
 import { loadConfig } from '../src/config/load.js';
 import { silentLogger } from '../src/log.js';
 import { SECURITY_LEVEL, SessionStore } from '../src/session/sessions.js';
@@ -97,12 +100,16 @@ async function main(): Promise<void> {
     const db = openDatabase(localDir);
     const local = new SqliteStore(db, systemClock);
     try {
+      // Sessions are sealed under the cluster data key like a node's: the deployment's master key is needed.
+      if (!process.env.STS_MASTER_KEY) throw new Error('cluster mode: STS_MASTER_KEY (the deployment\'s master key) is required to seal sessions');
+      const master = new MasterKeyRing(parseMasterKeys(process.env.STS_MASTER_KEY, 'STS_MASTER_KEY'));
       const hz = await HazelcastStore.connect(
         { clusterName: values['cluster-name'] ?? 'sts', members: values['cluster-members'].split(','), connectTimeoutMs: 30_000, invocationTimeoutMs: 30_000 },
         local.durable,
         systemClock,
         silentLogger,
         () => {},
+        clusterProtection(master, db, new ClusterRejections(silentLogger), config),
       );
       try {
         const sessions = new SessionStore(hz.ephemeral, systemClock);

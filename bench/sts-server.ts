@@ -35,7 +35,7 @@ const dataDir = mkdtempSync(join(tmpdir(), 'sts-bench-'));
 const removeData = (): void => rmSync(dataDir, { recursive: true, force: true });
 let sts: RunningSts;
 try {
-  const overrides: Partial<Record<OptionName, string | number | boolean>> = { ...options.overrides, 'server.address': '127.0.0.1:0', dataDir, 'server.shutdownGraceMs': 1000 };
+  const overrides: Partial<Record<OptionName, string | number | boolean>> = { ...options.overrides, 'server.address': '127.0.0.1:0', 'http.address': '', dataDir, 'server.shutdownGraceMs': 1000 };
   if (options.clusterMembers) {
     overrides['cluster.enabled'] = true;
     overrides['cluster.members'] = options.clusterMembers;

@@ -11,6 +11,9 @@
 #     go-modules   (tests)       the modules of the Go client (clients/go), so its test build is offline
 #     go-plugins   (generation)  protoc-gen-go and protoc-gen-go-grpc, `go install`ed into .tools/bin
 #     hazelcast    (tests)       the Hazelcast member jar in .hazelcast/, from Maven Central
+#     interop-go     (tests)     the modules of the Go JWKS/JOSE interop program (test/interop/go)
+#     interop-python (tests)     venv .tools/interop-python with PyJWT and jwcrypto (test/interop/python)
+#     chromium     (tests)       Debian's chromium for the browser test page's test, with apt-get
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -69,27 +72,66 @@ ensure_go_modules() {
   rm -rf "$tmp"
 }
 
-ensure_python() {
-  local venv="$TOOLS/python" python
+# A venv in .tools/NAME with pinned packages: venv NAME what requirements-file stamp [extra pip requirement...]
+venv() {
+  local name=$1 what=$2 requirements=$3 stamp=$4 venv="$TOOLS/$1" python
+  shift 4
   python=$(command -v python3 || command -v python || true)
   if [ -z "$python" ] || ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
-    echo "ensure-tools: Python 3.10+ (python3) is needed for the Python client; install it and retry" >&2
+    echo "ensure-tools: Python 3.10+ (python3) is needed for $what; install it and retry" >&2
     exit 1
   fi
   # The stamp names the interpreter version and every pin, so changing either rebuilds the venv.
   local want
-  want="$("$python" -c 'import sys; print("python=%d.%d.%d" % sys.version_info[:3])') grpcio-tools=$GRPCIO_TOOLS_VERSION setuptools=$SETUPTOOLS_VERSION $(grep -v '^#' clients/python/requirements.txt | tr '\n' ' ' | sed 's/ *$//')"
+  want="$("$python" -c 'import sys; print("python=%d.%d.%d" % sys.version_info[:3])') $stamp $(grep -v '^#' "$requirements" | tr '\n' ' ' | sed 's/ *$//')"
+  want="${want//  / }"
   if [ -x "$venv/bin/python" ] && [ "$(cat "$venv/stamp" 2>/dev/null)" = "$want" ]; then
     return
   fi
-  echo "ensure-tools: creating .tools/python ($want)" >&2
-  rm -rf "$venv" "$TOOLS/python-wheels"
+  echo "ensure-tools: creating .tools/$name ($want)" >&2
+  rm -rf "$venv"
   "$python" -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
-    -r clients/python/requirements.txt "grpcio-tools==$GRPCIO_TOOLS_VERSION"
-  "$venv/bin/python" -m pip download --quiet --disable-pip-version-check --no-input --dest "$TOOLS/python-wheels" \
-    -r clients/python/requirements.txt "setuptools==$SETUPTOOLS_VERSION"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input -r "$requirements" "$@"
   echo "$want" > "$venv/stamp"
+}
+
+ensure_python() {
+  venv python "the Python client" clients/python/requirements.txt "grpcio-tools=$GRPCIO_TOOLS_VERSION" "grpcio-tools==$GRPCIO_TOOLS_VERSION"
+  # The client's pins as wheels, with its build backend, for the fresh venvs of test/clients-install.test.ts:
+  # `pip install clients/python` there needs no network.
+  local wheels="$TOOLS/python-wheels" want
+  want="$(cat "$TOOLS/python/stamp") setuptools=$SETUPTOOLS_VERSION"
+  if [ "$(cat "$wheels/stamp" 2>/dev/null)" != "$want" ]; then
+    rm -rf "$wheels"
+    "$TOOLS/python/bin/python" -m pip download --quiet --disable-pip-version-check --no-input --dest "$wheels" \
+      -r clients/python/requirements.txt "setuptools==$SETUPTOOLS_VERSION"
+    echo "$want" > "$wheels/stamp"
+  fi
+}
+
+ensure_interop_python() {
+  # Standard Python JWT/JOSE libraries against STS's HTTP JWKS (test/interop.test.ts); pins in the file.
+  venv interop-python "the Python interop test" test/interop/python/requirements.txt ''
+}
+
+ensure_interop_go() {
+  need_go "the Go interop test"
+  (cd test/interop/go && go mod download)
+}
+
+ensure_chromium() {
+  # Debian's chromium, driven by playwright-core in test/test-page.test.ts (playwright's own browser
+  # downloads are not used). Quiet when present.
+  if [ -x /usr/bin/chromium ]; then
+    return
+  fi
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "ensure-tools: /usr/bin/chromium is needed for the browser test page's test; install Debian's chromium package (apt-get install chromium) and retry" >&2
+    exit 1
+  fi
+  echo "ensure-tools: installing chromium with apt-get" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
 }
 
 ensure_hazelcast() {
@@ -98,7 +140,7 @@ ensure_hazelcast() {
 }
 
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(grpcurl python go-modules go-plugins hazelcast)
+[ ${#components[@]} -gt 0 ] || components=(grpcurl python go-modules go-plugins hazelcast interop-go interop-python chromium)
 for c in "${components[@]}"; do
   case "$c" in
     grpcurl) ensure_grpcurl ;;
@@ -106,6 +148,9 @@ for c in "${components[@]}"; do
     go-modules) ensure_go_modules ;;
     go-plugins) ensure_go_plugins ;;
     hazelcast) ensure_hazelcast ;;
-    *) echo "ensure-tools: unknown component '$c' (grpcurl, python, go-modules, go-plugins, hazelcast)" >&2; exit 64 ;;
+    interop-go) ensure_interop_go ;;
+    interop-python) ensure_interop_python ;;
+    chromium) ensure_chromium ;;
+    *) echo "ensure-tools: unknown component '$c' (grpcurl, python, go-modules, go-plugins, hazelcast, interop-go, interop-python, chromium)" >&2; exit 64 ;;
   esac
 done

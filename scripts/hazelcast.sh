@@ -8,11 +8,15 @@
 #                                              print the java command line (the test harness uses it)
 # HZ_HEAP: the member's maximum heap (java -Xmx), default 384m; `npm run bench -- --cluster --scale` uses more
 # for a million sessions.
+# HZ_INTERFACE: the one interface (IP address) the member binds to and advertises, default 127.0.0.1. On several
+# hosts, give each member its host's address on the private member network, and list every member in MEMBERS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 HZ_VERSION=5.6.0
 HZ_HEAP="${HZ_HEAP:-384m}"
+HZ_INTERFACE="${HZ_INTERFACE:-127.0.0.1}"
+[[ "$HZ_INTERFACE" =~ ^[0-9.]+$|^[0-9a-fA-F:]+$ ]] || { echo "hazelcast: HZ_INTERFACE must be an IP address, not \"$HZ_INTERFACE\"" >&2; exit 2; }
 [[ "$HZ_HEAP" =~ ^[0-9]+[mg]$ ]] || { echo "hazelcast: HZ_HEAP must look like 384m or 2g, not \"$HZ_HEAP\"" >&2; exit 2; }
 JAR=".hazelcast/hazelcast-$HZ_VERSION.jar"
 
@@ -34,7 +38,7 @@ java_command() {
     --add-opens java.base/sun.nio.ch=ALL-UNNAMED --add-opens java.management/sun.management=ALL-UNNAMED \
     --add-opens jdk.management/com.sun.management.internal=ALL-UNNAMED \
     -Djava.net.preferIPv4Stack=true -Dhazelcast.phone.home.enabled=false \
-    "-Dhazelcast.config=$PWD/hazelcast/hazelcast.yaml" "-Dhz.cluster=$cluster" "-Dhz.port=$port" "-Dhz.members=$members" \
+    "-Dhazelcast.config=$PWD/hazelcast/hazelcast.yaml" "-Dhz.cluster=$cluster" "-Dhz.port=$port" "-Dhz.members=$members" "-Dhz.interface=$HZ_INTERFACE" \
     -cp "$PWD/$JAR" com.hazelcast.core.server.HazelcastMemberStarter
 }
 

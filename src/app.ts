@@ -16,20 +16,25 @@ import { type ServiceBinding, StsGrpcServer } from './server/server.js';
 import { type Db, getMeta, lockDataDir, openDatabase, setMeta } from './store/sqlite/database.js';
 import { SqliteStore } from './store/sqlite/sqlite-store.js';
 import type { Store } from './store/adapter.js';
-import { HazelcastStore } from './store/hazelcast/hazelcast-store.js';
+import { type ClusterProtection, HazelcastStore } from './store/hazelcast/hazelcast-store.js';
 import { ReplicatedDirectory } from './session/replicated-directory.js';
-import { type ReplicatedTable, replicateTables } from './secret/registry-replication.js';
+import { replicateTables, replicated } from './secret/registry-replication.js';
+import { ClusterSeal } from './cluster/cluster-seal.js';
+import { ClusterRejections } from './cluster/rejections.js';
+import { RevisionStore } from './cluster/revisions.js';
 import { randomBytes } from 'node:crypto';
 import type { Server as HttpServer } from 'node:http';
 import { Metrics } from './server/metrics.js';
+import { type HttpListener, startHttp } from './http/http-server.js';
 import { Authenticator, loadAdminKeys } from './auth/caller.js';
 import { KeyRing, KeyRingOpenError } from './pop/key-ring.js';
-import type { KeyKind, RotationPolicy } from './pop/key-record.js';
+import { type KeyKind, type RotationPolicy, validateKeyRecord } from './pop/key-record.js';
+import { JwksPublisher } from './pop/jwks-publisher.js';
 import { popService } from './pop/pop-service.js';
-import { IdentityProviderRegistry } from './secret/identity-providers.js';
-import { ResourceServerRegistry } from './secret/resource-servers.js';
+import { IdentityProviderRegistry, validateIdentityProviderRecord } from './secret/identity-providers.js';
+import { ResourceServerRegistry, validateResourceServerRecord } from './secret/resource-servers.js';
 import { secretService } from './secret/secret-service.js';
-import { type RewrapResult, UserSecrets } from './secret/user-secrets.js';
+import { type RewrapResult, UserSecrets, validateUserSecretRecord } from './secret/user-secrets.js';
 import { SqliteDirectory } from './session/directory.js';
 import { CachedDirectory } from './session/directory-cache.js';
 import { sessionService } from './session/session-service.js';
@@ -53,6 +58,8 @@ export interface RunningSts {
   readonly ring: KeyRing;
   /** Port of the Prometheus listener, when metrics.address is set. */
   readonly metricsPort: number | undefined;
+  /** The HTTP listener (JWKS, discovery, health, test page), when http.address is set. */
+  readonly http: HttpListener | undefined;
   /** Walks every user secret and re-wraps those under an older management key (maintenance does it too). */
   rewrapUserSecrets(): Promise<RewrapResult>;
   /** Graceful stop: drains calls, then closes the store. Idempotent. */
@@ -124,6 +131,7 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
   let keyRing: KeyRing | undefined;
   let metricsServer: HttpServer | undefined;
   let metricsPort: number | undefined;
+  let http: HttpListener | undefined;
   try {
     const master = loadMasterKeyRing({
       file: config['masterKey.file'],
@@ -140,6 +148,9 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
       ),
     );
 
+    // Cluster mode: the grid is untrusted storage; what STS puts there is sealed, and what it reads is refused
+    // unless it opens, is valid and is not older than this node's copy (src/cluster/).
+    const rejections = new ClusterRejections(logger);
     if (config['cluster.enabled']) {
       hz = await HazelcastStore.connect(
         {
@@ -153,7 +164,9 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
         logger,
         // Health follows the cluster connection: NOT_SERVING while cluster state cannot be reached.
         (connected) => grpc?.setServing(connected),
+        clusterProtection(master, db, rejections, config),
       ).catch((err: unknown) => {
+        if (err instanceof StartupError) throw err;
         throw new StartupError('listen_failed', `cluster.members ${config['cluster.members']}: ${(err as Error).message}`, { cause: err });
       });
       store = hz;
@@ -168,7 +181,7 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
       algorithms: keyAlgorithms(config),
       policies: rotationPolicies(config),
       // One node at a time creates and erases keys; the others learn the result through listeners.
-      ...(cluster ? { lease: (name: string) => cluster.tryLease(name, nodeId, 30_000) } : {}),
+      ...(cluster ? { lease: (name: string) => cluster.tryLease(name, nodeId) } : {}),
     });
     const ring = keyRing;
     if (cluster) {
@@ -269,15 +282,17 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
     if (cluster) {
       const resyncRegistries = await replicateTables(
         await cluster.replicationMap('sts-registry'),
+        db,
         {
-          idp: { table: identityProviders as ReplicatedTable<unknown>, idOf: (r) => (r as { issuer: string }).issuer },
-          rs: { table: resourceServers as ReplicatedTable<unknown>, idOf: (r) => (r as { id: string }).id },
+          idp: replicated(identityProviders, (r) => r.issuer, validateIdentityProviderRecord),
+          rs: replicated(resourceServers, (r) => r.id, validateResourceServerRecord),
         },
         logger,
       );
       cluster.reconnectHooks.push(resyncRegistries);
     }
-    const pop = popService({ ring, auth, clock, logger, jwksMaxAgeMs: config['pop.jwksMaxAgeMs'] });
+    const jwks = new JwksPublisher(ring, clock, config['pop.jwksMaxAgeMs']);
+    const pop = popService({ ring, auth, clock, logger, jwks });
     const secret = secretService({
       auth,
       ring,
@@ -308,6 +323,12 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
           samples: ring.blockedDestructions().map((b) => ({ labels: { kind: b.kind, kid: b.kid }, value: b.records ?? -1 })),
         },
         { name: 'sts_key_ring_next_change_seconds', help: 'Seconds until the key ring next changes by itself.', samples: [{ labels: {}, value: Number.isFinite(next) ? Math.max(0, (next - clock.now()) / 1000) : -1 }] },
+        {
+          name: 'sts_cluster_records_rejected_total',
+          type: 'counter',
+          help: 'Values read from the cluster and refused (not sealed by STS, not authentic, not valid, or older than this node\'s copy), by map: each distinct value once. Anything above 0 means someone else writes to the grid.',
+          samples: [...rejections.totals].map(([map, value]) => ({ labels: { map }, value })),
+        },
         { name: 'sts_cluster_connected', help: '1 when the node reaches its Hazelcast cluster (always 1 in embedded mode).', samples: [{ labels: { mode: cluster ? 'cluster' : 'embedded' }, value: !cluster || cluster.isConnected ? 1 : 0 }] },
       ];
     });
@@ -323,6 +344,8 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
       metricsServer = m.server;
       metricsPort = m.port;
     }
+    const grpcServer = grpc;
+    if (config['http.address']) http = await startHttp({ config, jwks, metrics, logger, serving: () => grpcServer.serving });
     // Hazelcast expires entries itself; SQLite needs a sweep.
     if (!cluster) sweeper = setInterval(() => sqlite.ephemeral.sweep(), SWEEP_INTERVAL_MS).unref();
     logger.info('sts started', {
@@ -330,6 +353,7 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
       profile: config.profile,
       dataDir: config.dataDir,
       tls: Boolean(config['tls.certFile']),
+      ...(http ? { http: http.baseUrl } : {}),
       store: cluster ? `hazelcast ${config['cluster.name']}@${config['cluster.members']}` : 'sqlite',
     });
 
@@ -340,6 +364,7 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
       grpc: server,
       store,
       metricsPort,
+      http,
       ring,
       rewrapUserSecrets: () => userSecrets.rewrap({ full: true }),
       close: () =>
@@ -347,7 +372,9 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
           clearInterval(sweeper);
           clearInterval(maintenance);
           metricsServer?.close();
+          // /healthz answers 503 while calls drain, as gRPC health does; then the HTTP listener closes.
           await server.shutdown();
+          await http?.close();
           await hz?.close();
           await sqlite.close();
           lock.release();
@@ -358,12 +385,28 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
     clearInterval(sweeper);
     clearInterval(maintenance);
     metricsServer?.close();
+    await http?.close();
     await grpc?.shutdown();
     await hz?.close().catch(() => undefined);
     await sqlite.close();
     lock.release();
     throw err;
   }
+}
+
+/**
+ * How a node protects itself from the grid: the cluster data key derived from the master keys, the record of
+ * refusals, the revisions this node holds, and the same validation of each replicated record as its admin RPC.
+ */
+export function clusterProtection(master: MasterKeyRing, db: Db, rejections: ClusterRejections, config: Pick<Config, 'cluster.unsealedRecords' | 'cluster.leaseMs'>): ClusterProtection {
+  return {
+    seal: new ClusterSeal(master),
+    rejections,
+    revisions: new RevisionStore(db),
+    validate: { key: (id, value) => validateKeyRecord(id, value, master), user_secret: validateUserSecretRecord },
+    unsealedRecords: config['cluster.unsealedRecords'],
+    leaseMs: config['cluster.leaseMs'],
+  };
 }
 
 export function keyAlgorithms(config: Config): Record<KeyKind, import('./pop/key-record.js').KeyAlg> {

@@ -29,7 +29,8 @@ interface Exit {
 function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('STS_')) env[k] = v;
-  return { ...env, ...extra };
+  // Servers started in parallel must not all take the HTTP listener's default port.
+  return { ...env, STS_HTTP_ADDRESS: '127.0.0.1:0', ...extra };
 }
 
 class Cli {

@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
-import type { IMap } from 'hazelcast-client';
+import type { VersionedMap } from '../src/cluster/versioned-map.js';
 import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../src/clock.js';
 import { silentLogger } from '../src/log.js';
@@ -19,7 +19,7 @@ const member = oneMemberPerFile();
 
 
 /** A node's directory: its own SQLite, the cluster's real map (through `map`). */
-async function node(map: IMap<string, string>): Promise<ReplicatedDirectory> {
+async function node(map: VersionedMap): Promise<ReplicatedDirectory> {
   const dir = tempDir('sts-dir-repl-');
   const db = openDatabase(dir);
   member.cleanup(async () => {
@@ -37,19 +37,19 @@ describe('ReplicatedDirectory', () => {
     const real = await store.replicationMap('sts-directory');
     // Node A's view of the real map, whose writes fail while `failing` (the cluster unreachable for a moment).
     let failing = false;
-    const flaky = new Proxy(real, {
+    const flaky = new Proxy(real.imap, {
       get(target, prop, receiver) {
-        if (prop === 'set') return (k: string, v: string) => (failing ? Promise.reject(new Error('cluster unreachable')) : target.set(k, v));
+        if (prop === 'set') return (k: string, v: unknown) => (failing ? Promise.reject(new Error('cluster unreachable')) : target.set(k, v));
         const value = Reflect.get(target, prop, receiver) as unknown;
         return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
       },
     });
-    const a = await node(flaky);
+    const a = await node(real.with({ imap: flaky }));
     const b = await node(real);
     const id = `app-${randomBytes(4).toString('hex')}`;
     a.createApplication(appRecord(id));
     await waitFor('B learns the application', () => b.getApplication(id) !== undefined);
-    expect(a.pendingKeys).toEqual([]);
+    await waitFor('the cluster confirms A\'s publish', () => a.pendingKeys.length === 0);
 
     failing = true;
     a.updateApplication(appRecord(id, { disabled: true }));

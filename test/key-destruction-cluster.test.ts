@@ -12,7 +12,7 @@ import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../src/clock.js';
 import { silentLogger } from '../src/log.js';
 import type { KeyRecord } from '../src/pop/key-record.js';
-import { UserSecrets } from '../src/secret/user-secrets.js';
+import { UserSecrets, userSecretId } from '../src/secret/user-secrets.js';
 import { connectStore, oneMemberPerFile, waitFor } from './helpers/cluster.js';
 import { FAST_ROTATION, type TestSts, startTestSts } from './helpers/server.js';
 
@@ -21,8 +21,8 @@ const member = oneMemberPerFile();
 
 
 /** A user secret record whose wrapped value names the key `kid` (not a real one: these records stay unread). */
-const secretRecord = (createdAt: number, kid: string) =>
-  JSON.stringify({ v: 1, issuer: 'https://idp.example', subject: 's', createdAt, wrapped: `${Buffer.from(JSON.stringify({ alg: 'dir', enc: 'A256GCM', kid })).toString('base64url')}..iv.ct.tag` });
+const secretRecordOf = (createdAt: number, kid: string, subject = 's') =>
+  JSON.stringify({ v: 1, issuer: 'https://idp.example', subject, createdAt, wrapped: `${Buffer.from(JSON.stringify({ alg: 'dir', enc: 'A256GCM', kid })).toString('base64url')}..iv.ct.tag` });
 const kidOf = (value: string) => JSON.parse(Buffer.from((JSON.parse(value) as { wrapped: string }).wrapped.split('.')[0]!, 'base64url').toString()).kid as string;
 
 describe('DurableStore.listVersions', () => {
@@ -31,26 +31,30 @@ describe('DurableStore.listVersions', () => {
     const { store, local, close } = await connectStore(member.cluster(), clock);
     member.cleanup(close);
     const ns = 'user_secret';
-    const p = randomBytes(4).toString('hex'); // the member is shared with the other test: ids of our own
-    const [same, remoteOnly, localOnly, stale, conflicting] = ['same', 'remote-only', 'local-only', 'stale', 'conflict'].map((n) => `${p}-${n}`) as [string, string, string, string, string];
+    const p = randomBytes(4).toString('hex'); // the member is shared with the other test: subjects of our own
+    // Record ids are what the cluster checks them against: the hash of issuer and subject.
+    const names = ['same', 'remote-only', 'local-only', 'stale', 'conflict'];
+    const [same, remoteOnly, localOnly, stale, conflicting] = names.map((n) => userSecretId('https://idp.example', `${p}-${n}`)) as [string, string, string, string, string];
+    const subjectOf = new Map(names.map((n) => [userSecretId('https://idp.example', `${p}-${n}`), `${p}-${n}`]));
+    const secretRecord = (createdAt: number, kid: string, id: string) => secretRecordOf(createdAt, kid, subjectOf.get(id));
     const events = new Set<string>();
     store.onDurableChange((_ns, id) => events.add(id));
     for (const [id, value] of [
-      [same, secretRecord(1, 'w-same')],
-      [remoteOnly, secretRecord(1, 'w-remote')],
-      [stale, secretRecord(1, 'w-new')],
-      [conflicting, secretRecord(1, 'w-first')],
+      [same, secretRecord(1, 'w-same', same)],
+      [remoteOnly, secretRecord(1, 'w-remote', remoteOnly)],
+      [stale, secretRecord(1, 'w-new', stale)],
+      [conflicting, secretRecord(1, 'w-first', conflicting)],
     ] as const) {
       await store.durable.insertIfAbsent(ns, id, value);
     }
     // Let the entry events land in the local copy first, then make the copy diverge from the cluster.
     await waitFor('entry events', () => [same, remoteOnly, stale, conflicting].every((id) => events.has(id)));
     local.db.prepare('DELETE FROM durable WHERE ns = ? AND id = ?').run(ns, remoteOnly); // this node lost its copy
-    local.durable.put(ns, localOnly, secretRecord(1, 'w-local')); // the cluster lost it (a full restart)
-    local.durable.put(ns, stale, secretRecord(1, 'w-old')); // same secret, older wrapping: the cluster's wins
-    local.durable.put(ns, conflicting, secretRecord(2, 'w-second')); // another secret for the same user
+    local.durable.put(ns, localOnly, secretRecord(1, 'w-local', localOnly)); // the cluster lost it (a full restart)
+    local.durable.put(ns, stale, secretRecord(1, 'w-old', stale)); // same secret, older wrapping: the cluster's wins
+    local.durable.put(ns, conflicting, secretRecord(2, 'w-second', conflicting)); // another secret for the same user
 
-    const mine = (entries: { id: string; value: string }[]) => entries.filter((e) => e.id.startsWith(p)).map((e) => [e.id, kidOf(e.value)]);
+    const mine = (entries: { id: string; value: string }[]) => entries.filter((e) => subjectOf.has(e.id)).map((e) => [e.id, kidOf(e.value)]);
     expect(mine(await store.durable.listVersions(ns)).sort()).toEqual(
       [
         [same, 'w-same'],
@@ -64,8 +68,8 @@ describe('DurableStore.listVersions', () => {
     // `list` leaves the conflicting record out (reading it fails closed); `listVersions` must not.
     expect(mine(await store.durable.list(ns)).map(([id]) => id)).not.toContain(conflicting);
     // The stale local copy now holds the cluster's version; the conflicting one is left for an operator.
-    expect(await local.durable.get(ns, stale)).toBe(secretRecord(1, 'w-new'));
-    expect(await local.durable.get(ns, conflicting)).toBe(secretRecord(2, 'w-second'));
+    expect(await local.durable.get(ns, stale)).toBe(secretRecord(1, 'w-new', stale));
+    expect(await local.durable.get(ns, conflicting)).toBe(secretRecord(2, 'w-second', conflicting));
     // SQLite alone (embedded mode): one row per record, so exactly `list`.
     expect(await local.durable.listVersions(ns)).toEqual(await local.durable.list(ns));
   });

@@ -21,6 +21,7 @@ import { silentLogger } from '../src/log.js';
 import { type CallContext, bindService } from '../src/server/rpc.js';
 import { StsGrpcServer } from '../src/server/server.js';
 import { call } from './helpers/call.js';
+import { httpGet } from './helpers/http.js';
 import { type TestSts, startTestSts, tempDir, testConfig } from './helpers/server.js';
 
 let pki: string;
@@ -138,6 +139,33 @@ describe('TLS', () => {
       expect({ code: (err as StartupError).code, exitCode: (err as StartupError).exitCode }, (err as Error).message).toEqual({ code: 'config_invalid', exitCode: 78 });
       expect((err as StartupError).message).toContain('tls.certFile');
     }
+  });
+});
+
+describe('the HTTP listener (src/http) with the same TLS settings', () => {
+  it('serves HTTPS with the tls.* certificate, names an https jwks_uri, and refuses plaintext', async () => {
+    t = await startTestSts({ overrides: TLS() });
+    const port = t.sts.http!.port;
+    const res = await httpGet(port, '/.well-known/jwks.json', { tls: { ca: pem['ca.pem'] } });
+    expect(res.status).toBe(200);
+    const grpc = pop(t.address, trustCa());
+    expect(res.body).toBe((await call(grpc.getJwks, grpc, {})).jwksJson);
+    const doc = JSON.parse((await httpGet(port, '/.well-known/openid-configuration', { tls: { ca: pem['ca.pem'] } })).body) as { jwks_uri: string };
+    expect(doc.jwks_uri).toBe(`https://127.0.0.1:${port}/.well-known/jwks.json`);
+    await expect(httpGet(port, '/healthz')).rejects.toThrow();
+    await expect(httpGet(port, '/healthz', { tls: { ca: pem['rogue-ca.pem'] } })).rejects.toThrow(/certificate/);
+  });
+
+  it('requires a client certificate from the client CA with tls.requireClientCert, and none without it', async () => {
+    t = await startTestSts({ overrides: MTLS(true) });
+    const port = t.sts.http!.port;
+    await expect(httpGet(port, '/healthz', { tls: { ca: pem['ca.pem'] } })).rejects.toThrow();
+    await expect(httpGet(port, '/healthz', { tls: { ca: pem['ca.pem'], cert: pem['rogue-client.pem'], key: pem['rogue-client.key'] } })).rejects.toThrow();
+    expect((await httpGet(port, '/healthz', { tls: { ca: pem['ca.pem'], cert: pem['client.pem'], key: pem['client.key'] } })).status).toBe(200);
+    await t.stop(true);
+    // mTLS optional on gRPC: browsers and JWT libraries are not asked for a certificate.
+    t = await startTestSts({ overrides: MTLS(false) });
+    expect((await httpGet(t.sts.http!.port, '/healthz', { tls: { ca: pem['ca.pem'] } })).status).toBe(200);
   });
 });
 

@@ -14,9 +14,11 @@ import { createLogger } from '../log.js';
 const HELP = `sts: the security token service (gRPC)
 
 Usage:
-  sts serve [--config FILE] [--address HOST:PORT] [--data-dir DIR] [--profile dev|prod]
-            [--cluster [--members HOST:PORT,...]]
-      Start the server (embedded SQLite, or cluster mode on Hazelcast with --cluster). Options override the config file and STS_* environment variables.
+  sts serve [--config FILE] [--address HOST:PORT] [--http-address HOST:PORT] [--data-dir DIR]
+            [--profile dev|prod] [--cluster [--members HOST:PORT,...]]
+      Start the server (embedded SQLite, or cluster mode on Hazelcast with --cluster). --http-address is
+      the HTTP listener for browsers and JWT libraries (JWKS, discovery; "" turns it off). Options override
+      the config file and STS_* environment variables.
   sts config [--markdown] [--config FILE]
       Print every option with its value (secrets hidden), or the option table as Markdown.
   sts admin ...
@@ -48,6 +50,7 @@ async function serve(args: string[]): Promise<void> {
   const { values } = parse(args, {
     config: { type: 'string' },
     address: { type: 'string' },
+    'http-address': { type: 'string' },
     'data-dir': { type: 'string' },
     profile: { type: 'string' },
     cluster: { type: 'boolean' },
@@ -55,6 +58,7 @@ async function serve(args: string[]): Promise<void> {
   });
   const overrides: Partial<Record<OptionName, string>> = {};
   if (typeof values.address === 'string') overrides['server.address'] = values.address;
+  if (typeof values['http-address'] === 'string') overrides['http.address'] = values['http-address'];
   if (typeof values['data-dir'] === 'string') overrides.dataDir = values['data-dir'];
   if (typeof values.profile === 'string') overrides.profile = values.profile;
   if (values.cluster === true) overrides['cluster.enabled'] = 'true';

@@ -181,4 +181,46 @@ function validateTogether(c: Config, env: NodeJS.ProcessEnv): void {
     }
     if (!c['tls.certFile']) fail('tls.certFile: the prod profile refuses plaintext gRPC; configure TLS');
   }
+  validateHttp(c);
+}
+
+/** The HTTP listener's options (src/http): addresses, origins, and what the prod profile refuses. */
+function validateHttp(c: Config): void {
+  if (c['http.address']) parseAddress(c['http.address'], 'http.address');
+  if (c['http.publicUrl']) {
+    let url: URL | undefined;
+    try {
+      url = new URL(c['http.publicUrl']);
+    } catch {
+      url = undefined;
+    }
+    if (!url || (url.protocol !== 'https:' && url.protocol !== 'http:') || url.search || url.hash || url.username || url.password) {
+      fail(`http.publicUrl: "${c['http.publicUrl']}" is not an http(s) URL without query, fragment or credentials (for example https://sts.example.com)`);
+    }
+  }
+  const origins = corsOrigins(c['http.corsOrigins']);
+  for (const o of origins) {
+    if (o === '*') continue;
+    let origin: string | undefined;
+    try {
+      origin = new URL(o).origin;
+    } catch {
+      origin = undefined;
+    }
+    // An origin is exactly scheme://host[:port] (RFC 6454 section 6.2): what a browser sends in Origin.
+    if (origin !== o || !/^https?:$/.test(new URL(o).protocol)) fail(`http.corsOrigins: "${o}" is not an origin; give scheme://host[:port] in lower case, without path or trailing slash (for example https://app.example.com)`);
+  }
+  if (c.profile === 'prod' && c['http.address']) {
+    if (origins.includes('*')) fail('http.corsOrigins: the prod profile refuses "*"; list the origins whose pages may call STS');
+    if (!c['http.publicUrl'].startsWith('https://')) fail('http.publicUrl: the prod profile needs the https URL clients reach the HTTP listener at (it names the jwks_uri)');
+  }
+  if (c.profile === 'prod' && c['http.testPage']) fail('http.testPage: the prod profile refuses the browser test page; it is for dev and test deployments');
+}
+
+/** http.corsOrigins as a list (entries trimmed, empty ones dropped). */
+export function corsOrigins(value: string): string[] {
+  return value
+    .split(',')
+    .map((o) => o.trim())
+    .filter((o) => o !== '');
 }

@@ -9,7 +9,7 @@
  * Key file / STS_MASTER_KEY format: one `id:base64url(32 random bytes)` entry per line (or comma separated
  * in the environment variable). Ids are 1-64 characters of [A-Za-z0-9_-].
  */
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { StartupError } from '../errors.js';
@@ -49,6 +49,21 @@ export class MasterKeyRing {
 
   has(id: string): boolean {
     return this.byId.has(id);
+  }
+
+  /**
+   * A ring of keys derived from these for one purpose (HKDF-SHA-256, RFC 5869, with `info` as the purpose
+   * label), under the same ids and in the same order: the first still seals, every one still opens. A derived
+   * key reveals nothing about its master key (RFC 5869 section 3.3), so one master key can protect several
+   * kinds of data without one kind's key opening another's, and rotating the master key rotates them all.
+   */
+  derive(info: string): MasterKeyRing {
+    return new MasterKeyRing([...this.byId.values()].map((k) => ({ id: k.id, key: Buffer.from(hkdfSync('sha256', k.key, Buffer.alloc(0), info, 32)) })));
+  }
+
+  /** The keys, primary first (derivations of other purposes, such as index keys, need each of them). */
+  get keys(): readonly MasterKey[] {
+    return [...this.byId.values()];
   }
 
   /**

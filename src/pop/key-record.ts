@@ -165,6 +165,49 @@ export function eraseKey(record: KeyRecord): KeyRecord {
   return rest;
 }
 
+const ALGS_OF: Record<KeyKind, readonly KeyAlg[]> = {
+  encryption: ['ECDH-ES+A256KW', 'RSA-OAEP-256'],
+  signing: ['EdDSA', 'ES256', 'RS256', 'PS256'],
+  secret: ['A256GCM'],
+};
+/** JWK members that hold private material (RFC 7518 section 6): never in a published key. */
+const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'];
+
+/**
+ * Checks a key record from elsewhere (the cluster) as thoroughly as STS makes one: shape, kind and algorithm,
+ * ordered times, a public JWK that is public, carries this kid, use and alg and whose RFC 7638 thumbprint is
+ * the kid, and sealed material that opens with the master keys into the private half of that very public
+ * key. Throws when any of it fails: a key ring never loads a record it could not have written itself.
+ */
+export async function validateKeyRecord(id: string, json: string, master: MasterKeyRing): Promise<void> {
+  const r = parseKeyRecord(json);
+  const fail = (why: string): never => {
+    throw new Error(`key record ${id.slice(0, 64)}: ${why}`);
+  };
+  if (r.kid !== id) fail('its kid is not its record id');
+  if (!ALGS_OF[r.kind].includes(r.alg)) fail(`algorithm ${String(r.alg).slice(0, 32)} does not fit kind ${r.kind}`);
+  const times = [r.createdAt, r.notBefore, r.notAfter, r.destroyAfter];
+  if (!times.every((t) => Number.isSafeInteger(t) && t >= 0) || !(r.createdAt <= r.notBefore && r.notBefore <= r.notAfter && r.notAfter <= r.destroyAfter)) fail('times are not ordered epoch milliseconds');
+  if (r.sealed !== undefined && (typeof r.sealed !== 'string' || !/^[A-Za-z0-9_-]{1,16384}$/.test(r.sealed))) fail('sealed material is not base64url');
+  if (r.kind === 'secret') {
+    if (r.publicJwk !== undefined || !/^[A-Za-z0-9_-]{22}$/.test(r.kid)) fail('a secret key has a random kid and no public key');
+  } else {
+    const jwk = r.publicJwk;
+    if (!jwk || typeof jwk !== 'object' || PRIVATE_MEMBERS.some((m) => m in jwk)) fail('needs a public JWK without private members');
+    if (jwk!.kid !== r.kid || jwk!.use !== useOf(r.kind) || jwk!.alg !== r.alg) fail('public JWK kid, use or alg differ from the record');
+    if ((await calculateJwkThumbprint(jwk!, 'sha256')) !== r.kid) fail('kid is not the thumbprint of its public JWK');
+  }
+  if (r.sealed === undefined) return;
+  const live = openKey(r, master);
+  if (r.publicJwk) {
+    const derived = live.publicKey!.export({ format: 'jwk' }) as JWK;
+    const { kid: _k, use: _u, alg: _a, ...published } = r.publicJwk;
+    if (!Object.entries(derived).every(([k, v]) => (published as Record<string, unknown>)[k] === v) || Object.keys(published).length !== Object.keys(derived).length) {
+      fail('the public JWK is not the public half of the sealed private key');
+    }
+  }
+}
+
 export function parseKeyRecord(json: string): KeyRecord {
   const r = JSON.parse(json) as KeyRecord;
   if (r.v !== 1 || typeof r.kid !== 'string' || !KEY_KINDS.includes(r.kind)) throw new Error('not a key record');

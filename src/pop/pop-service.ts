@@ -8,6 +8,7 @@ import { StsError, invalidArgument } from '../errors.js';
 import { KeyKind as PbKeyKind, KeyState as PbKeyState, type KeyInfo, type PopServiceServer } from '../gen/sts/v1/pop.js';
 import type { Logger } from '../log.js';
 import type { CallContext, DomainService } from '../server/rpc.js';
+import type { JwksPublisher } from './jwks-publisher.js';
 import type { KeyRing, KeyView } from './key-ring.js';
 import { type KeyKind, type KeyState, useOf } from './key-record.js';
 import { DECRYPTION_FAILED, RESERVED_CONTEXT_PREFIX, RESERVED_TYP_PREFIX, decryptCompact, signCompact, unwrapKey, verifyCompact, wrapKey } from './jose-ops.js';
@@ -77,20 +78,12 @@ export interface PopServiceDeps {
   auth: Authenticator;
   clock: Clock;
   logger: Logger;
-  jwksMaxAgeMs: number;
-}
-
-interface JwksSnapshot {
-  version: number;
-  validUntil: number;
-  json: string;
-  primaryEncryptionKid: string;
-  primarySigningKid: string;
+  /** The published JWKS, shared with the HTTP jwks_uri. */
+  jwks: JwksPublisher;
 }
 
 export function popService(deps: PopServiceDeps): DomainService<PopServiceServer> {
   const { ring, auth, clock, logger } = deps;
-  let jwks: JwksSnapshot | undefined;
 
   /** Audit line for every use of a private or secret key: who, which key, what; never the data. */
   const audit = (event: string, caller: Caller, ctx: CallContext, fields: Record<string, unknown>): void => {
@@ -110,32 +103,12 @@ export function popService(deps: PopServiceDeps): DomainService<PopServiceServer
     }
   };
 
-  function snapshot(): JwksSnapshot {
-    const now = clock.now();
-    if (jwks && jwks.version === ring.version && now < jwks.validUntil) return jwks;
-    const keys = [];
-    let primaryEncryptionKid = '';
-    let primarySigningKid = '';
-    for (const v of ring.view(now)) {
-      if (!v.record.publicJwk || v.state === 'destroyed') continue;
-      if (v.state === 'primary') {
-        if (v.record.kind === 'encryption') primaryEncryptionKid = v.record.kid;
-        else primarySigningKid = v.record.kid;
-      }
-      // Clients must not encrypt to a key on its way out; signatures made with it must still verify.
-      if (v.record.kind === 'encryption' && v.state === 'decrypt_only') continue;
-      keys.push(v.record.publicJwk);
-    }
-    jwks = { version: ring.version, validUntil: ring.nextChange(now), json: JSON.stringify({ keys }), primaryEncryptionKid, primarySigningKid };
-    return jwks;
-  }
-
   return {
     async getJwks() {
-      const s = snapshot();
       const now = clock.now();
+      const s = deps.jwks.current(now);
       // Never let a cache outlive the next key change.
-      const maxAgeMs = Math.max(1000, Math.min(deps.jwksMaxAgeMs, s.validUntil - now));
+      const maxAgeMs = deps.jwks.maxAgeMsOf(s, now);
       return {
         jwksJson: s.json,
         maxAge: { seconds: Math.floor(maxAgeMs / 1000), nanos: (maxAgeMs % 1000) * 1e6 },

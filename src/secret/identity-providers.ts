@@ -17,6 +17,7 @@ import type { Logger } from '../log.js';
 import type { Db } from '../store/sqlite/database.js';
 import { type Jwks, type RemoteJwksOptions, RemoteJwks, checkJwksUri, parsePublicJwks } from './jwks.js';
 import { JwsKeySet, JwtRejected, type ParsedJws, UNKNOWN_KEY, parseCompactJws, verifyJwt } from './jwt-verify.js';
+import { checkTime, sameAfterFrontDoor } from '../validation.js';
 
 /** JWS algorithms a provider may allow: asymmetric only (no "none", no HMAC: RFC 8725 sections 2.1, 3.1). */
 export const SIGNATURE_ALGS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'] as const;
@@ -121,6 +122,12 @@ export function identityProviderRecord(p: IdentityProvider | undefined, field: s
     securityLevel: p.securityLevel,
     updatedAt: now,
   };
+}
+
+/** A stored record from elsewhere (the cluster): valid by the very rules of PutIdentityProvider. */
+export function validateIdentityProviderRecord(r: IdentityProviderRecord): void {
+  checkTime(r?.updatedAt, 'identity_provider.update_time');
+  sameAfterFrontDoor('identity_provider', r, () => identityProviderRecord(identityProviderPb(r), 'identity_provider', r.updatedAt));
 }
 
 export function identityProviderPb(r: IdentityProviderRecord): IdentityProvider {

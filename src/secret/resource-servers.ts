@@ -11,6 +11,7 @@ import type { ResourceServer } from '../gen/sts/v1/secret.js';
 import type { Db } from '../store/sqlite/database.js';
 import { text, textList } from './identity-providers.js';
 import { type Jwks, type KeyEncryptionAlg, type RemoteJwksOptions, RemoteJwks, checkJwksUri, chooseEncryptionKey, parsePublicJwks } from './jwks.js';
+import { checkTime, sameAfterFrontDoor } from '../validation.js';
 
 export interface ResourceServerRecord {
   id: string;
@@ -83,6 +84,12 @@ export function resourceServerRecord(r: ResourceServer | undefined, field: strin
     jwksJson,
     updatedAt: now,
   };
+}
+
+/** A stored record from elsewhere (the cluster): valid by the very rules of PutResourceServer. */
+export function validateResourceServerRecord(r: ResourceServerRecord): void {
+  checkTime(r?.updatedAt, 'resource_server.update_time');
+  sameAfterFrontDoor('resource_server', r, () => resourceServerRecord(resourceServerPb(r), 'resource_server', r.updatedAt));
 }
 
 export function resourceServerPb(r: ResourceServerRecord): ResourceServer {

@@ -92,6 +92,20 @@ function parseRecord(value: string): UserSecretRecord {
   return r;
 }
 
+/**
+ * Checks a user secret record from elsewhere (the cluster) as STS makes one: its shape, issuer and subject
+ * as text, an id that is the hash of that issuer and subject, and a wrapped value in JWE compact form.
+ * Whether it opens is decided when it is read (never by replacing it).
+ */
+export function validateUserSecretRecord(id: string, value: string): void {
+  const r = parseRecord(value);
+  const text = (v: string, max: number) => v.length >= 1 && v.length <= max && !/[\x00-\x1f\x7f]/.test(v);
+  if (!text(r.issuer, 1024) || !text(r.subject, 1024)) throw new Error('issuer or subject is not 1 to 1024 characters of text');
+  if (userSecretId(r.issuer, r.subject) !== id) throw new Error('the record id is not the hash of its issuer and subject');
+  if (!Number.isSafeInteger(r.createdAt) || r.createdAt < 0) throw new Error('createdAt is not a time');
+  if (!/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(r.wrapped) || r.wrapped.length > 8192) throw new Error('wrapped is not a compact JWE');
+}
+
 export class UserSecrets {
   /** Kid of the primary secret key under which the last complete walk left every record, and when. */
   private walkedUnder: string | undefined;

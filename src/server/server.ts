@@ -40,8 +40,11 @@ class StaticCertificates implements experimental.CertificateProvider {
   removeIdentityCertificateListener(): void {}
 }
 
-export function serverCredentials(config: Config): ServerCredentials {
-  if (!config['tls.certFile']) return ServerCredentials.createInsecure();
+/**
+ * The tls.* files, read and checked: a missing or unusable file is a config error naming the option. The
+ * gRPC server and the HTTP listener (src/http) both serve with them.
+ */
+export function readTlsFiles(config: Config): { cert: Buffer; key: Buffer; ca: Buffer | null } {
   const read = (option: 'tls.certFile' | 'tls.keyFile' | 'tls.clientCaFile'): Buffer => {
     try {
       return readFileSync(config[option]);
@@ -58,6 +61,12 @@ export function serverCredentials(config: Config): ServerCredentials {
   } catch (err) {
     throw new StartupError('config_invalid', `tls.certFile/tls.keyFile/tls.clientCaFile: not a usable PEM certificate, key and CA (${(err as Error).message})`);
   }
+  return { cert, key, ca };
+}
+
+export function serverCredentials(config: Config): ServerCredentials {
+  if (!config['tls.certFile']) return ServerCredentials.createInsecure();
+  const { cert, key, ca } = readTlsFiles(config);
   if (ca && !config['tls.requireClientCert']) {
     // createSsl(ca, ..., false) would not even ask for a client certificate. Certificate providers ask for
     // one, verify it when offered and let clients without one through.
@@ -72,6 +81,7 @@ export class StsGrpcServer {
   private readonly server: Server;
   private readonly serviceNames: string[];
   private stopping: Promise<void> | undefined;
+  private servingNow = false;
 
   constructor(
     private readonly config: Config,
@@ -111,7 +121,13 @@ export class StsGrpcServer {
     return bound;
   }
 
+  /** What grpc.health.v1 answers for the whole server ('' service): true while SERVING. */
+  get serving(): boolean {
+    return this.servingNow;
+  }
+
   setServing(serving: boolean): void {
+    this.servingNow = serving;
     const st = serving ? 'SERVING' : 'NOT_SERVING';
     this.health.setStatus('', st);
     for (const n of this.serviceNames) this.health.setStatus(n, st);

@@ -6,6 +6,7 @@
 import { StsError, invalidArgument } from '../errors.js';
 import type { Db } from '../store/sqlite/database.js';
 import { type ApplicationRecord, type RoleRecord, SqliteDirectory, type UserRecord } from './directory.js';
+import { validateApplicationRecord, validateRoles, validateUserRecord } from './directory-validation.js';
 
 export interface DirectoryFile {
   version: 1;
@@ -29,15 +30,58 @@ function check(cond: boolean, field: string, message: string): void {
   if (!cond) throw invalidArgument(field, message);
 }
 
+/** An application of an import file with the defaults of absent optional fields filled in. */
+function fullApplication(a: ApplicationRecord): ApplicationRecord {
+  return {
+    ...a,
+    tags: a.tags ?? [],
+    defaultRoles: a.defaultRoles ?? [],
+    trusted: a.trusted ?? false,
+    admin: a.admin ?? false,
+    personalFields: a.personalFields ?? false,
+    fullToken: a.fullToken ?? false,
+    minSecurityLevel: a.minSecurityLevel ?? 0,
+    idleTimeoutMs: a.idleTimeoutMs ?? 0,
+    maxLifetimeMs: a.maxLifetimeMs ?? 0,
+    disabled: a.disabled ?? false,
+    createdAt: a.createdAt ?? Date.now(),
+  };
+}
+
+function fullUser(u: UserRecord & { roles: RoleRecord[] }): UserRecord & { roles: RoleRecord[] } {
+  return {
+    ...u,
+    firstName: u.firstName ?? '',
+    lastName: u.lastName ?? '',
+    email: u.email ?? '',
+    cellphone: u.cellphone ?? '',
+    personRef: u.personRef ?? '',
+    passwordHash: u.passwordHash ?? null,
+    disabled: u.disabled ?? false,
+    createdAt: u.createdAt ?? Date.now(),
+    externalIssuer: u.externalIssuer ?? null,
+    externalSubject: u.externalSubject ?? null,
+    roles: (u.roles ?? []).map((r) => ({ ...r, organizationName: r.organizationName ?? '', roleValue: r.roleValue ?? '' })),
+  };
+}
+
+/**
+ * Upserts a directory file in one transaction. Every record passes the validation of the admin RPC that
+ * creates it (src/session/directory-validation.ts), as replicated records do; a file with one invalid record
+ * changes nothing.
+ */
 export function importDirectory(db: Db, file: unknown): { applications: number; users: number; roles: number } {
   check(isObj(file) && file.version === 1, 'version', 'expected a directory export with "version": 1');
-  const f = file as unknown as DirectoryFile;
-  check(Array.isArray(f.applications) && Array.isArray(f.users), 'applications/users', 'expected arrays');
-  f.applications.forEach((a, i) => {
-    check(isObj(a) && typeof a.id === 'string' && typeof a.name === 'string' && typeof a.secretHash === 'string', `applications[${i}]`, 'needs id, name and secretHash');
-  });
+  const raw = file as unknown as DirectoryFile;
+  check(Array.isArray(raw.applications) && Array.isArray(raw.users), 'applications/users', 'expected arrays');
+  raw.applications.forEach((a, i) => check(isObj(a), `applications[${i}]`, 'must be an object'));
+  raw.users.forEach((u, i) => check(isObj(u) && (u.roles === undefined || Array.isArray(u.roles)), `users[${i}]`, 'must be an object with a list of roles'));
+  const f: DirectoryFile = { version: 1, applications: raw.applications.map(fullApplication), users: raw.users.map(fullUser) };
+  f.applications.forEach((a, i) => validateApplicationRecord(a, `applications[${i}]`));
   f.users.forEach((u, i) => {
-    check(isObj(u) && typeof u.uid === 'string' && typeof u.username === 'string' && Array.isArray(u.roles), `users[${i}]`, 'needs uid, username and roles');
+    const { roles, ...user } = u;
+    validateUserRecord(user, `users[${i}]`);
+    validateRoles(roles, `users[${i}].roles`);
   });
   const app = db.prepare(
     `INSERT INTO applications (id, name, secret_hash, tags, default_roles, trusted, admin, personal_fields, full_token, min_security_level, idle_timeout_ms, max_lifetime_ms, disabled, created_at)
@@ -62,37 +106,21 @@ export function importDirectory(db: Db, file: unknown): { applications: number; 
       for (const a of f.applications) {
         app.run({
           ...a,
-          tags: JSON.stringify(a.tags ?? []),
-          defaultRoles: JSON.stringify(a.defaultRoles ?? []),
+          tags: JSON.stringify(a.tags),
+          defaultRoles: JSON.stringify(a.defaultRoles),
           trusted: a.trusted ? 1 : 0,
           admin: a.admin ? 1 : 0,
           personalFields: a.personalFields ? 1 : 0,
           fullToken: a.fullToken ? 1 : 0,
-          minSecurityLevel: a.minSecurityLevel ?? 0,
-          idleTimeoutMs: a.idleTimeoutMs ?? 0,
-          maxLifetimeMs: a.maxLifetimeMs ?? 0,
           disabled: a.disabled ? 1 : 0,
-          createdAt: a.createdAt ?? Date.now(),
         });
       }
       for (const u of f.users) {
-        user.run({
-          uid: u.uid,
-          username: u.username,
-          firstName: u.firstName ?? '',
-          lastName: u.lastName ?? '',
-          email: u.email ?? '',
-          cellphone: u.cellphone ?? '',
-          personRef: u.personRef ?? '',
-          passwordHash: u.passwordHash ?? null,
-          disabled: u.disabled ? 1 : 0,
-          createdAt: u.createdAt ?? Date.now(),
-          externalIssuer: u.externalIssuer ?? null,
-          externalSubject: u.externalSubject ?? null,
-        });
+        const { roles: _roles, ...fields } = u;
+        user.run({ ...fields, disabled: u.disabled ? 1 : 0 });
         clearRoles.run(u.uid);
         for (const r of u.roles) {
-          role.run(u.uid, r.applicationId, r.organizationName ?? '', r.roleName, r.roleValue ?? '');
+          role.run(u.uid, r.applicationId, r.organizationName, r.roleName, r.roleValue);
           roles++;
         }
       }

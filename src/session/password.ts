@@ -50,12 +50,26 @@ function dummyHash(params: ScryptParams): Promise<string> {
   return h;
 }
 
+const SCRYPT_HASH = /^scrypt\$(\d{1,2})\$(\d{1,2})\$(\d{1,2})\$([A-Za-z0-9_-]+)\$([A-Za-z0-9_-]+)$/;
+
+/**
+ * Whether `h` is a stored hash this STS makes and can verify at a bounded cost: the check applied to hashes
+ * that arrive from elsewhere (replicated directory records), so that none can make a logon allocate
+ * gigabytes or run for minutes.
+ */
+export function isStoredHash(h: unknown): boolean {
+  const m = typeof h === 'string' && h.length <= 512 ? SCRYPT_HASH.exec(h) : null;
+  if (!m) return false;
+  const [log2N, r, p] = [Number(m[1]), Number(m[2]), Number(m[3])];
+  return log2N >= 10 && log2N <= 20 && r >= 1 && r <= 16 && p >= 1 && p <= 4 && m[4]!.length >= 16 && m[5]!.length >= 32;
+}
+
 /**
  * Verifies in constant time with respect to the secret. With `stored` undefined (unknown user, no password)
  * it still spends a full hash and returns false, so a wrong username and a wrong password take the same time.
  */
 export async function verifySecret(secret: string, stored: string | undefined | null, params: ScryptParams = PASSWORD_PARAMS): Promise<boolean> {
-  const parsed = stored ? /^scrypt\$(\d{1,2})\$(\d{1,2})\$(\d{1,2})\$([A-Za-z0-9_-]+)\$([A-Za-z0-9_-]+)$/.exec(stored) : null;
+  const parsed = stored ? SCRYPT_HASH.exec(stored) : null;
   if (!parsed) {
     const dummy = (await dummyHash(params)).split('$');
     await derive(secret, Buffer.from(dummy[4]!, 'base64url'), params);

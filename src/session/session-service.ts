@@ -46,7 +46,7 @@ export interface SessionServiceDeps {
   verifyThirdParty?: ThirdPartyVerifier;
 }
 
-const APP_ID = /^[A-Za-z0-9._-]{1,128}$/;
+export const APP_ID = /^[A-Za-z0-9._-]{1,128}$/;
 const INVALID_APP_CREDENTIALS = 'invalid application credentials';
 const INVALID_USER_CREDENTIALS = 'invalid user credentials';
 const SESSION_NOT_ACTIVE = 'user session not found: unknown, expired or released';
@@ -70,7 +70,7 @@ function durationMs(d: Duration | undefined, field: string): number {
 
 const toDuration = (ms: number): Duration | undefined => (ms > 0 ? { seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1e6 } : undefined);
 
-function roleRecord(r: Role | undefined, field: string): RoleRecord {
+export function roleRecord(r: Role | undefined, field: string): RoleRecord {
   if (!r) throw invalidArgument(field, 'is required');
   return {
     applicationId: text(`${field}.application_id`, r.applicationId, 1, 128),
@@ -80,7 +80,7 @@ function roleRecord(r: Role | undefined, field: string): RoleRecord {
   };
 }
 
-const rolePb = (r: RoleRecord): Role => ({ applicationId: r.applicationId, organizationName: r.organizationName, roleName: r.roleName, roleValue: r.roleValue });
+export const rolePb = (r: RoleRecord): Role => ({ applicationId: r.applicationId, organizationName: r.organizationName, roleName: r.roleName, roleValue: r.roleValue });
 
 export function applicationPb(a: ApplicationRecord): Application {
   return {
@@ -699,7 +699,7 @@ export function sessionService(deps: SessionServiceDeps): DomainService<SessionS
   }
 }
 
-function appFields(a: Application, field: string): Omit<ApplicationRecord, 'id' | 'secretHash' | 'disabled' | 'createdAt'> {
+export function appFields(a: Application, field: string): Omit<ApplicationRecord, 'id' | 'secretHash' | 'disabled' | 'createdAt'> {
   if (a.minimumSecurityLevel > 4) throw invalidArgument(`${field}.minimum_security_level`, 'must be 0 to 4');
   if (a.tags.length > 64) throw invalidArgument(`${field}.tags`, 'at most 64 tags');
   a.tags.forEach((t, i) => text(`${field}.tags[${i}]`, t, 1, 128));
@@ -717,7 +717,7 @@ function appFields(a: Application, field: string): Omit<ApplicationRecord, 'id' 
   };
 }
 
-function userFields(u: User, field: string): Pick<UserRecord, 'username' | 'firstName' | 'lastName' | 'email' | 'cellphone' | 'personRef'> {
+export function userFields(u: User, field: string): Pick<UserRecord, 'username' | 'firstName' | 'lastName' | 'email' | 'cellphone' | 'personRef'> {
   return {
     username: text(`${field}.username`, u.username, 1, 256),
     firstName: text(`${field}.first_name`, u.firstName, 0, MAX_TEXT),

@@ -16,6 +16,9 @@ import { SessionServiceClient } from '../../src/gen/sts/v1/session.js';
 import type { ManualClock } from '../../src/clock.js';
 import { silentLogger } from '../../src/log.js';
 import { HazelcastStore } from '../../src/store/hazelcast/hazelcast-store.js';
+import { clusterProtection } from '../../src/app.js';
+import { ClusterRejections } from '../../src/cluster/rejections.js';
+import { MasterKeyRing } from '../../src/crypto/master-key.js';
 import { openDatabase } from '../../src/store/sqlite/database.js';
 import { SqliteStore } from '../../src/store/sqlite/sqlite-store.js';
 import { tempDir } from './server.js';
@@ -140,6 +143,7 @@ export async function startStsNode(cluster: Cluster, deployment: Deployment, opt
     STS_AUTH_ADMIN_KEY_FILE: deployment.adminKeyFile,
     STS_CLUSTER_NAME: cluster.name,
     STS_SERVER_SHUTDOWN_GRACE_MS: '2000',
+    STS_HTTP_ADDRESS: '127.0.0.1:0',
     ...options.env,
   };
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve', '--cluster', '--members', cluster.memberList, '--address', `127.0.0.1:${port}`, '--data-dir', dataDir], {
@@ -187,23 +191,33 @@ export async function stopAll(): Promise<void> {
   await Promise.all(all.map(exited));
 }
 
+/** The master key of in-process test stores: every store of one test shares it, as every node of a cluster does. */
+export const TEST_MASTER = new MasterKeyRing([{ id: 'mk-test', key: randomBytes(32) }]);
+
 /**
  * An in-process HazelcastStore on `cluster` over its own SQLite copy (a node's store without the rest of
  * STS), on `clock`; `close` ends both and removes the copy.
  */
-export async function connectStore(cluster: Cluster, clock: ManualClock): Promise<{ store: HazelcastStore; local: SqliteStore; close(): Promise<void> }> {
+export async function connectStore(
+  cluster: Cluster,
+  clock: ManualClock,
+  master: MasterKeyRing = TEST_MASTER,
+): Promise<{ store: HazelcastStore; local: SqliteStore; rejections: ClusterRejections; close(): Promise<void> }> {
   const dir = tempDir('sts-hz-store-');
   const local = new SqliteStore(openDatabase(dir), clock);
+  const rejections = new ClusterRejections(silentLogger);
   const store = await HazelcastStore.connect(
     { clusterName: cluster.name, members: [cluster.memberList], connectTimeoutMs: 30_000, invocationTimeoutMs: 5000 },
     local.durable,
     clock,
     silentLogger,
     () => undefined,
+    clusterProtection(master, local.db, rejections, { 'cluster.unsealedRecords': 'refuse', 'cluster.leaseMs': 30_000 }),
   );
   return {
     store,
     local,
+    rejections,
     close: async () => {
       await store.close();
       await local.close();

@@ -15,7 +15,8 @@ export function appRecord(id: string, overrides: Partial<ApplicationRecord> = {}
   return {
     id,
     name: id,
-    secretHash: 'x',
+    // The form of a real hash (replicated records must have one), of no secret anyone knows.
+    secretHash: `scrypt$14$8$1$${'A'.repeat(22)}$${'A'.repeat(43)}`,
     tags: [],
     defaultRoles: [],
     trusted: false,

@@ -39,7 +39,7 @@ export function tempDir(prefix = 'sts-test-'): string {
 }
 
 export function testConfig(dataDir: string, overrides: Partial<Record<OptionName, string | number | boolean>> = {}): Config {
-  return loadConfig({ env: {}, overrides: { 'server.address': '127.0.0.1:0', dataDir, 'server.shutdownGraceMs': 2000, ...overrides } });
+  return loadConfig({ env: {}, overrides: { 'server.address': '127.0.0.1:0', 'http.address': '127.0.0.1:0', dataDir, 'server.shutdownGraceMs': 2000, ...overrides } });
 }
 
 export interface TestSts {

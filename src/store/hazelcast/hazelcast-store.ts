@@ -2,20 +2,33 @@
  * The Store contract on a Hazelcast cluster (cluster mode): every STS node sees the same sessions, tokens,
  * tickets, throttling counters, keys and user secrets.
  *
+ * The grid is untrusted storage (open-source Hazelcast authenticates nobody): every value STS puts in a map
+ * is sealed under the cluster data key and bound to its map, kind and key (src/cluster/cluster-seal.ts), and a
+ * value that does not open, is not valid or is older than this node's copy is never used: an ephemeral record
+ * is treated as absent, a durable one is served from this node's own authentic copy, which is then published
+ * again over the refused value (repair). Map keys that are secrets (token ids, tickets) are hashes, and group
+ * attributes (a user's uid) are HMAC tags: members hold no personal data in clear.
+ *
  * - Ephemeral records live in IMaps `sts-<namespace>` with a per-entry TTL; `consume` is IMap.remove and
  *   `insertIfAbsent` IMap.putIfAbsent, which the owning partition executes atomically, so of concurrent
  *   consumers (or inserters) on any nodes exactly one wins.
- * - Durable records (keys, user secrets) are immutable once written: created with putIfAbsent (one winner
- *   cluster-wide), and every node also keeps every record it sees in its local SQLite (entry listeners) and
- *   syncs both ways on start and after a reconnect. A full cluster restart therefore loses no key and no
- *   secret, and a node never creates a record it already has a copy of.
+ * - Durable records (keys, user secrets) carry a revision inside their seal: created with putIfAbsent (one
+ *   winner cluster-wide), changed only with replaceIfSame (re-wrap, re-seal, erasure), and every node keeps
+ *   every record it accepts in its local SQLite (entry listeners) with its revision, and syncs both ways on
+ *   start and after a reconnect. A full cluster restart therefore loses no key and no secret, a node never
+ *   creates a record it already has a copy of, and erasing or rolling back a record in the grid changes no
+ *   node's copy.
  *
  * Every cluster failure surfaces as UNAVAILABLE: a node that cannot reach the cluster refuses, it never
  * answers from partial state.
  */
 import { Client, type IMap, LifecycleState, Predicates, ReconnectMode } from 'hazelcast-client';
 import type { Clock } from '../../clock.js';
-import { StsError } from '../../errors.js';
+import { ClusterSeal, type RejectReason, SealRejected } from '../../cluster/cluster-seal.js';
+import type { ClusterRejections } from '../../cluster/rejections.js';
+import type { RevisionStore } from '../../cluster/revisions.js';
+import { type SealContext, type Version, VersionedMap } from '../../cluster/versioned-map.js';
+import { StartupError, StsError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import type { DurableNamespace, DurableStore, EphemeralNamespace, EphemeralStore, GroupEntry, Store } from '../adapter.js';
 import type { SqliteDurableStore } from '../sqlite/sqlite-store.js';
@@ -29,14 +42,52 @@ export interface HazelcastOptions {
   invocationTimeoutMs: number;
 }
 
-interface EphemeralEntry {
-  value: string;
+/** How the grid is protected (cluster.* options and the master key ring). */
+export interface ClusterProtection {
+  seal: ClusterSeal;
+  rejections: ClusterRejections;
+  revisions: RevisionStore;
+  /**
+   * Checks a durable record as the code that creates it would (the same rules as the front door); throws
+   * when the record is not valid. Runs before a record from the grid is used or copied.
+   */
+  validate: Record<DurableNamespace, (id: string, value: string) => void | Promise<void>>;
+  /** A cluster written by an STS from before sealing: refuse to start (default), or seal what it holds once. */
+  unsealedRecords: 'refuse' | 'reseal';
+  /** Lease length; an unreadable lease counts as expired this long after this node first saw it. */
+  leaseMs: number;
+}
+
+/** What an ephemeral entry is in the grid: the sealed record, and the HMAC tag of its group for the index. */
+interface SealedEntry {
+  s: string;
   grp: string | null;
-  exp: number;
+}
+
+/** The sealed part of an ephemeral entry. */
+interface EphemeralRecord {
+  v: string;
+  /** Expiry, epoch ms (Hazelcast TTLs have one-second resolution). */
+  e: number;
+  g: string | null;
+}
+
+/** A lease in `sts-lock`: who holds it, until when. */
+interface LeaseRecord {
+  o: string;
+  e: number;
 }
 
 const EPHEMERAL: readonly EphemeralNamespace[] = ['app_token', 'user_token', 'user_ticket', 'throttle', 'credential_jti'];
 const DURABLE: readonly DurableNamespace[] = ['key', 'user_secret'];
+const REPLICATED = ['sts-directory', 'sts-registry'] as const;
+export type ReplicatedMapName = (typeof REPLICATED)[number];
+const LEASES = 'sts-lock';
+
+/** Hazelcast TTLs have one-second resolution: round up (and every read checks the expiry inside the seal). */
+const ttlOf = (ms: number): number => Math.max(1000, Math.ceil(ms / 1000) * 1000);
+/** The kind of a replicated-table entry is its key's prefix ("app:notes" -> "app"). */
+const prefixKind = (key: string): string => key.slice(0, Math.max(0, key.indexOf(':')));
 
 function unavailable(err: unknown): StsError {
   if (err instanceof StsError) return err;
@@ -53,73 +104,114 @@ async function guarded<T>(op: () => Promise<T>): Promise<T> {
 
 class HazelcastEphemeralStore implements EphemeralStore {
   constructor(
-    private readonly maps: Map<EphemeralNamespace, IMap<string, EphemeralEntry>>,
+    private readonly maps: Map<EphemeralNamespace, IMap<string, SealedEntry>>,
     private readonly clock: Clock,
+    private readonly p: ClusterProtection,
   ) {}
 
-  private map(ns: EphemeralNamespace): IMap<string, EphemeralEntry> {
+  private map(ns: EphemeralNamespace): IMap<string, SealedEntry> {
     return this.maps.get(ns)!;
   }
 
+  private entry(ns: EphemeralNamespace, id: string, record: EphemeralRecord): SealedEntry {
+    return { s: this.p.seal.seal({ map: `sts-${ns}`, kind: ns, key: id }, JSON.stringify(record)), grp: record.g === null ? null : this.p.seal.groupTag(record.g) };
+  }
+
+  /** The record in a grid entry, or why it was refused (reported once per value). Expiry is not checked here. */
+  private open(ns: EphemeralNamespace, id: string, raw: unknown): EphemeralRecord | RejectReason {
+    try {
+      const s = raw !== null && typeof raw === 'object' ? (raw as Partial<SealedEntry>).s : undefined;
+      const r = JSON.parse(this.p.seal.open({ map: `sts-${ns}`, kind: ns, key: id }, s)) as Partial<EphemeralRecord>;
+      if (typeof r.v !== 'string' || typeof r.e !== 'number' || (r.g !== null && typeof r.g !== 'string')) throw new SealRejected('invalid', 'not an ephemeral record');
+      return r as EphemeralRecord;
+    } catch (err) {
+      const reason = err instanceof SealRejected ? err.reason : 'invalid';
+      this.p.rejections.report(`sts-${ns}`, id, reason, raw);
+      return reason;
+    }
+  }
+
+  /** The live record of an entry: undefined when absent, refused or expired. */
+  private live(ns: EphemeralNamespace, id: string, raw: unknown): EphemeralRecord | undefined {
+    if (raw === null || raw === undefined) return undefined;
+    const r = this.open(ns, id, raw);
+    return typeof r === 'object' && r.e > this.clock.now() ? r : undefined;
+  }
+
   upsert(ns: EphemeralNamespace, id: string, value: string, ttlMs: number, group?: string): Promise<void> {
-    // Hazelcast TTLs have one-second resolution: round up, and check `exp` on every read as well.
-    const exp = this.clock.now() + ttlMs;
-    return guarded(() => this.map(ns).set(id, { value, grp: group ?? null, exp }, Math.max(1000, Math.ceil(ttlMs / 1000) * 1000)));
+    const entry = this.entry(ns, id, { v: value, e: this.clock.now() + ttlMs, g: group ?? null });
+    return guarded(() => this.map(ns).set(id, entry, ttlOf(ttlMs)));
   }
 
   async update(ns: EphemeralNamespace, id: string, value: string, ttlMs: number): Promise<boolean> {
-    const current = await guarded(() => this.map(ns).get(id));
-    if (!current || current.exp <= this.clock.now()) return false;
-    const next: EphemeralEntry = { value, grp: current.grp, exp: this.clock.now() + ttlMs };
+    const raw = await guarded(() => this.map(ns).get(id));
+    const current = this.live(ns, id, raw);
+    if (!current) return false;
+    const next = this.entry(ns, id, { v: value, e: this.clock.now() + ttlMs, g: current.g });
     // replaceIfSame is atomic on the owning partition: a logout that removed the entry meanwhile wins.
-    const replaced = await guarded(() => this.map(ns).replaceIfSame(id, current, next));
-    if (replaced) await guarded(() => this.map(ns).setTtl(id, Math.max(1000, Math.ceil(ttlMs / 1000) * 1000)));
+    const replaced = await guarded(() => this.map(ns).replaceIfSame(id, raw!, next));
+    if (replaced) await guarded(() => this.map(ns).setTtl(id, ttlOf(ttlMs)));
     return replaced;
   }
 
   async insertIfAbsent(ns: EphemeralNamespace, id: string, value: string, ttlMs: number): Promise<boolean> {
-    // putIfAbsent runs on the key's partition owner: one winner across all nodes. An entry past its `exp`
-    // may still be in the map (TTLs have one-second resolution and are rounded up); it must not block, so it
-    // is removed only if it is still that very entry (remove(key, value) is atomic too) and the insert is
-    // tried again. A few rounds only: losing to a concurrent insert means a live entry, so false.
+    // putIfAbsent runs on the key's partition owner: one winner across all nodes. An entry past its expiry
+    // may still be in the map (TTLs have one-second resolution and are rounded up), and a forged one may be
+    // there too: neither may block, so it is removed only if it is still that very entry (remove(key, value)
+    // is atomic too) and the insert is tried again. An entry sealed under a master key this node lacks is
+    // another node's and counts as live: refusing a credential is safer than accepting it twice. A few
+    // rounds only: losing to a concurrent insert means a live entry, so false.
     for (let round = 0; round < 3; round++) {
       const now = this.clock.now();
-      const entry: EphemeralEntry = { value, grp: null, exp: now + ttlMs };
-      const existing = await guarded(() => this.map(ns).putIfAbsent(id, entry, Math.max(1000, Math.ceil(ttlMs / 1000) * 1000)));
+      const entry = this.entry(ns, id, { v: value, e: now + ttlMs, g: null });
+      const existing = await guarded(() => this.map(ns).putIfAbsent(id, entry, ttlOf(ttlMs)));
       if (existing === null) return true;
-      if (existing.exp > now) return false;
+      const r = this.open(ns, id, existing);
+      if (r === 'unknown_key' || (typeof r === 'object' && r.e > now)) return false;
       await guarded(() => this.map(ns).remove(id, existing));
     }
     return false;
   }
 
   async find(ns: EphemeralNamespace, id: string): Promise<string | undefined> {
-    const e = await guarded(() => this.map(ns).get(id));
-    return e && e.exp > this.clock.now() ? e.value : undefined;
+    const raw = await guarded(() => this.map(ns).get(id));
+    return this.live(ns, id, raw)?.v;
   }
 
   async consume(ns: EphemeralNamespace, id: string): Promise<string | undefined> {
-    const e = (await guarded(() => this.map(ns).remove(id))) as EphemeralEntry | null;
-    return e && e.exp > this.clock.now() ? e.value : undefined;
+    const raw = await guarded(() => this.map(ns).remove(id));
+    return this.live(ns, id, raw)?.v;
   }
 
   destroy(ns: EphemeralNamespace, id: string): Promise<void> {
     return guarded(() => this.map(ns).delete(id));
   }
 
+  private groupPredicate(group: string) {
+    const tags = this.p.seal.groupTags(group);
+    return tags.length === 1 ? Predicates.equal('grp', tags[0]) : Predicates.inPredicate('grp', ...tags);
+  }
+
+  /**
+   * Entries indexed under `group`: the index holds HMAC tags (one per configured master key), and the group
+   * inside the seal must match too, so an entry whose tag was changed in the grid is not counted in.
+   */
   async findGroup(ns: EphemeralNamespace, group: string): Promise<GroupEntry[]> {
-    const now = this.clock.now();
-    const entries = await guarded(() => this.map(ns).entrySetWithPredicate(Predicates.equal('grp', group)));
-    return entries.filter(([, e]) => e.exp > now).map(([id, e]) => ({ id, value: e.value }));
+    const entries = await guarded(() => this.map(ns).entrySetWithPredicate(this.groupPredicate(group)));
+    const out: GroupEntry[] = [];
+    for (const [id, raw] of entries) {
+      const r = this.live(ns, id, raw);
+      if (r && r.g === group) out.push({ id, value: r.v });
+    }
+    return out;
   }
 
   async destroyGroup(ns: EphemeralNamespace, group: string): Promise<number> {
-    const now = this.clock.now();
-    const keys = await guarded(() => this.map(ns).keySetWithPredicate(Predicates.equal('grp', group)));
+    const keys = await guarded(() => this.map(ns).keySetWithPredicate(this.groupPredicate(group)));
     let live = 0;
     for (const k of keys) {
-      const e = (await guarded(() => this.map(ns).remove(k))) as EphemeralEntry | null;
-      if (e && e.exp > now) live++;
+      const r = this.live(ns, k, await guarded(() => this.map(ns).remove(k)));
+      if (r && r.g === group) live++;
     }
     return live;
   }
@@ -145,17 +237,21 @@ function conflict(ns: DurableNamespace, id: string): StsError {
   return new StsError('failed_precondition', `the stored ${ns === 'key' ? 'key' : 'secret'} record has two different versions in the cluster; an operator must resolve it (record ${id.slice(0, 12)}...)`);
 }
 
+/** A version this node serves, with the grid value that holds it (null: the grid has none; undefined: unknown). */
+type Served = Version & { raw: unknown };
+
 class HazelcastDurableStore implements DurableStore {
   /** False from a lost connection until the node has synced with the cluster again: durable reads refuse. */
   ready = true;
 
   constructor(
-    private readonly maps: Map<DurableNamespace, IMap<string, string>>,
+    private readonly maps: Map<DurableNamespace, VersionedMap>,
     private readonly local: SqliteDurableStore,
     private readonly logger: Logger,
+    private readonly p: ClusterProtection,
   ) {}
 
-  private map(ns: DurableNamespace): IMap<string, string> {
+  private vm(ns: DurableNamespace): VersionedMap {
     return this.maps.get(ns)!;
   }
 
@@ -163,134 +259,233 @@ class HazelcastDurableStore implements DurableStore {
     if (!this.ready) throw unavailable(new Error('not yet synced with the cluster after a reconnect'));
   }
 
-  /** Keeps `remote` as the local copy after reconciling; throws FAILED_PRECONDITION on a conflict. */
-  private async adopt(ns: DurableNamespace, id: string, remote: string): Promise<string> {
-    const mine = await this.local.get(ns, id);
-    if (mine === undefined) {
-      this.local.put(ns, id, remote);
-      return remote;
+  /** This node's copy and its revision (1 when none is recorded: a copy made before revisions existed). */
+  private async mine(ns: DurableNamespace, id: string): Promise<Version | undefined> {
+    const value = await this.local.get(ns, id);
+    return value === undefined ? undefined : { value, rev: this.vm(ns).local(id)?.rev ?? 1 };
+  }
+
+  /** Writes this node's copy and its revision in one SQLite transaction. */
+  private keep(ns: DurableNamespace, id: string, v: Version): void {
+    this.vm(ns).remember(id, v, () => this.local.put(ns, id, v.value));
+  }
+
+  /**
+   * Puts this node's authentic copy in the grid in place of `raw` (a refused value, or nothing: null). Returns
+   * the sealed value written, or undefined when the entry changed meanwhile (its own event follows).
+   */
+  private async republish(ns: DurableNamespace, id: string, v: Version, raw: unknown): Promise<string | undefined> {
+    const vm = this.vm(ns);
+    const sealed = vm.seal(id, v);
+    const ok = raw === null ? (await guarded(() => vm.imap.putIfAbsent(id, sealed))) === null : await guarded(() => vm.imap.replaceIfSame(id, raw, sealed));
+    return ok ? sealed : undefined;
+  }
+
+  /**
+   * What a grid value means for this node. The grid's version is used (and copied here) only when it opens,
+   * is a valid record and is not older than this node's copy; otherwise this node keeps serving its own copy
+   * and publishes it again over the refused value, except over a value sealed under a master key it does not
+   * have (a node with a newer ring may have written it). Returns undefined when there is nothing usable, and
+   * throws FAILED_PRECONDITION on two versions that cannot both be right (a user secret made twice).
+   */
+  private async absorb(ns: DurableNamespace, id: string, raw: unknown): Promise<Served | undefined> {
+    const vm = this.vm(ns);
+    const mine = await this.mine(ns, id);
+    const refuse = async (reason: RejectReason | undefined): Promise<Served | undefined> => {
+      if (reason) vm.reject(id, reason, raw);
+      if (!mine) return undefined;
+      const written = reason === 'unknown_key' ? undefined : await this.republish(ns, id, mine, raw);
+      return { ...mine, raw: written };
+    };
+    const theirs = vm.open(id, raw);
+    if (typeof theirs === 'string') return refuse(undefined);
+    try {
+      // This node's own copy was validated when it was accepted (or written here): only a new value is checked.
+      if (theirs.value !== mine?.value) await this.p.validate[ns](id, theirs.value);
+    } catch (err) {
+      this.logger.debug('cluster record failed validation', { ns, id, err });
+      return refuse('invalid');
     }
-    const keep = reconcile(ns, mine, remote);
+    if (!mine) {
+      this.keep(ns, id, theirs);
+      return { ...theirs, raw };
+    }
+    if (theirs.rev < mine.rev) return refuse('rollback');
+    const keep = mine.value === theirs.value ? theirs.value : reconcile(ns, mine.value, theirs.value);
     if (keep === undefined) {
       this.logger.error('durable record conflict: the local copy and the cluster differ; refusing to serve it', { ns, id });
       throw conflict(ns, id);
     }
-    if (keep !== mine) this.local.put(ns, id, keep);
-    return keep;
+    if (keep === theirs.value) {
+      if (theirs.rev !== mine.rev || theirs.value !== mine.value) this.keep(ns, id, theirs);
+      return { ...theirs, raw };
+    }
+    // This node's copy wins (an erased key is never brought back): publish it above the grid's revision.
+    const next = { value: mine.value, rev: theirs.rev + 1 };
+    this.keep(ns, id, next);
+    return { ...next, raw: await this.republish(ns, id, next, raw) };
   }
 
   async insertIfAbsent(ns: DurableNamespace, id: string, value: string): Promise<string> {
     this.requireReady();
+    const vm = this.vm(ns);
     // A node that already holds a copy republishes it instead of offering a new value.
-    const mine = (await this.local.get(ns, id)) ?? value;
-    const existing = await guarded(() => this.map(ns).putIfAbsent(id, mine));
-    return existing === null ? (this.local.put(ns, id, mine), mine) : this.adopt(ns, id, existing);
+    const mine = await this.mine(ns, id);
+    const offer = mine ?? { value, rev: 1 };
+    const existing = await guarded(() => vm.imap.putIfAbsent(id, vm.seal(id, offer)));
+    if (existing === null) {
+      if (!mine) this.keep(ns, id, offer);
+      return offer.value;
+    }
+    const served = await this.absorb(ns, id, existing);
+    if (served) return served.value;
+    // The grid holds a value that does not open and this node has no copy: another node's authentic record
+    // may be behind it (that node puts it back). A second record for one id is never made: fail closed.
+    throw unavailable(new Error(`the cluster record ${ns}/${id} was refused and this node has no copy`));
   }
 
   async insertAll(ns: DurableNamespace, records: readonly GroupEntry[]): Promise<void> {
     this.requireReady();
+    const vm = this.vm(ns);
     // Each record has a fresh random or thumbprint id, so putIfAbsent cannot meet another value; the local
-    // copy is written only once the cluster has them all.
+    // copies are written only once the cluster has them all.
     for (const r of records) {
-      const existing = await guarded(() => this.map(ns).putIfAbsent(r.id, r.value));
-      if (existing !== null && existing !== r.value) throw new StsError('internal', `durable record ${ns}/${r.id} exists with another value`);
+      const existing = await guarded(() => vm.imap.putIfAbsent(r.id, vm.seal(r.id, { value: r.value, rev: 1 })));
+      const theirs = existing === null ? undefined : vm.open(r.id, existing);
+      if (existing !== null && (typeof theirs !== 'object' || theirs.value !== r.value)) throw new StsError('internal', `durable record ${ns}/${r.id} exists with another value`);
     }
-    for (const r of records) this.local.put(ns, r.id, r.value);
+    for (const r of records) this.keep(ns, r.id, { value: r.value, rev: 1 });
   }
 
   async get(ns: DurableNamespace, id: string): Promise<string | undefined> {
     this.requireReady();
-    const remote = await guarded(() => this.map(ns).get(id));
-    if (remote !== null) return this.adopt(ns, id, remote);
-    const mine = await this.local.get(ns, id);
-    if (mine !== undefined) return this.insertIfAbsent(ns, id, mine);
+    const raw = await guarded(() => this.vm(ns).imap.get(id));
+    if (raw !== null) return (await this.absorb(ns, id, raw))?.value;
+    const mine = await this.mine(ns, id);
+    if (mine !== undefined) return this.insertIfAbsent(ns, id, mine.value);
     return undefined;
   }
 
   async list(ns: DurableNamespace): Promise<GroupEntry[]> {
     this.requireReady();
-    const remote = await guarded(() => this.map(ns).entrySet());
+    const remote = await guarded(() => this.vm(ns).imap.entrySet());
     const merged = new Map<string, string>();
     for (const r of await this.local.list(ns)) merged.set(r.id, r.value);
-    for (const [id, value] of remote) {
-      const m = merged.get(id);
-      // A conflicting user secret is left out of listings (re-wrap skips it); reading it fails closed.
-      const keep = m === undefined ? value : reconcile(ns, m, value);
-      if (keep === undefined) merged.delete(id);
-      else merged.set(id, keep);
+    for (const [id, raw] of remote) {
+      try {
+        const served = await this.absorb(ns, id, raw);
+        if (served) merged.set(id, served.value);
+      } catch (err) {
+        // A conflicting user secret is left out of listings (re-wrap skips it); reading it fails closed.
+        if (!(err instanceof StsError) || err.code !== 'failed_precondition') throw err;
+        merged.delete(id);
+      }
     }
     return [...merged].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([id, value]) => ({ id, value }));
   }
 
   /**
    * The cluster's map (every node writes a record there before its own copy, so it holds every node's
-   * records) merged with this node's copies (a record the cluster lost in a full restart and that no node has
-   * republished yet). Two versions that reconcile count once, as the version kept, and a stale copy here is
-   * brought up to date on the way (only if it is still the one read: an entry event may be newer); two that
-   * cannot both be right (a user secret made twice) are both returned, where `list` leaves the record out.
+   * records) merged with this node's copies (a record the cluster lost and that no node has republished yet).
+   * Two versions that reconcile count once, as the version kept (this node's copy is brought up to date on the
+   * way); two that cannot both be right (a user secret made twice) are both returned, under the same id, where
+   * `list` leaves the record out. Refused grid values count as absent.
    */
   async listVersions(ns: DurableNamespace): Promise<GroupEntry[]> {
     this.requireReady();
-    const remote = new Map(await guarded(() => this.map(ns).entrySet()));
+    const vm = this.vm(ns);
+    const remote = new Map(await guarded(() => vm.imap.entrySet()));
+    const ids = new Set([...(await this.local.list(ns)).map((r) => r.id), ...remote.keys()]);
     const out: GroupEntry[] = [];
-    for (const mine of await this.local.list(ns)) {
-      const theirs = remote.get(mine.id);
-      remote.delete(mine.id);
-      const keep = theirs === undefined ? mine.value : reconcile(ns, mine.value, theirs);
-      if (keep === undefined) {
-        out.push(mine, { id: mine.id, value: theirs! });
-        continue;
+    for (const id of ids) {
+      const raw = remote.get(id);
+      try {
+        const served = raw === undefined ? await this.mine(ns, id) : await this.absorb(ns, id, raw);
+        if (served) out.push({ id, value: served.value });
+      } catch (err) {
+        if (!(err instanceof StsError) || err.code !== 'failed_precondition') throw err;
+        const theirs = vm.open(id, raw);
+        out.push({ id, value: (await this.local.get(ns, id))! });
+        if (typeof theirs === 'object') out.push({ id, value: theirs.value });
       }
-      if (keep !== mine.value) await this.local.replaceIfSame(ns, mine.id, mine.value, keep);
-      out.push({ id: mine.id, value: keep });
     }
-    for (const [id, value] of remote) out.push({ id, value });
     return out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   }
 
   async replaceIfSame(ns: DurableNamespace, id: string, expected: string, next: string): Promise<boolean> {
     this.requireReady();
-    const ok = await guarded(() => this.map(ns).replaceIfSame(id, expected, next));
-    if (ok) this.local.put(ns, id, next);
+    const vm = this.vm(ns);
+    const raw = await guarded(() => vm.imap.get(id));
+    // The version being replaced is the one this node serves: the grid's once accepted, else its own copy
+    // (in place of a refused or missing grid value, which this write then repairs).
+    const served: Served | undefined = raw === null ? ((m) => m && { ...m, raw: null })(await this.mine(ns, id)) : await this.absorb(ns, id, raw);
+    if (!served || served.value !== expected || served.raw === undefined) return false;
+    const v = { value: next, rev: served.rev + 1 };
+    const sealed = vm.seal(id, v);
+    const ok = served.raw === null ? (await guarded(() => vm.imap.putIfAbsent(id, sealed))) === null : await guarded(() => vm.imap.replaceIfSame(id, served.raw, sealed));
+    if (ok) this.keep(ns, id, v);
     return ok;
   }
 
   /**
-   * Start-up and every reconnect, before serving: copies every cluster record this node lacks into its
-   * SQLite (a node started after a record was made must hold it too, for the next full cluster restart), then
-   * publishes every local record the cluster lacks. Conflicting user secrets are logged and never
+   * Start-up and every reconnect, before serving: accepts every valid cluster record this node lacks or holds
+   * an older version of (a node started after a record was made must hold it too, for the next full cluster
+   * restart), puts its own copy back over every refused one, re-seals records sealed under an older master
+   * key, and publishes every local record the cluster lacks. Conflicting user secrets are logged and never
    * overwritten on either side.
    */
-  async sync(): Promise<{ pulled: number; published: number; conflicts: number }> {
+  async sync(): Promise<{ pulled: number; published: number; conflicts: number; resealed: number }> {
     let pulled = 0;
     let published = 0;
     let conflicts = 0;
+    let resealed = 0;
     for (const ns of DURABLE) {
-      const remote = new Map(await guarded(() => this.map(ns).entrySet()));
-      for (const [id, value] of remote) {
-        const mine = await this.local.get(ns, id);
-        if (mine === undefined) {
-          this.local.put(ns, id, value);
-          pulled++;
-          continue;
-        }
-        const keep = reconcile(ns, mine, value);
-        if (keep === undefined) {
+      const vm = this.vm(ns);
+      const remote = new Map(await guarded(() => vm.imap.entrySet()));
+      for (const [id, raw] of remote) {
+        const had = (await this.local.get(ns, id)) !== undefined;
+        try {
+          const served = await this.absorb(ns, id, raw);
+          if (served && !had) pulled++;
+          if (served && typeof served.raw === 'string' && vm.isStale(served.raw) && (await guarded(() => vm.imap.replaceIfSame(id, served.raw, vm.seal(id, served))))) resealed++;
+        } catch (err) {
+          if (!(err instanceof StsError) || err.code !== 'failed_precondition') throw err;
           conflicts++;
-          this.logger.error('durable record conflict during sync: the local copy and the cluster differ; both kept, reads refuse', { ns, id });
-        } else if (keep !== mine) {
-          this.local.put(ns, id, keep);
-        } else if (keep !== value) {
-          await guarded(() => this.map(ns).replaceIfSame(id, value, keep));
         }
       }
       for (const r of await this.local.list(ns)) {
         if (remote.has(r.id)) continue;
-        const existing = await guarded(() => this.map(ns).putIfAbsent(r.id, r.value));
-        if (existing === null) published++;
+        if (await this.republish(ns, r.id, (await this.mine(ns, r.id))!, null)) published++;
       }
     }
-    return { pulled, published, conflicts };
+    return { pulled, published, conflicts, resealed };
+  }
+
+  /** Entry events of the durable maps: accept (or refuse) each change at once, and put back what was deleted. */
+  async listen(onChange: (ns: DurableNamespace, id: string) => void): Promise<void> {
+    for (const ns of DURABLE) {
+      const onValue = (e: { key: string; value: unknown }) => {
+        if (e.value === null || e.value === undefined) return;
+        this.absorb(ns, e.key, e.value).then(
+          (served) => served && onChange(ns, e.key),
+          (err: unknown) => this.logger.error('could not take a durable record from the cluster', { ns, id: e.key, err }),
+        );
+      };
+      // Erasing a record in the grid erases no node's copy (there are no durable tombstones): put it back.
+      const restore = (what: string, ids: () => Promise<string[]>) => {
+        void (async () => {
+          let restored = 0;
+          for (const id of await ids()) {
+            const mine = await this.mine(ns, id);
+            if (mine && (await this.republish(ns, id, mine, null))) restored++;
+          }
+          if (restored > 0) this.logger.warn(`durable records were ${what} in the cluster; this node published its copies again`, { ns, restored });
+        })().catch((err: unknown) => this.logger.error('could not publish deleted durable records again', { ns, err }));
+      };
+      const onRemoved = (e: { key: string }) => restore('deleted', async () => [e.key]);
+      const onCleared = () => restore('cleared', async () => (await this.local.list(ns)).map((r) => r.id));
+      await this.vm(ns).imap.addEntryListener({ added: onValue, updated: onValue, removed: onRemoved, evicted: onRemoved, mapCleared: onCleared, mapEvicted: onCleared }, undefined, true);
+    }
   }
 }
 
@@ -303,20 +498,30 @@ export class HazelcastStore implements Store {
   /** Run after every reconnect, before the node serves again (re-reading replicated tables). */
   readonly reconnectHooks: (() => Promise<void>)[] = [];
   private connected = true;
+  /** Leases that did not open, by value, with when this node first saw each (they expire after leaseMs). */
+  private readonly unreadableLeases = new Map<string, number>();
 
   private constructor(
     private readonly client: Client,
-    ephemeral: Map<EphemeralNamespace, IMap<string, EphemeralEntry>>,
-    private readonly durableMaps: Map<DurableNamespace, IMap<string, string>>,
-    private readonly local: SqliteDurableStore,
-    clock: Clock,
+    ephemeral: Map<EphemeralNamespace, IMap<string, SealedEntry>>,
+    durable: Map<DurableNamespace, VersionedMap>,
+    local: SqliteDurableStore,
+    private readonly clock: Clock,
     private readonly logger: Logger,
+    private readonly p: ClusterProtection,
   ) {
-    this.ephemeral = new HazelcastEphemeralStore(ephemeral, clock);
-    this.durable = new HazelcastDurableStore(durableMaps, local, logger);
+    this.ephemeral = new HazelcastEphemeralStore(ephemeral, clock, p);
+    this.durable = new HazelcastDurableStore(durable, local, logger, p);
   }
 
-  static async connect(options: HazelcastOptions, local: SqliteDurableStore, clock: Clock, logger: Logger, onState: (connected: boolean) => void): Promise<HazelcastStore> {
+  static async connect(
+    options: HazelcastOptions,
+    local: SqliteDurableStore,
+    clock: Clock,
+    logger: Logger,
+    onState: (connected: boolean) => void,
+    protection: ClusterProtection,
+  ): Promise<HazelcastStore> {
     // The lifecycle listener is registered before the store exists; it reaches it through this holder.
     const self: { store?: HazelcastStore } = {};
     let client: Client;
@@ -369,31 +574,24 @@ export class HazelcastStore implements Store {
     } catch (err) {
       throw new StsError('unavailable', `cannot connect to the Hazelcast cluster ${options.clusterName} at ${options.members.join(', ')}`, { cause: err });
     }
-    const ephemeral = new Map<EphemeralNamespace, IMap<string, EphemeralEntry>>();
-    for (const ns of EPHEMERAL) ephemeral.set(ns, await client.getMap<string, EphemeralEntry>(`sts-${ns}`));
-    const durable = new Map<DurableNamespace, IMap<string, string>>();
-    for (const ns of DURABLE) durable.set(ns, await client.getMap<string, string>(`sts-${ns}`));
-    const store = new HazelcastStore(client, ephemeral, durable, local, clock, logger);
-    self.store = store;
-    await store.listen();
-    const synced = await store.durable.sync();
-    logger.info('connected to the cluster', { cluster: options.clusterName, ...synced });
-    return store;
-  }
-
-  /** Every node keeps every durable record it sees in its local SQLite, and tells its listeners. */
-  private async listen(): Promise<void> {
-    for (const [ns, map] of this.durableMaps) {
-      const onEvent = (e: { key: string; value: string | null }) => {
-        if (e.value === null) return;
-        try {
-          this.local.put(ns, e.key, e.value);
-        } catch (err) {
-          this.logger.error('could not keep a local copy of a cluster record', { ns, id: e.key, err });
-        }
-        for (const l of this.listeners) l(ns, e.key);
-      };
-      await map.addEntryListener({ added: onEvent, updated: onEvent }, undefined, true);
+    try {
+      await checkUnsealed(client, protection, clock, logger);
+      const ctx: SealContext = protection;
+      const ephemeral = new Map<EphemeralNamespace, IMap<string, SealedEntry>>();
+      for (const ns of EPHEMERAL) ephemeral.set(ns, await client.getMap<string, SealedEntry>(`sts-${ns}`));
+      const durable = new Map<DurableNamespace, VersionedMap>();
+      for (const ns of DURABLE) durable.set(ns, new VersionedMap(await client.getMap<string, unknown>(`sts-${ns}`), `sts-${ns}`, () => ns, ctx));
+      const store = new HazelcastStore(client, ephemeral, durable, local, clock, logger, protection);
+      self.store = store;
+      await store.durable.listen((ns, id) => {
+        for (const l of store.listeners) l(ns, id);
+      });
+      const synced = await store.durable.sync();
+      logger.info('connected to the cluster', { cluster: options.clusterName, ...synced });
+      return store;
+    } catch (err) {
+      await client.shutdown().catch(() => undefined);
+      throw err;
     }
   }
 
@@ -404,20 +602,47 @@ export class HazelcastStore implements Store {
   /**
    * A cluster-wide lease: at most one holder until `leaseMs` passes or it is released. Hazelcast's
    * FencedLock is Enterprise-only since 5.5 and IMap locks are per client, not per request, so the lease is
-   * a putIfAbsent with TTL on a map, released with remove(key, owner).
+   * a sealed {owner, expiry} put with putIfAbsent and a TTL, released with remove(key, value). A lease that
+   * does not open (forged, or sealed under a master key this node lacks) cannot stall the cluster: it counts
+   * as expired once leaseMs has passed since this node first saw it.
    */
-  async tryLease(name: string, owner: string, leaseMs: number): Promise<(() => Promise<void>) | undefined> {
-    const map = await guarded(() => this.client.getMap<string, string>('sts-lock'));
-    const existing = await guarded(() => map.putIfAbsent(name, owner, leaseMs));
-    if (existing !== null && existing !== owner) return undefined;
-    return async () => {
-      await map.remove(name, owner).catch(() => undefined);
-    };
+  async tryLease(name: string, owner: string): Promise<(() => Promise<void>) | undefined> {
+    const map = await guarded(() => this.client.getMap<string, unknown>(LEASES));
+    const address = { map: LEASES, kind: 'lease', key: name };
+    const leaseMs = this.p.leaseMs;
+    for (let round = 0; round < 3; round++) {
+      const now = this.clock.now();
+      const mine = this.p.seal.seal(address, JSON.stringify({ o: owner, e: now + leaseMs } satisfies LeaseRecord));
+      const existing = await guarded(() => map.putIfAbsent(name, mine, ttlOf(leaseMs)));
+      const held = existing === null ? mine : undefined;
+      if (held) return async () => void (await map.remove(name, held).catch(() => undefined));
+      let lease: LeaseRecord | undefined;
+      try {
+        const r = JSON.parse(this.p.seal.open(address, existing)) as Partial<LeaseRecord>;
+        if (typeof r.o === 'string' && typeof r.e === 'number') lease = r as LeaseRecord;
+        else this.p.rejections.report(LEASES, name, 'invalid', existing);
+      } catch (err) {
+        this.p.rejections.report(LEASES, name, err instanceof SealRejected ? err.reason : 'invalid', existing);
+      }
+      if (lease) {
+        if (lease.e > now) return lease.o === owner ? async () => void (await map.remove(name, existing).catch(() => undefined)) : undefined;
+      } else {
+        const key = typeof existing === 'string' ? existing : JSON.stringify(existing);
+        const first = this.unreadableLeases.get(key) ?? now;
+        if (this.unreadableLeases.size > 100) this.unreadableLeases.clear();
+        this.unreadableLeases.set(key, first);
+        if (now - first < leaseMs) return undefined;
+        this.logger.warn('an unreadable lease outlived its bound; it is removed', { lease: name });
+      }
+      // Expired (its TTL not yet applied), or unreadable past its bound: remove exactly it and try again.
+      await guarded(() => map.remove(name, existing));
+    }
+    return undefined;
   }
 
-  /** A cluster map for replicated tables: `sts-directory` (the directory), `sts-registry` (IdPs, resource servers). */
-  replicationMap(name: 'sts-directory' | 'sts-registry'): Promise<IMap<string, string>> {
-    return guarded(() => this.client.getMap<string, string>(name));
+  /** A sealed, versioned cluster map for replicated tables: `sts-directory` (the directory), `sts-registry` (IdPs, resource servers). */
+  async replicationMap(name: ReplicatedMapName): Promise<VersionedMap> {
+    return new VersionedMap(await guarded(() => this.client.getMap<string, unknown>(name)), name, prefixKind, this.p);
   }
 
   get isConnected(): boolean {
@@ -427,4 +652,55 @@ export class HazelcastStore implements Store {
   async close(): Promise<void> {
     await this.client.shutdown();
   }
+}
+
+/**
+ * Before anything is read: a cluster whose replicated maps hold records without a seal and none with one was
+ * written by an STS from before sealing. Such records cannot be told from forgeries, so the node refuses to
+ * start, naming the option that vouches for them once (`cluster.unsealedRecords=reseal`): every unsealed
+ * value is then sealed as it stands (replicated records at revision 1, ephemeral ones with their remaining
+ * lifetime); each is still validated like any grid record when a node takes it. In a cluster that holds
+ * sealed records, an unsealed value is a forgery and is refused like one.
+ */
+async function checkUnsealed(client: Client, p: ClusterProtection, clock: Clock, logger: Logger): Promise<void> {
+  const versioned = [...DURABLE.map((ns) => `sts-${ns}`), ...REPLICATED];
+  let sealed = 0;
+  const unsealed: { map: IMap<string, unknown>; name: string; key: string; raw: unknown }[] = [];
+  for (const name of versioned) {
+    const map = await client.getMap<string, unknown>(name);
+    for (const [key, raw] of await map.entrySet()) {
+      if (ClusterSeal.looksSealed(raw)) sealed++;
+      else unsealed.push({ map, name, key, raw });
+    }
+  }
+  if (unsealed.length === 0 || sealed > 0) return;
+  if (p.unsealedRecords === 'refuse') {
+    throw new StartupError(
+      'store_invalid',
+      `the cluster holds ${unsealed.length} records written by an STS without sealing and none sealed: this is a cluster from before sealing (an upgrade). ` +
+        'To vouch for what it holds, start one node once with cluster.unsealedRecords=reseal (STS_CLUSTER_UNSEALED_RECORDS=reseal), then set it back (README: "Security model of cluster mode", upgrades). Nothing was changed.',
+    );
+  }
+  let count = 0;
+  for (const u of unsealed) {
+    if (typeof u.raw !== 'string') continue;
+    const map = new VersionedMap(u.map, u.name, u.name === 'sts-directory' || u.name === 'sts-registry' ? prefixKind : () => u.name.slice('sts-'.length), p);
+    if (await u.map.replaceIfSame(u.key, u.raw, map.seal(u.key, { value: u.raw, rev: 1 }))) count++;
+  }
+  const now = clock.now();
+  for (const ns of EPHEMERAL) {
+    const map = await client.getMap<string, unknown>(`sts-${ns}`);
+    for (const [id, raw] of await map.entrySet()) {
+      const old = raw as { value?: unknown; grp?: unknown; exp?: unknown; s?: unknown } | null;
+      if (!old || typeof old !== 'object' || typeof old.s === 'string' || typeof old.value !== 'string' || typeof old.exp !== 'number' || old.exp <= now) continue;
+      const g = typeof old.grp === 'string' ? old.grp : null;
+      const entry: SealedEntry = { s: p.seal.seal({ map: `sts-${ns}`, kind: ns, key: id }, JSON.stringify({ v: old.value, e: old.exp, g } satisfies EphemeralRecord)), grp: g === null ? null : p.seal.groupTag(g) };
+      if (await map.replaceIfSame(id, raw, entry)) {
+        await map.setTtl(id, ttlOf(old.exp - now));
+        count++;
+      }
+    }
+  }
+  await (await client.getMap<string, unknown>(LEASES)).clear();
+  logger.warn('sealed the records of a cluster written before sealing (cluster.unsealedRecords=reseal); set the option back to refuse', { sealed: count });
 }

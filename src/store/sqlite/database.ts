@@ -101,6 +101,17 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE TRIGGER roles_delete_generation AFTER DELETE ON roles BEGIN UPDATE directory_generation SET gen = gen + 1; END;
     `,
   },
+  {
+    version: 5,
+    description: 'cluster revisions: the version of each replicated record this node holds',
+    // Cluster mode: every replicated record (keys, user secrets, directory entries, registry entries) carries a
+    // revision inside its seal; a node refuses a record older than the one it holds (src/cluster/revisions.ts).
+    sql: `
+      CREATE TABLE cluster_revisions (
+        map TEXT NOT NULL, key TEXT NOT NULL, rev INTEGER NOT NULL, digest TEXT NOT NULL,
+        PRIMARY KEY (map, key)) STRICT, WITHOUT ROWID;
+    `,
+  },
 ];
 
 /** Checks that the data directory exists (creating it if needed) and is writable; errors name the path. */

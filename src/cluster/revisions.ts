@@ -1,0 +1,54 @@
+/**
+ * Revisions of replicated records, so that no node goes back in time.
+ *
+ * Every replicated record (a key, a user secret, a directory entry, a registry entry) carries a revision
+ * inside its seal, raised by one on every change. A node keeps, in its own SQLite, the revision of each
+ * record it holds and refuses an older one: an authentic value copied from the grid before a change (a key
+ * before its erasure, a secret wrapped under a key since destroyed, an application before it was disabled)
+ * cannot be played back. Two nodes that change one record at once make two values of the same revision;
+ * the one with the greater digest wins on every node, so they converge without a coordinator.
+ */
+import { hash } from 'node:crypto';
+import type { Db } from '../store/sqlite/database.js';
+
+export interface Revision {
+  rev: number;
+  /** SHA-256 of the record's value (base64url): the tie-break between two values of one revision. */
+  digest: string;
+}
+
+export function digestOf(value: string): string {
+  return hash('sha256', value, 'base64url');
+}
+
+/** Negative when `a` is older than `b`, 0 when they are the same version, positive when newer. */
+export function compareRevisions(a: Revision, b: Revision): number {
+  return a.rev - b.rev || (a.digest < b.digest ? -1 : a.digest > b.digest ? 1 : 0);
+}
+
+export class RevisionStore {
+  private readonly stmts;
+
+  constructor(readonly db: Db) {
+    this.stmts = {
+      get: db.prepare('SELECT rev, digest FROM cluster_revisions WHERE map = ? AND key = ?'),
+      set: db.prepare('INSERT INTO cluster_revisions (map, key, rev, digest) VALUES (?, ?, ?, ?) ON CONFLICT (map, key) DO UPDATE SET rev = excluded.rev, digest = excluded.digest'),
+    };
+  }
+
+  get(map: string, key: string): Revision | undefined {
+    return this.stmts.get.get(map, key) as Revision | undefined;
+  }
+
+  set(map: string, key: string, rev: number, value: string): void {
+    this.stmts.set.run(map, key, rev, digestOf(value));
+  }
+
+  /** Runs `fn` (a local write) and records the revision in the same SQLite transaction. */
+  write(map: string, key: string, rev: number, value: string, fn: () => void): void {
+    this.db.transaction(() => {
+      fn();
+      this.set(map, key, rev, value);
+    })();
+  }
+}

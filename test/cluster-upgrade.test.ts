@@ -1,0 +1,137 @@
+/**
+ * Upgrading a cluster written by an STS from before sealing: its maps hold the same records without a seal.
+ * A node refuses to start on it by default, naming the option, and changes nothing; started once with
+ * cluster.unsealedRecords=reseal it seals what the cluster holds (keys, directory, live application tokens), and
+ * every node then serves as before. Also: after a master key rotation, a starting node re-seals what it syncs
+ * under the new key, and the older key still opens what is not re-sealed yet.
+ */
+import { randomBytes } from 'node:crypto';
+import { Client as HazelcastClient } from 'hazelcast-client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ClusterSeal } from '../src/cluster/cluster-seal.js';
+import { MasterKeyRing, parseMasterKeys } from '../src/crypto/master-key.js';
+import { StartupError } from '../src/errors.js';
+import { call } from './helpers/call.js';
+import { type Cluster, type Deployment, newDeployment, startCluster, stopAll } from './helpers/cluster.js';
+import { appDefaults } from './helpers/directory.js';
+import { type TestSts, startTestSts, tempDir } from './helpers/server.js';
+
+const VERSIONED = ['sts-key', 'sts-user_secret', 'sts-directory', 'sts-registry'];
+let cluster: Cluster;
+let deployment: Deployment;
+let hostile: HazelcastClient;
+
+function startNode(options: { dataDir?: string; masterKey?: string; overrides?: Record<string, string> } = {}): Promise<TestSts> {
+  return startTestSts({
+    dataDir: options.dataDir ?? tempDir(),
+    env: { STS_MASTER_KEY: options.masterKey ?? deployment.masterKey },
+    overrides: { 'cluster.enabled': true, 'cluster.members': cluster.memberList, 'cluster.name': cluster.name, 'auth.adminKeyFile': deployment.adminKeyFile, ...options.overrides },
+  });
+}
+
+const kindOf = (name: string, key: string) => (name === 'sts-key' ? 'key' : name === 'sts-user_secret' ? 'user_secret' : key.slice(0, key.indexOf(':')));
+
+beforeAll(async () => {
+  cluster = await startCluster(1);
+  deployment = newDeployment();
+  hostile = await HazelcastClient.newHazelcastClient({
+    clusterName: cluster.name,
+    network: { clusterMembers: [cluster.memberList] },
+    connectionStrategy: { connectionRetry: { clusterConnectTimeoutMillis: 30_000 } },
+    properties: { 'hazelcast.logging.level': 'OFF' },
+  });
+}, 180_000);
+
+afterAll(async () => {
+  await hostile?.shutdown();
+  await stopAll();
+});
+
+describe('a cluster from before sealing', () => {
+  it('is refused by default, naming the option, and sealed once with cluster.unsealedRecords=reseal', async () => {
+    const seal = new ClusterSeal(new MasterKeyRing(parseMasterKeys(deployment.masterKey, 'test')));
+    // What an earlier STS left: a node's keys, directory and a live application token, all without a seal.
+    const first = await startNode();
+    const { applicationSecret } = await call(first.session.createApplication, first.session, { application: appDefaults('legacy-app'), applicationSecret: '' }, deployment.adminKey);
+    const token = (await call(first.session.logonApplication, first.session, { credential: { $case: 'applicationCredential', value: { applicationId: 'legacy-app', applicationSecret } } })).applicationToken!.applicationTokenId;
+    const jwks = (await call(first.pop.getJwks, first.pop, {})).jwksJson;
+    await first.stop(true);
+    const unsealed = new Map<string, Map<string, unknown>>();
+    for (const name of VERSIONED) {
+      const map = await hostile.getMap<string, unknown>(name);
+      const entries = new Map<string, unknown>();
+      for (const [key, raw] of await map.entrySet()) entries.set(key, (JSON.parse(seal.open({ map: name, kind: kindOf(name, key), key }, raw)) as { v: string }).v);
+      await map.clear();
+      for (const [key, value] of entries) await map.put(key, value);
+      unsealed.set(name, entries);
+    }
+    const tokens = await hostile.getMap<string, unknown>('sts-app_token');
+    for (const [key, raw] of await tokens.entrySet()) {
+      const r = JSON.parse(seal.open({ map: 'sts-app_token', kind: 'app_token', key }, (raw as { s: string }).s)) as { v: string; e: number; g: string | null };
+      await tokens.put(key, { value: r.v, grp: r.g, exp: r.e });
+    }
+    expect(unsealed.get('sts-key')!.size).toBeGreaterThan(0);
+
+    // A new node refuses, and leaves the cluster as it was.
+    const dataDir = tempDir();
+    const refused = await startNode({ dataDir }).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(refused).toBeInstanceOf(StartupError);
+    expect((refused as Error).message).toMatch(/cluster\.unsealedRecords=reseal/);
+    for (const name of VERSIONED) {
+      for (const [key, value] of unsealed.get(name)!) expect(await (await hostile.getMap<string, unknown>(name)).get(key)).toBe(value);
+    }
+
+    // Once, vouching for it: everything is sealed, and the node serves the old keys, directory and token.
+    const upgraded = await startNode({ dataDir, overrides: { 'cluster.unsealedRecords': 'reseal' } });
+    expect((await call(upgraded.pop.getJwks, upgraded.pop, {})).jwksJson).toBe(jwks);
+    expect((await call(upgraded.session.getApplicationInfo, upgraded.session, {}, token)).application!.applicationId).toBe('legacy-app');
+    for (const name of VERSIONED) {
+      for (const [key, raw] of await (await hostile.getMap<string, unknown>(name)).entrySet()) expect(ClusterSeal.looksSealed(raw), `${name} ${key}`).toBe(true);
+    }
+    // Another node with the default setting joins the sealed cluster; an unsealed value put now is a forgery.
+    await (await hostile.getMap<string, unknown>('sts-directory')).put('app:late', JSON.stringify({ kind: 'app', app: { id: 'late' } }));
+    const other = await startNode();
+    expect((await call(other.pop.getJwks, other.pop, {})).jwksJson).toBe(jwks);
+    expect((await call(other.session.getApplicationInfo, other.session, {}, token)).application!.applicationId).toBe('legacy-app');
+    expect((await call(other.session.listApplications, other.session, {}, deployment.adminKey)).applications.map((a) => a.applicationId)).toEqual(['legacy-app']);
+    await other.stop(true);
+    await upgraded.stop(true);
+  });
+});
+
+describe('a master key rotation', () => {
+  it('a node started with the new master key first re-seals every record it syncs under the new cluster key', async () => {
+    const newKey = `mk-new:${randomBytes(32).toString('base64url')}`;
+    const both = `${newKey},${deployment.masterKey}`;
+    const oldSeal = new ClusterSeal(new MasterKeyRing(parseMasterKeys(deployment.masterKey, 'test')));
+    const newSeal = new ClusterSeal(new MasterKeyRing(parseMasterKeys(newKey, 'test')));
+    const node = await startNode();
+    const jwks = (await call(node.pop.getJwks, node.pop, {})).jwksJson;
+    const sealedUnder = async (sealer: ClusterSeal): Promise<number> => {
+      let n = 0;
+      for (const name of VERSIONED) {
+        for (const [key, raw] of await (await hostile.getMap<string, unknown>(name)).entrySet()) {
+          try {
+            sealer.open({ map: name, kind: kindOf(name, key), key }, raw);
+            n++;
+          } catch {
+            // sealed under another key
+          }
+        }
+      }
+      return n;
+    };
+    const records = await sealedUnder(oldSeal);
+    expect(records).toBeGreaterThan(3); // keys and the directory, from the test above and this node
+    await node.stop();
+    // The rotated node: the new key seals, the old one still opens (its data directory was sealed under it).
+    const rotated = await startNode({ dataDir: node.dataDir, masterKey: both });
+    expect((await call(rotated.pop.getJwks, rotated.pop, {})).jwksJson).toBe(jwks);
+    expect(await sealedUnder(newSeal)).toBe(records);
+    expect(await sealedUnder(oldSeal)).toBe(0);
+    await rotated.stop(true);
+  });
+});
