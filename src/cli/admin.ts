@@ -119,7 +119,7 @@ function rpc<Req, Res>(c: Connection, client: Client, method: Unary<Req, Res>, r
       if (!err) return resolve(res);
       if (err.code === status.UNAVAILABLE || err.code === status.DEADLINE_EXCEEDED) {
         // grpc-js appends its resolver's notes; the socket error is what an operator can act on.
-        const why = /Error: (connect [A-Z]+ \S+|getaddrinfo [A-Z]+ \S+)/.exec(err.details)?.[1] ?? err.details.replace(/\s*Resolution note:.*$/s, '');
+        const why = /Error: ((?:connect|getaddrinfo) [A-Z]+ \S+?)\.?(?:\s|$)/.exec(err.details)?.[1] ?? err.details.replace(/\s*Resolution note:.*$/s, '');
         return reject(new AdminConnectError(`cannot reach STS at ${c.target}: ${why}`));
       }
       reject(err);
