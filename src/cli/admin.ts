@@ -12,14 +12,9 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type CallOptions, type Client, Metadata, type ServiceError, credentials, status } from '@grpc/grpc-js';
 import { loadConfigWithSources } from '../config/load.js';
-import { newMasterKey, formatMasterKeys } from '../crypto/master-key.js';
-import { hashAdminKey, newAdminKey } from '../auth/caller.js';
 import { KeyInfo, KeyKind, PopServiceClient } from '../gen/sts/v1/pop.js';
 import { SecretServiceClient } from '../gen/sts/v1/secret.js';
 import { Application, SessionServiceClient, User } from '../gen/sts/v1/session.js';
-import { openDatabase } from '../store/sqlite/database.js';
-import { backupDatabase } from '../store/sqlite/backup.js';
-import { exportDirectory, importDirectory } from '../session/directory-file.js';
 import { AdminConnectError, UsageError, type Values, need, str } from './args.js';
 import type { AdminCommand } from './commands.js';
 
@@ -145,19 +140,26 @@ export async function admin(command: AdminCommand, values: Values, args: string[
   const cmd = command.name;
   const action = command.path[2];
 
-  // Commands that need no server.
+  // Commands that need no server; what they use is loaded only for them, so server commands start fast.
   switch (cmd) {
-    case 'master-key generate':
+    case 'master-key generate': {
+      const { formatMasterKeys, newMasterKey } = await import('../crypto/master-key.js');
       process.stdout.write(formatMasterKeys([newMasterKey()]));
       return;
+    }
     case 'admin-key generate': {
+      const { hashAdminKey, newAdminKey } = await import('../auth/caller.js');
       const key = newAdminKey();
       out({ adminKey: key, adminKeyFileLine: `admin-${Date.now().toString(36)}:${hashAdminKey(key)}` });
       return;
     }
-    case 'backup':
+    case 'backup': {
+      const { backupDatabase } = await import('../store/sqlite/backup.js');
       return out(await backupDatabase(serverConfig(values).config.dataDir, need(values, 'out')));
+    }
     case 'directory export': {
+      const { openDatabase } = await import('../store/sqlite/database.js');
+      const { exportDirectory } = await import('../session/directory-file.js');
       const db = openDatabase(serverConfig(values).config.dataDir);
       try {
         const json = JSON.stringify(exportDirectory(db), null, 2) + '\n';
@@ -170,6 +172,8 @@ export async function admin(command: AdminCommand, values: Values, args: string[
       return;
     }
     case 'directory import': {
+      const { openDatabase } = await import('../store/sqlite/database.js');
+      const { importDirectory } = await import('../session/directory-file.js');
       const db = openDatabase(serverConfig(values).config.dataDir);
       try {
         out(importDirectory(db, JSON.parse(readFileSync(args[0]!, 'utf8')) as unknown));
