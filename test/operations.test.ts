@@ -18,7 +18,7 @@ import { type TestSts, startTestSts, tempDir } from './helpers/server.js';
 const VERSION = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 const GRPCURL = join(ROOT, '.tools/bin/grpcurl');
 
-let servers: TestSts[] = [];
+const servers: TestSts[] = [];
 afterEach(async () => {
   for (const s of servers.splice(0)) await s.stop(true);
 });

@@ -10,7 +10,7 @@
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { type CallOptions, type Client, Metadata, type ServiceError, credentials, status } from '@grpc/grpc-js';
+import { type CallOptions, type ChannelCredentials, type Client, Metadata, type ServiceError, credentials, status } from '@grpc/grpc-js';
 import { loadConfigWithSources } from '../config/load.js';
 import { KeyInfo, KeyKind, PopServiceClient } from '../gen/sts/v1/pop.js';
 import { SecretServiceClient } from '../gen/sts/v1/secret.js';
@@ -63,18 +63,9 @@ function targetOf(values: Values, config: ReturnType<typeof serverConfig>): { ad
   return { address: address.replace(/^0\.0\.0\.0:/, '127.0.0.1:').replace(/^\[::\]:/, '[::1]:'), source };
 }
 
-function connect(values: Values): Connection {
-  const config = serverConfig(values);
+/** Address and channel credentials of the server: --address/--config, TLS from --ca/--cert/--key or the config. */
+function channel(values: Values, config: ReturnType<typeof serverConfig>): { address: string; source: string; creds: ChannelCredentials } {
   const { address, source } = targetOf(values, config);
-  let token = str(values, 'token') ?? process.env.STS_ADMIN_TOKEN;
-  if (!token) {
-    const path = join(config.config.dataDir, 'admin.token');
-    try {
-      token = readFileSync(path, 'utf8').trim();
-    } catch {
-      throw new UsageError(`no admin key: pass --token, set STS_ADMIN_TOKEN, or run in the data directory of a dev server (${path})`);
-    }
-  }
   const ca = str(values, 'ca');
   const tlsCert = config.config['tls.certFile'];
   const cert = str(values, 'cert');
@@ -84,6 +75,26 @@ function connect(values: Values): Connection {
     ca || tlsCert
       ? credentials.createSsl(ca ? readOption(ca, '--ca') : readOption(tlsCert, 'tls.certFile'), key ? readOption(key, '--key') : null, cert ? readOption(cert, '--cert') : null)
       : credentials.createInsecure();
+  return { address, source, creds };
+}
+
+/** What grpc-js says about a failed connection, without its resolver notes: the socket error, where there is one. */
+function reason(details: string): string {
+  return /Error: ((?:connect|getaddrinfo) [A-Z]+ \S+?)\.?(?:\s|$)/.exec(details)?.[1] ?? details.replace(/\s*Resolution note:.*$/s, '');
+}
+
+function connect(values: Values): Connection {
+  const config = serverConfig(values);
+  const { address, source, creds } = channel(values, config);
+  let token = str(values, 'token') ?? process.env.STS_ADMIN_TOKEN;
+  if (!token) {
+    const path = join(config.config.dataDir, 'admin.token');
+    try {
+      token = readFileSync(path, 'utf8').trim();
+    } catch {
+      throw new UsageError(`no admin key: pass --token, set STS_ADMIN_TOKEN, or run in the data directory of a dev server (${path})`);
+    }
+  }
   const clients: Client[] = [];
   const make = <T extends Client>(C: new (a: string, c: typeof creds) => T): T => {
     const c = new C(address, creds);
@@ -113,9 +124,7 @@ function rpc<Req, Res>(c: Connection, client: Client, method: Unary<Req, Res>, r
     method.call(client, req, md, { deadline: Date.now() + 30_000 }, (err, res) => {
       if (!err) return resolve(res);
       if (err.code === status.UNAVAILABLE || err.code === status.DEADLINE_EXCEEDED) {
-        // grpc-js appends its resolver's notes; the socket error is what an operator can act on.
-        const why = /Error: ((?:connect|getaddrinfo) [A-Z]+ \S+?)\.?(?:\s|$)/.exec(err.details)?.[1] ?? err.details.replace(/\s*Resolution note:.*$/s, '');
-        return reject(new AdminConnectError(`cannot reach STS at ${c.target}: ${why}`));
+        return reject(new AdminConnectError(`cannot reach STS at ${c.target}: ${reason(err.details)}`));
       }
       reject(err);
     }),
@@ -327,23 +336,20 @@ async function health(values: Values): Promise<void> {
   if (!Number.isFinite(waitS) || waitS < 0 || waitS > 3600) throw new UsageError('--wait must be a number of seconds, 0 to 3600');
   const { makeGenericClientConstructor } = await import('@grpc/grpc-js');
   const { service } = await import('grpc-health-check');
-  const config = serverConfig(values);
-  const { address, source } = targetOf(values, config);
-  const ca = str(values, 'ca') ?? (config.config['tls.certFile'] || undefined);
-  const creds = ca ? credentials.createSsl(readOption(ca, '--ca')) : credentials.createInsecure();
+  const { address, source, creds } = channel(values, serverConfig(values));
   const Health = makeGenericClientConstructor(service, 'Health');
   const client = new Health(address, creds) as unknown as Client & {
     Check(req: { service: string }, md: Metadata, o: Partial<CallOptions>, cb: (err: ServiceError | null, res: { status: string }) => void): void;
   };
   const end = Date.now() + waitS * 1000;
-  let last = '';
+  let last: string;
   try {
     for (;;) {
       const answer = await new Promise<{ status: string } | ServiceError>((resolve) =>
         client.Check({ service: '' }, new Metadata(), { deadline: Date.now() + 5000 }, (err, res) => resolve(err ?? res)),
       );
       if ('status' in answer && answer.status === 'SERVING') return out({ status: answer.status });
-      last = 'status' in answer && typeof answer.status === 'string' ? answer.status : (answer as ServiceError).details;
+      last = 'status' in answer && typeof answer.status === 'string' ? answer.status : reason((answer as ServiceError).details);
       if (Date.now() + 500 > end) break;
       await new Promise((r) => setTimeout(r, 500));
     }
