@@ -140,6 +140,6 @@ for c in "${components[@]}"; do
     interop-python) ensure_interop_python ;;
     chromium) ensure_chromium ;;
     jq) ensure_jq ;;
-    *) echo "ensure-tools: unknown component '$c' (grpcurl, python, go-modules, go-plugins, hazelcast, interop-go, interop-python, chromium)" >&2; exit 64 ;;
+    *) echo "ensure-tools: unknown component '$c' (grpcurl, python, go-modules, go-plugins, hazelcast, interop-go, interop-python, chromium, jq)" >&2; exit 64 ;;
   esac
 done
