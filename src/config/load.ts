@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { extname } from 'node:path';
-import { parse as parseYaml } from 'yaml';
+import { createRequire } from 'node:module';
 import { StartupError } from '../errors.js';
 import { type Config, type OptionName, type OptionSpec, OPTIONS, SECRET_ENV, envName } from './defaults.js';
 
@@ -50,7 +50,8 @@ function readConfigFile(path: string): Map<string, unknown> {
   const ext = extname(path).toLowerCase();
   try {
     if (ext === '.json') parsed = JSON.parse(text);
-    else if (ext === '.yaml' || ext === '.yml') parsed = parseYaml(text);
+    // Loaded only for a YAML file: a command without one (most `sts admin` calls) starts without the parser.
+    else if (ext === '.yaml' || ext === '.yml') parsed = (createRequire(import.meta.url)('yaml') as typeof import('yaml')).parse(text);
     else fail(`config file ${path}: unknown format; use a .json, .yaml or .yml file`);
   } catch (err) {
     if (err instanceof StartupError) throw err;
