@@ -14,6 +14,7 @@
 #     interop-go     (tests)     the modules of the Go JWKS/JOSE interop program (test/interop/go)
 #     interop-python (tests)     venv .tools/interop-python with PyJWT and jwcrypto (test/interop/python)
 #     chromium     (tests)       Debian's chromium for the browser test page's test, with apt-get
+#     jq           (tests)       jq, which the README's runnable walkthroughs use (test/install.test.ts), with apt-get
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -134,13 +135,24 @@ ensure_chromium() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
 }
 
+ensure_jq() {
+  command -v jq >/dev/null 2>&1 && return
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "ensure-tools: jq is needed for the README's walkthroughs (test/install.test.ts); install it (apt-get install jq) and retry" >&2
+    exit 1
+  fi
+  echo "ensure-tools: installing jq with apt-get" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends jq >/dev/null
+}
+
 ensure_hazelcast() {
   # The Hazelcast member jar, for the cluster-mode tests (Maven Central).
   bash scripts/hazelcast.sh fetch
 }
 
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(grpcurl python go-modules go-plugins hazelcast interop-go interop-python chromium)
+[ ${#components[@]} -gt 0 ] || components=(grpcurl python go-modules go-plugins hazelcast interop-go interop-python chromium jq)
 for c in "${components[@]}"; do
   case "$c" in
     grpcurl) ensure_grpcurl ;;
@@ -151,6 +163,7 @@ for c in "${components[@]}"; do
     interop-go) ensure_interop_go ;;
     interop-python) ensure_interop_python ;;
     chromium) ensure_chromium ;;
-    *) echo "ensure-tools: unknown component '$c' (grpcurl, python, go-modules, go-plugins, hazelcast, interop-go, interop-python, chromium)" >&2; exit 64 ;;
+    jq) ensure_jq ;;
+    *) echo "ensure-tools: unknown component '$c' (grpcurl, python, go-modules, go-plugins, hazelcast, interop-go, interop-python, chromium, jq)" >&2; exit 64 ;;
   esac
 done

@@ -49,6 +49,9 @@ case "${1:-start}" in
     fetch
     port=${2:-5701}
     mapfile -t cmd < <(java_command "$port" "${3:-127.0.0.1:$port}" "${4:-sts}")
+    # The member reads every HZ_* environment variable as a configuration override (HZ_INTERFACE would become
+    # hazelcast.interface and conflict with the file); this script has turned them into system properties.
+    unset HZ_INTERFACE HZ_HEAP
     exec "${cmd[@]}"
     ;;
   *) echo "usage: scripts/hazelcast.sh fetch | start [PORT] [MEMBERS] [CLUSTER]" >&2; exit 64 ;;

@@ -354,6 +354,7 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
       dataDir: config.dataDir,
       tls: Boolean(config['tls.certFile']),
       ...(http ? { http: http.baseUrl } : {}),
+      ...(metricsPort !== undefined ? { metrics: `http://${config['metrics.address'].replace(/:\d+$/, `:${metricsPort}`)}/metrics` } : {}),
       store: cluster ? `hazelcast ${config['cluster.name']}@${config['cluster.members']}` : 'sqlite',
     });
 

@@ -301,5 +301,6 @@ describe('serve', () => {
       expect({ attempt: i, code: e.code, signal: e.signal }, e.stdout + e.stderr).toEqual({ attempt: i, code: 0, signal: null });
       expect(e.stdout).toContain('"sts stopped"');
     }
-  });
+    // Ten server starts: about 3 s each idle, over 10 s each on a loaded 2-core machine.
+  }, 300_000);
 });

@@ -99,7 +99,7 @@ describe('metrics', () => {
     expect(text).toContain('sts_rpc_requests_total{method="/sts.v1.PopService/GetJwks",code="OK"} 2');
     expect(text).toContain('sts_rpc_requests_total{method="/sts.v1.PopService/Decrypt",code="UNAUTHENTICATED"} 1');
     expect(text).toContain('sts_rpc_duration_seconds_count{method="/sts.v1.PopService/GetJwks",code="OK"} 2');
-    expect(text).toMatch(/sts_rpc_duration_seconds_bucket\{method="\/sts.v1.PopService\/GetJwks",code="OK",le="\+Inf"\} 2/);
+    expect(text).toMatch(/sts_rpc_duration_seconds_bucket\{le="\+Inf",method="\/sts.v1.PopService\/GetJwks",code="OK"\} 2/);
     expect(text).toContain('sts_keys{kind="signing",state="primary"} 1');
     expect(text).toContain('sts_cluster_connected{mode="embedded"} 1');
     expect((await fetch(`http://127.0.0.1:${t.sts.metricsPort}/other`)).status).toBe(404);

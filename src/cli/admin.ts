@@ -1,78 +1,22 @@
 /**
  * `sts admin ...`: operator commands. Most talk to a running server over gRPC with an admin key (the same
- * RPCs any client can use, so the CLI adds no back door); directory export/import and key material helpers
- * work on files.
+ * RPCs any client can use, so the CLI adds no back door); directory export/import, backups and key material
+ * helpers work on files.
  *
- * Connection: --address (default: server.address from the config), --token (default: STS_ADMIN_TOKEN, else
- * <dataDir>/admin.token written by the dev profile), --ca FILE for a TLS server.
+ * Connection: --address (default: server.address of --config / STS_* / the default), --token (default:
+ * STS_ADMIN_TOKEN, else <dataDir>/admin.token written by the dev profile); TLS when the server's config has
+ * tls.certFile or --ca is given: trusted roots from --ca, else the server's own tls.certFile (a self-signed
+ * certificate, or a chain that ends with its CA); --cert/--key for a client certificate (mTLS).
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { type ParseArgsConfig, parseArgs } from 'node:util';
-import { type CallOptions, type Client, Metadata, type ServiceError, credentials } from '@grpc/grpc-js';
-import { loadConfig } from '../config/load.js';
-import { newMasterKey, formatMasterKeys } from '../crypto/master-key.js';
-import { hashAdminKey, newAdminKey } from '../auth/caller.js';
+import { type CallOptions, type ChannelCredentials, type Client, Metadata, type ServiceError, credentials, status } from '@grpc/grpc-js';
+import { loadConfigWithSources } from '../config/load.js';
 import { KeyInfo, KeyKind, PopServiceClient } from '../gen/sts/v1/pop.js';
 import { SecretServiceClient } from '../gen/sts/v1/secret.js';
 import { Application, SessionServiceClient, User } from '../gen/sts/v1/session.js';
-import { openDatabase } from '../store/sqlite/database.js';
-import { exportDirectory, importDirectory } from '../session/directory-file.js';
-
-export const ADMIN_HELP = `sts admin: operator commands
-
-Connection options (server commands): --address HOST:PORT  --token ADMIN_KEY  --ca FILE  --config FILE  --data-dir DIR
-
-  apps list
-  apps create --id ID --name NAME [--trusted] [--admin] [--personal-fields] [--full-token] [--min-level N] [--tag T]...
-  apps disable --id ID | apps enable --id ID
-  users list [--prefix P]
-  users create --username U [--first-name F] [--last-name L] [--email E] [--cellphone C] [--person-ref R] [--password-stdin]
-  users disable --uid UID | users enable --uid UID
-  users set-password --uid UID --password-stdin
-  roles add --uid UID --app APP --role NAME [--org ORG] [--value V]
-  roles remove --uid UID --app APP --role NAME [--org ORG]
-  sessions list --uid UID | sessions release --uid UID
-  keys list [--all] | keys rotate [--kind encryption|signing|secret]...
-  idps list
-  idps put --issuer ISS (--jwks-uri URL | --jwks-file FILE) --audience AUD... --alg ALG... [--clock-skew-ms N]
-           [--subject-claim CLAIM] [--security-level N]
-  idps delete --issuer ISS
-  resource-servers list
-  resource-servers put --id ID (--app APP_ID | --cert-sha256 HEX) --audience AUD... (--jwks-uri URL | --jwks-file FILE)
-  resource-servers delete --id ID
-  directory export [--out FILE]        (reads <dataDir>/sts.db directly; contains password hashes)
-  directory import FILE                (upserts applications, users and roles in one transaction)
-  master-key generate                  (prints a new "id:key" line for masterKey.file)
-  admin-key generate                   (prints a new admin key and the "id:hash" line for auth.adminKeyFile)
-`;
-
-export class AdminUsageError extends Error {}
-
-const CONNECTION = {
-  address: { type: 'string' },
-  token: { type: 'string' },
-  ca: { type: 'string' },
-  config: { type: 'string' },
-  'data-dir': { type: 'string' },
-} as const satisfies NonNullable<ParseArgsConfig['options']>;
-
-type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
-
-function parse(args: string[], options: NonNullable<ParseArgsConfig['options']>): { values: Values; positionals: string[] } {
-  try {
-    const r = parseArgs({ args, options: { ...CONNECTION, ...options }, allowPositionals: true, strict: true });
-    return { values: r.values as Values, positionals: r.positionals };
-  } catch (err) {
-    throw new AdminUsageError((err as Error).message);
-  }
-}
-
-function need(values: Values, name: string): string {
-  const v = values[name];
-  if (typeof v !== 'string' || v === '') throw new AdminUsageError(`--${name} is required`);
-  return v;
-}
+import { AdminConnectError, UsageError, type Values, need, str } from './args.js';
+import type { AdminCommand } from './commands.js';
 
 function out(value: unknown): void {
   process.stdout.write(JSON.stringify(value, null, 2) + '\n');
@@ -84,42 +28,107 @@ async function readStdinLine(): Promise<string> {
   return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
 }
 
+/** The server's config as `--config`, STS_* and `--data-dir` give it, with where each value came from. */
+function serverConfig(values: Values) {
+  const dataDir = str(values, 'data-dir');
+  return loadConfigWithSources({ file: str(values, 'config'), overrides: dataDir ? { dataDir } : {} });
+}
+
+
 interface Connection {
   session: SessionServiceClient;
   pop: PopServiceClient;
   secret: SecretServiceClient;
   token: string;
+  /** "127.0.0.1:50051 (from --address)", for messages. */
+  target: string;
   close(): void;
 }
 
+function readOption(path: string, option: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    throw new UsageError(`${option} ${path}: cannot read it (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+}
+
+/** Where to reach the server: --address, else the config's server.address (a wildcard host means this host). */
+function targetOf(values: Values, config: ReturnType<typeof serverConfig>): { address: string; source: string } {
+  const given = str(values, 'address');
+  if (given !== undefined) return { address: given, source: '--address' };
+  const address = config.config['server.address'];
+  const source = `server.address from ${config.sources['server.address']}`;
+  if (/:0$/.test(address)) throw new UsageError(`${source} is ${address}: port 0 is picked at start; pass --address HOST:PORT with the port the server printed`);
+  return { address: address.replace(/^0\.0\.0\.0:/, '127.0.0.1:').replace(/^\[::\]:/, '[::1]:'), source };
+}
+
+/** Address and channel credentials of the server: --address/--config, TLS from --ca/--cert/--key or the config. */
+function channel(values: Values, config: ReturnType<typeof serverConfig>): { address: string; source: string; creds: ChannelCredentials } {
+  const { address, source } = targetOf(values, config);
+  const ca = str(values, 'ca');
+  const tlsCert = config.config['tls.certFile'];
+  const cert = str(values, 'cert');
+  const key = str(values, 'key');
+  if (Boolean(cert) !== Boolean(key)) throw new UsageError('give both --cert and --key (a client certificate for mTLS), or neither');
+  const creds =
+    ca || tlsCert
+      ? credentials.createSsl(ca ? readOption(ca, '--ca') : readOption(tlsCert, 'tls.certFile'), key ? readOption(key, '--key') : null, cert ? readOption(cert, '--cert') : null)
+      : credentials.createInsecure();
+  return { address, source, creds };
+}
+
+/** What grpc-js says about a failed connection, without its resolver notes: the socket error, where there is one. */
+function reason(details: string): string {
+  return /Error: ((?:connect|getaddrinfo) [A-Z]+ \S+?)\.?(?:\s|$)/.exec(details)?.[1] ?? details.replace(/\s*Resolution note:.*$/s, '');
+}
+
 function connect(values: Values): Connection {
-  const config = loadConfig({ file: values.config as string | undefined, overrides: values['data-dir'] ? { dataDir: values['data-dir'] as string } : {} });
-  const address = (values.address as string | undefined) ?? config['server.address'];
-  let token = (values.token as string | undefined) ?? process.env.STS_ADMIN_TOKEN;
+  const config = serverConfig(values);
+  const { address, source, creds } = channel(values, config);
+  let token = str(values, 'token') ?? process.env.STS_ADMIN_TOKEN;
   if (!token) {
+    const path = join(config.config.dataDir, 'admin.token');
     try {
-      token = readFileSync(join(config.dataDir, 'admin.token'), 'utf8').trim();
+      token = readFileSync(path, 'utf8').trim();
     } catch {
-      throw new AdminUsageError(`no admin key: pass --token, set STS_ADMIN_TOKEN, or run in the data directory of a dev server (${join(config.dataDir, 'admin.token')})`);
+      throw new UsageError(`no admin key: pass --token, set STS_ADMIN_TOKEN, or run in the data directory of a dev server (${path})`);
     }
   }
-  const ca = values.ca as string | undefined;
-  const creds = ca || config['tls.certFile'] ? credentials.createSsl(ca ? readFileSync(ca) : null) : credentials.createInsecure();
   const clients: Client[] = [];
   const make = <T extends Client>(C: new (a: string, c: typeof creds) => T): T => {
     const c = new C(address, creds);
     clients.push(c);
     return c;
   };
-  return { session: make(SessionServiceClient), pop: make(PopServiceClient), secret: make(SecretServiceClient), token, close: () => clients.forEach((c) => c.close()) };
+  return {
+    session: make(SessionServiceClient),
+    pop: make(PopServiceClient),
+    secret: make(SecretServiceClient),
+    token,
+    target: `${address} (${source})`,
+    close: () => clients.forEach((c) => c.close()),
+  };
 }
 
 type Unary<Req, Res> = (req: Req, md: Metadata, opts: Partial<CallOptions>, cb: (err: ServiceError | null, res: Res) => void) => unknown;
 
+/**
+ * One admin RPC. A server that cannot be reached fails at once (grpc-js does not wait for a connection unless
+ * asked), and the error names the address tried and where it came from.
+ */
 function rpc<Req, Res>(c: Connection, client: Client, method: Unary<Req, Res>, req: Req): Promise<Res> {
   const md = new Metadata();
   md.set('authorization', `Bearer ${c.token}`);
-  return new Promise((resolve, reject) => method.call(client, req, md, { deadline: Date.now() + 30_000 }, (err, res) => (err ? reject(err) : resolve(res))));
+  return new Promise((resolve, reject) =>
+    method.call(client, req, md, { deadline: Date.now() + 30_000 }, (err, res) => {
+      if (!err) return resolve(res);
+      if (err.code === status.UNAVAILABLE || err.code === status.DEADLINE_EXCEEDED) {
+        return reject(new AdminConnectError(`cannot reach STS at ${c.target}: ${reason(err.details)}`));
+      }
+      reject(err);
+    }),
+  );
 }
 
 const emptyApp = (id: string): Application => Application.fromPartial({ applicationId: id });
@@ -131,31 +140,40 @@ const KINDS: Record<string, KeyKind> = { encryption: KeyKind.KEY_KIND_ENCRYPTION
 function jwksSource(values: Values): { $case: 'jwksUri'; value: string } | { $case: 'jwksJson'; value: string } {
   const uri = values['jwks-uri'] as string | undefined;
   const file = values['jwks-file'] as string | undefined;
-  if (Boolean(uri) === Boolean(file)) throw new AdminUsageError('give exactly one of --jwks-uri and --jwks-file');
+  if (Boolean(uri) === Boolean(file)) throw new UsageError('give exactly one of --jwks-uri and --jwks-file');
   return uri ? { $case: 'jwksUri', value: uri } : { $case: 'jwksJson', value: readFileSync(file!, 'utf8') };
 }
 
-export async function admin(args: string[]): Promise<void> {
-  const [group, action, ...rest] = args;
-  const cmd = `${group ?? ''} ${action ?? ''}`.trim();
+/** Runs one `sts admin` command (already parsed against ADMIN_COMMANDS). */
+export async function admin(command: AdminCommand, values: Values, args: string[]): Promise<void> {
+  const cmd = command.name;
+  const action = command.path[2];
 
-  // Commands that need no server.
+  // Commands that need no server; what they use is loaded only for them, so server commands start fast.
   switch (cmd) {
-    case 'master-key generate':
+    case 'master-key generate': {
+      const { formatMasterKeys, newMasterKey } = await import('../crypto/master-key.js');
       process.stdout.write(formatMasterKeys([newMasterKey()]));
       return;
+    }
     case 'admin-key generate': {
+      const { hashAdminKey, newAdminKey } = await import('../auth/caller.js');
       const key = newAdminKey();
       out({ adminKey: key, adminKeyFileLine: `admin-${Date.now().toString(36)}:${hashAdminKey(key)}` });
       return;
     }
+    case 'backup': {
+      const { backupDatabase } = await import('../store/sqlite/backup.js');
+      return out(await backupDatabase(serverConfig(values).config.dataDir, need(values, 'out')));
+    }
     case 'directory export': {
-      const { values } = parse(rest, { out: { type: 'string' } });
-      const config = loadConfig({ file: values.config as string | undefined, overrides: values['data-dir'] ? { dataDir: values['data-dir'] as string } : {} });
-      const db = openDatabase(config.dataDir);
+      const { openDatabase } = await import('../store/sqlite/database.js');
+      const { exportDirectory } = await import('../session/directory-file.js');
+      const db = openDatabase(serverConfig(values).config.dataDir);
       try {
         const json = JSON.stringify(exportDirectory(db), null, 2) + '\n';
-        if (values.out) writeFileSync(values.out as string, json, { mode: 0o600 });
+        const file = str(values, 'out');
+        if (file) writeFileSync(file, json, { mode: 0o600 });
         else process.stdout.write(json);
       } finally {
         db.close();
@@ -163,78 +181,20 @@ export async function admin(args: string[]): Promise<void> {
       return;
     }
     case 'directory import': {
-      const { values, positionals } = parse(rest, {});
-      if (positionals.length !== 1) throw new AdminUsageError('directory import needs one FILE');
-      const config = loadConfig({ file: values.config as string | undefined, overrides: values['data-dir'] ? { dataDir: values['data-dir'] as string } : {} });
-      const db = openDatabase(config.dataDir);
+      const { openDatabase } = await import('../store/sqlite/database.js');
+      const { importDirectory } = await import('../session/directory-file.js');
+      const db = openDatabase(serverConfig(values).config.dataDir);
       try {
-        out(importDirectory(db, JSON.parse(readFileSync(positionals[0]!, 'utf8')) as unknown));
+        out(importDirectory(db, JSON.parse(readFileSync(args[0]!, 'utf8')) as unknown));
       } finally {
         db.close();
       }
       return;
     }
+    case 'health':
+      return health(values);
   }
 
-  const specs: Record<string, NonNullable<ParseArgsConfig['options']>> = {
-    'apps list': {},
-    'apps create': {
-      id: { type: 'string' },
-      name: { type: 'string' },
-      trusted: { type: 'boolean' },
-      admin: { type: 'boolean' },
-      'personal-fields': { type: 'boolean' },
-      'full-token': { type: 'boolean' },
-      'min-level': { type: 'string' },
-      tag: { type: 'string', multiple: true },
-    },
-    'apps disable': { id: { type: 'string' } },
-    'apps enable': { id: { type: 'string' } },
-    'users list': { prefix: { type: 'string' } },
-    'users create': {
-      username: { type: 'string' },
-      'first-name': { type: 'string' },
-      'last-name': { type: 'string' },
-      email: { type: 'string' },
-      cellphone: { type: 'string' },
-      'person-ref': { type: 'string' },
-      'password-stdin': { type: 'boolean' },
-    },
-    'users disable': { uid: { type: 'string' } },
-    'users enable': { uid: { type: 'string' } },
-    'users set-password': { uid: { type: 'string' }, 'password-stdin': { type: 'boolean' } },
-    'roles add': { uid: { type: 'string' }, app: { type: 'string' }, role: { type: 'string' }, org: { type: 'string' }, value: { type: 'string' } },
-    'roles remove': { uid: { type: 'string' }, app: { type: 'string' }, role: { type: 'string' }, org: { type: 'string' } },
-    'sessions list': { uid: { type: 'string' } },
-    'sessions release': { uid: { type: 'string' } },
-    'keys list': { all: { type: 'boolean' } },
-    'keys rotate': { kind: { type: 'string', multiple: true } },
-    'idps list': {},
-    'idps put': {
-      issuer: { type: 'string' },
-      'jwks-uri': { type: 'string' },
-      'jwks-file': { type: 'string' },
-      audience: { type: 'string', multiple: true },
-      alg: { type: 'string', multiple: true },
-      'clock-skew-ms': { type: 'string' },
-      'subject-claim': { type: 'string' },
-      'security-level': { type: 'string' },
-    },
-    'idps delete': { issuer: { type: 'string' } },
-    'resource-servers list': {},
-    'resource-servers put': {
-      id: { type: 'string' },
-      app: { type: 'string' },
-      'cert-sha256': { type: 'string' },
-      audience: { type: 'string', multiple: true },
-      'jwks-uri': { type: 'string' },
-      'jwks-file': { type: 'string' },
-    },
-    'resource-servers delete': { id: { type: 'string' } },
-  };
-  const spec = specs[cmd];
-  if (!spec) throw new AdminUsageError(`unknown admin command "${cmd}"; see \`sts admin --help\``);
-  const { values } = parse(rest, spec);
   const c = connect(values);
   try {
     switch (cmd) {
@@ -242,7 +202,7 @@ export async function admin(args: string[]): Promise<void> {
         return out((await rpc(c, c.session, c.session.listApplications, {})).applications);
       case 'apps create': {
         const level = Number(values['min-level'] ?? 0);
-        if (!Number.isInteger(level) || level < 0 || level > 4) throw new AdminUsageError('--min-level must be 0 to 4');
+        if (!Number.isInteger(level) || level < 0 || level > 4) throw new UsageError('--min-level must be 0 to 4');
         const app: Application = {
           ...emptyApp(need(values, 'id')),
           name: need(values, 'name'),
@@ -285,7 +245,7 @@ export async function admin(args: string[]): Promise<void> {
           (await rpc(c, c.session, c.session.updateUser, { user: { ...emptyUser(need(values, 'uid')), disabled: action === 'disable' }, updateMask: ['disabled'], password: '' })).user,
         );
       case 'users set-password': {
-        if (!values['password-stdin']) throw new AdminUsageError('users set-password reads the password from stdin: pass --password-stdin');
+        if (!values['password-stdin']) throw new UsageError('users set-password reads the password from stdin: pass --password-stdin');
         const password = await readStdinLine();
         return out((await rpc(c, c.session, c.session.updateUser, { user: emptyUser(need(values, 'uid')), updateMask: [], password })).user);
       }
@@ -305,7 +265,7 @@ export async function admin(args: string[]): Promise<void> {
       case 'keys rotate': {
         const kinds = ((values.kind as string[] | undefined) ?? []).map((k) => {
           const kind = KINDS[k];
-          if (kind === undefined) throw new AdminUsageError(`--kind must be encryption, signing or secret, not "${k}"`);
+          if (kind === undefined) throw new UsageError(`--kind must be encryption, signing or secret, not "${k}"`);
           return kind;
         });
         return out((await rpc(c, c.pop, c.pop.rotateKeys, { kinds })).created.map((k) => KeyInfo.toJSON(k)));
@@ -317,8 +277,8 @@ export async function admin(args: string[]): Promise<void> {
       case 'idps put': {
         const skew = Number(values['clock-skew-ms'] ?? 0);
         const level = Number(values['security-level'] ?? 0);
-        if (!Number.isInteger(skew) || skew < 0) throw new AdminUsageError('--clock-skew-ms must be a whole number of milliseconds');
-        if (!Number.isInteger(level) || level < 0 || level > 4) throw new AdminUsageError('--security-level must be 0 to 4');
+        if (!Number.isInteger(skew) || skew < 0) throw new UsageError('--clock-skew-ms must be a whole number of milliseconds');
+        if (!Number.isInteger(level) || level < 0 || level > 4) throw new UsageError('--security-level must be 0 to 4');
         return out(
           (
             await rpc(c, c.secret, c.secret.putIdentityProvider, {
@@ -341,7 +301,7 @@ export async function admin(args: string[]): Promise<void> {
       case 'resource-servers put': {
         const app = values.app as string | undefined;
         const cert = values['cert-sha256'] as string | undefined;
-        if (Boolean(app) === Boolean(cert)) throw new AdminUsageError('give exactly one of --app and --cert-sha256');
+        if (Boolean(app) === Boolean(cert)) throw new UsageError('give exactly one of --app and --cert-sha256');
         const source = jwksSource(values);
         return out(
           (
@@ -363,4 +323,38 @@ export async function admin(args: string[]): Promise<void> {
   } finally {
     c.close();
   }
+}
+
+/**
+ * `sts admin health [--wait SECONDS]`: what grpc.health.v1 answers for the whole server. With --wait it asks
+ * again every 500 ms until SERVING (a start script's readiness check), and fails naming the address when the
+ * time is up.
+ */
+async function health(values: Values): Promise<void> {
+  const waitText = str(values, 'wait');
+  const waitS = waitText === undefined ? 0 : Number(waitText);
+  if (!Number.isFinite(waitS) || waitS < 0 || waitS > 3600) throw new UsageError('--wait must be a number of seconds, 0 to 3600');
+  const { makeGenericClientConstructor } = await import('@grpc/grpc-js');
+  const { service } = await import('grpc-health-check');
+  const { address, source, creds } = channel(values, serverConfig(values));
+  const Health = makeGenericClientConstructor(service, 'Health');
+  const client = new Health(address, creds) as unknown as Client & {
+    Check(req: { service: string }, md: Metadata, o: Partial<CallOptions>, cb: (err: ServiceError | null, res: { status: string }) => void): void;
+  };
+  const end = Date.now() + waitS * 1000;
+  let last: string;
+  try {
+    for (;;) {
+      const answer = await new Promise<{ status: string } | ServiceError>((resolve) =>
+        client.Check({ service: '' }, new Metadata(), { deadline: Date.now() + 5000 }, (err, res) => resolve(err ?? res)),
+      );
+      if ('status' in answer && answer.status === 'SERVING') return out({ status: answer.status });
+      last = 'status' in answer && typeof answer.status === 'string' ? answer.status : reason((answer as ServiceError).details);
+      if (Date.now() + 500 > end) break;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  } finally {
+    client.close();
+  }
+  throw new AdminConnectError(`STS at ${address} (${source}) is not serving${waitS ? ` after ${waitS} s` : ''}: ${last}`);
 }

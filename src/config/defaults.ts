@@ -147,6 +147,12 @@ export const OPTIONS = {
     unit: 'ms',
     doc: 'On SIGTERM/SIGINT: health turns NOT_SERVING, in-flight calls may finish for this long, then the server closes every connection.',
   },
+  'server.reflection': {
+    type: 'bool',
+    default: true,
+    prod: false,
+    doc: 'Serve gRPC server reflection (grpc.reflection.v1 and v1alpha), which lets grpcurl and similar tools list the services and describe every message with its documentation. Off: such tools need the .proto files (`proto/`).',
+  },
   'tls.certFile': {
     type: 'string',
     default: '',

@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { extname } from 'node:path';
-import { parse as parseYaml } from 'yaml';
+import { createRequire } from 'node:module';
 import { StartupError } from '../errors.js';
 import { type Config, type OptionName, type OptionSpec, OPTIONS, SECRET_ENV, envName } from './defaults.js';
 
@@ -50,7 +50,8 @@ function readConfigFile(path: string): Map<string, unknown> {
   const ext = extname(path).toLowerCase();
   try {
     if (ext === '.json') parsed = JSON.parse(text);
-    else if (ext === '.yaml' || ext === '.yml') parsed = parseYaml(text);
+    // Loaded only for a YAML file: a command without one (most `sts admin` calls) starts without the parser.
+    else if (ext === '.yaml' || ext === '.yml') parsed = (createRequire(import.meta.url)('yaml') as typeof import('yaml')).parse(text);
     else fail(`config file ${path}: unknown format; use a .json, .yaml or .yml file`);
   } catch (err) {
     if (err instanceof StartupError) throw err;
@@ -97,6 +98,14 @@ export function parseAddress(address: string, option = 'server.address'): { host
 }
 
 export function loadConfig(sources: ConfigSources = {}): Config {
+  return loadConfigWithSources(sources).config;
+}
+
+/**
+ * The configuration and, for each option, where its value came from: `default`, `default (prod profile)`,
+ * `config file PATH`, `environment STS_...` or `command line` (`sts config --sources`).
+ */
+export function loadConfigWithSources(sources: ConfigSources = {}): { config: Config; sources: Record<OptionName, string> } {
   const env = sources.env ?? process.env;
   const raws = new Map<OptionName, Raw>();
 
@@ -124,14 +133,23 @@ export function loadConfig(sources: ConfigSources = {}): Config {
   const profileRaw = raws.get('profile');
   const profile = profileRaw ? coerce('profile', OPTIONS.profile, profileRaw) : OPTIONS.profile.default;
   const values: Record<string, string | number | boolean> = {};
+  const origin: Record<string, string> = {};
   for (const [name, spec] of Object.entries(OPTIONS) as [OptionName, OptionSpec][]) {
     const raw = raws.get(name);
-    if (raw) values[name] = coerce(name, spec, raw);
-    else values[name] = profile === 'prod' && spec.prod !== undefined ? spec.prod : spec.default;
+    if (raw) {
+      values[name] = coerce(name, spec, raw);
+      origin[name] = raw.source;
+    } else if (profile === 'prod' && spec.prod !== undefined) {
+      values[name] = spec.prod;
+      origin[name] = 'default (prod profile)';
+    } else {
+      values[name] = spec.default;
+      origin[name] = 'default';
+    }
   }
   const config = values as unknown as Config;
   validateTogether(config, env);
-  return config;
+  return { config, sources: origin as Record<OptionName, string> };
 }
 
 /** Rules that involve more than one option. */

@@ -102,7 +102,9 @@ export class StsGrpcServer {
     // Not serving until start() has bound the port and every service is registered.
     this.health = new HealthImplementation({ '': 'NOT_SERVING', ...Object.fromEntries(this.serviceNames.map((n) => [n, 'NOT_SERVING'])) });
     this.health.addToServer(this.server);
-    addReflection(this.server, DescriptorIndex.load());
+    // The contract is public (it ships with the clients), but a production server need not describe itself to
+    // whoever connects: server.reflection is off under the prod profile unless asked for.
+    if (config['server.reflection']) addReflection(this.server, DescriptorIndex.load());
     for (const s of services) this.server.addService(s.definition, s.implementation);
   }
 

@@ -5,14 +5,15 @@
  * durable across power loss, because a user secret, once returned, must never be lost.
  * Migrations are versioned in code (PRAGMA user_version) and each runs in its own transaction.
  */
-import { accessSync, constants, mkdirSync, statSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { StartupError } from '../../errors.js';
+import { STS_VERSION } from '../../version.js';
 
 export type Db = Database.Database;
 
-interface Migration {
+export interface Migration {
   version: number;
   description: string;
   sql: string;
@@ -179,7 +180,7 @@ export function openDatabase(dataDir: string): Db {
     throw new StartupError('store_invalid', `dataDir ${dataDir}: cannot open ${path} as an SQLite database (${(err as Error).message})`, { cause: err });
   }
   try {
-    migrate(db);
+    migrate(db, path);
   } catch (err) {
     db.close();
     if (err instanceof StartupError) throw err;
@@ -188,14 +189,47 @@ export function openDatabase(dataDir: string): Db {
   return db;
 }
 
-export function migrate(db: Db): void {
-  const current = db.pragma('user_version', { simple: true }) as number;
-  const latest = MIGRATIONS[MIGRATIONS.length - 1]!.version;
-  if (current > latest) {
-    throw new StartupError('store_invalid', `database schema version ${current} is newer than this STS (${latest}); upgrade STS`);
+/** The newest schema version this STS knows. */
+export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;
+
+/**
+ * The migrations a database at `current` still needs. A schema newer than this STS is refused, naming both
+ * versions: a newer STS wrote it, and this one would misread it (downgrade by restoring a backup instead).
+ */
+export function pendingMigrations(current: number, path: string): Migration[] {
+  if (current > SCHEMA_VERSION) {
+    throw new StartupError(
+      'store_invalid',
+      `${path}: database schema version ${current} is newer than this STS ${STS_VERSION} supports (schema version ${SCHEMA_VERSION}); run the newer STS that wrote it, or restore a backup taken before the upgrade`,
+    );
   }
-  for (const m of MIGRATIONS) {
-    if (m.version <= current) continue;
+  return MIGRATIONS.filter((m) => m.version > current);
+}
+
+/**
+ * `sts migrate --dry-run`: the schema version of `<dataDir>/sts.db` and the migrations STS would run at its
+ * next start, read without changing anything (no file is created either).
+ */
+export function inspectSchema(dataDir: string): { path: string; exists: boolean; version: number; pending: Migration[] } {
+  const path = join(dataDir, 'sts.db');
+  if (!existsSync(path)) return { path, exists: false, version: 0, pending: pendingMigrations(0, path) };
+  let db: Db;
+  try {
+    db = new Database(path, { readonly: true, fileMustExist: true });
+  } catch (err) {
+    throw new StartupError('store_invalid', `${path}: cannot open it as an SQLite database (${(err as Error).message})`, { cause: err });
+  }
+  try {
+    const version = db.pragma('user_version', { simple: true }) as number;
+    return { path, exists: true, version, pending: pendingMigrations(version, path) };
+  } finally {
+    db.close();
+  }
+}
+
+export function migrate(db: Db, path = 'sts.db'): void {
+  const current = db.pragma('user_version', { simple: true }) as number;
+  for (const m of pendingMigrations(current, path)) {
     db.transaction(() => {
       db.exec(m.sql);
       db.pragma(`user_version = ${m.version}`);
