@@ -146,9 +146,45 @@ export function closedLoop(invoke: Invoke, options: LoopOptions): Promise<LoopRe
 }
 
 /** Parses a whole-number option. */
-export function intArg(value: string | undefined, name: string, fallback: number, min: number): number {
+function intArg(value: string | undefined, name: string, fallback: number, min: number): number {
   if (value === undefined) return fallback;
   const n = Number(value);
   if (!Number.isSafeInteger(n) || n < min) throw new Error(`--${name}: expected a whole number >= ${min}, got "${value}"`);
   return n;
+}
+
+/** The load generators' command-line options for the loop (node:util parseArgs), and what they mean. */
+export const LOOP_ARGS = {
+  concurrency: { type: 'string' },
+  'duration-ms': { type: 'string' },
+  'warmup-ms': { type: 'string' },
+  'deadline-ms': { type: 'string' },
+  'warmup-round': { type: 'boolean', default: false },
+  'max-warmup-ms': { type: 'string' },
+} as const;
+
+export interface LoopArgs extends LoopOptions {
+  /** Per-call deadline. */
+  deadlineMs: number;
+  maxWarmupMs: number;
+}
+
+export function loopArgs(values: { concurrency?: string; 'duration-ms'?: string; 'warmup-ms'?: string; 'deadline-ms'?: string; 'warmup-round'?: boolean; 'max-warmup-ms'?: string }): LoopArgs {
+  const warmupMs = intArg(values['warmup-ms'], 'warmup-ms', 1000, 0);
+  return {
+    concurrency: intArg(values.concurrency, 'concurrency', 64, 1),
+    durationMs: intArg(values['duration-ms'], 'duration-ms', 5000, 100),
+    warmupMs,
+    deadlineMs: intArg(values['deadline-ms'], 'deadline-ms', 10_000, 1),
+    warmupRound: values['warmup-round'] ?? false,
+    maxWarmupMs: intArg(values['max-warmup-ms'], 'max-warmup-ms', warmupMs, warmupMs),
+  };
+}
+
+/** Bounded in time whatever happens: preparation gets 60 s, the run its own length plus a margin. */
+export function watchdog(what: string, a: LoopArgs): void {
+  setTimeout(() => {
+    process.stderr.write(`${what}: watchdog expired, giving up\n`);
+    process.exit(3);
+  }, 60_000 + a.maxWarmupMs + a.durationMs + 2 * a.deadlineMs).unref();
 }

@@ -12,7 +12,7 @@
 import { Agent, request } from 'node:http';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { type Invoke, closedLoop, intArg } from './closed-loop.js';
+import { type Invoke, LOOP_ARGS, closedLoop, loopArgs, watchdog } from './closed-loop.js';
 import type { HttpLoadSpec, LoadResult } from './load-protocol.js';
 
 function readSpec(file: string): HttpLoadSpec {
@@ -51,27 +51,15 @@ async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       spec: { type: 'string' },
-      concurrency: { type: 'string' },
-      'duration-ms': { type: 'string' },
-      'warmup-ms': { type: 'string' },
-      'deadline-ms': { type: 'string' },
-      'warmup-round': { type: 'boolean', default: false },
-      'max-warmup-ms': { type: 'string' },
+      ...LOOP_ARGS,
     },
     strict: true,
   });
   if (!values.spec) throw new Error('--spec: required');
   const spec = readSpec(values.spec);
-  const concurrency = intArg(values.concurrency, 'concurrency', 64, 1);
-  const durationMs = intArg(values['duration-ms'], 'duration-ms', 5000, 100);
-  const warmupMs = intArg(values['warmup-ms'], 'warmup-ms', 1000, 0);
-  const deadlineMs = intArg(values['deadline-ms'], 'deadline-ms', 10_000, 1);
-  const maxWarmupMs = intArg(values['max-warmup-ms'], 'max-warmup-ms', warmupMs, warmupMs);
-  const watchdog = setTimeout(() => {
-    process.stderr.write(`http-load ${spec.name}: watchdog expired, giving up\n`);
-    process.exit(3);
-  }, 60_000 + maxWarmupMs + durationMs + 2 * deadlineMs);
-  watchdog.unref();
+  const loop = loopArgs(values);
+  watchdog(`http-load ${spec.name}`, loop);
+  const { concurrency, deadlineMs } = loop;
 
   const agent = new Agent({ keepAlive: true, maxSockets: concurrency, maxFreeSockets: concurrency });
   try {
@@ -83,7 +71,7 @@ async function main(): Promise<void> {
       i = (i + 1) % spec.bodies.length;
       call(spec, agent, body, deadlineMs, (err) => done(err));
     };
-    const result = await closedLoop(invoke, { concurrency, warmupMs, durationMs, warmupRound: values['warmup-round'], maxWarmupMs });
+    const result = await closedLoop(invoke, loop);
     const out: LoadResult = { rpc: spec.name, concurrency, targets: 1, ...result };
     process.stdout.write(JSON.stringify(out) + '\n');
   } finally {

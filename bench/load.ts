@@ -13,7 +13,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { closedLoop, intArg } from './closed-loop.js';
+import { LOOP_ARGS, closedLoop, loopArgs, watchdog } from './closed-loop.js';
 import type { LoadResult } from './load-protocol.js';
 import { readFixture } from './fixture.js';
 import { newClient, scenario } from './scenarios.js';
@@ -23,15 +23,10 @@ async function main(): Promise<void> {
     options: {
       target: { type: 'string' },
       rpc: { type: 'string' },
-      concurrency: { type: 'string' },
-      'duration-ms': { type: 'string' },
-      'warmup-ms': { type: 'string' },
       'token-file': { type: 'string' },
       fixture: { type: 'string' },
       'full-decode': { type: 'boolean', default: false },
-      'deadline-ms': { type: 'string' },
-      'warmup-round': { type: 'boolean', default: false },
-      'max-warmup-ms': { type: 'string' },
+      ...LOOP_ARGS,
     },
     strict: true,
   });
@@ -39,26 +34,16 @@ async function main(): Promise<void> {
   if (!addresses.every((a) => /^127\.0\.0\.1:\d+$/.test(a))) throw new Error('--target: expected 127.0.0.1:PORT[,127.0.0.1:PORT...] (the benchmark only talks to localhost)');
   if (!values.rpc) throw new Error('--rpc: required');
   const s = scenario(values.rpc);
-  const concurrency = intArg(values.concurrency, 'concurrency', 64, 1);
-  const durationMs = intArg(values['duration-ms'], 'duration-ms', 5000, 100);
-  const warmupMs = intArg(values['warmup-ms'], 'warmup-ms', 1000, 0);
-  const deadlineMs = intArg(values['deadline-ms'], 'deadline-ms', 10_000, 1);
-  const maxWarmupMs = intArg(values['max-warmup-ms'], 'max-warmup-ms', warmupMs, warmupMs);
-
-  // Bounded in time whatever happens: preparation gets 60 s, the run its own length plus a margin.
-  const watchdog = setTimeout(() => {
-    process.stderr.write(`load ${s.name}: watchdog expired, giving up\n`);
-    process.exit(3);
-  }, 60_000 + maxWarmupMs + durationMs + 2 * deadlineMs);
-  watchdog.unref();
+  const loop = loopArgs(values);
+  watchdog(`load ${s.name}`, loop);
 
   const token = values['token-file'] ? readFileSync(values['token-file'], 'utf8').trim() : undefined;
   const fixture = values.fixture ? readFixture(values.fixture) : undefined;
   const clients = addresses.map(newClient);
   try {
-    const invoke = await s.prepare({ addresses, token, fixture, deadlineMs, clients, fullDecode: values['full-decode'] });
-    const result = await closedLoop(invoke, { concurrency, warmupMs, durationMs, warmupRound: values['warmup-round'], maxWarmupMs });
-    const out: LoadResult = { rpc: s.name, concurrency, targets: addresses.length, ...result };
+    const invoke = await s.prepare({ addresses, token, fixture, deadlineMs: loop.deadlineMs, clients, fullDecode: values['full-decode'] });
+    const result = await closedLoop(invoke, loop);
+    const out: LoadResult = { rpc: s.name, concurrency: loop.concurrency, targets: addresses.length, ...result };
     process.stdout.write(JSON.stringify(out) + '\n');
   } finally {
     for (const c of clients) c.close();

@@ -15,7 +15,7 @@
 import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { SERVER_CORE, cleanEnv, freePort, onCore, run, startProc, waitFor } from './process.js';
+import { SERVER_CORE, cleanEnv, freePorts, onCore, run, startProc, waitFor } from './process.js';
 import { type Context, type PeerServer, type Running, accessToken, basic, form, formPost, httpJson } from './server.js';
 
 const VERSION = 'v2.3.0';
@@ -58,7 +58,7 @@ async function startHydra(ctx: Context): Promise<Running> {
   const bin = binary(ctx);
   const data = join(ctx.runDir, 'hydra');
   mkdirSync(data, { recursive: true });
-  const [publicPort, adminPort] = [await freePort(), await freePort()];
+  const [publicPort, adminPort] = await freePorts(2);
   const pub = `http://127.0.0.1:${publicPort}`;
   const admin = `http://127.0.0.1:${adminPort}`;
   const env = cleanEnv(

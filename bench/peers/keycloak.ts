@@ -13,7 +13,7 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { SERVER_CORE, cleanEnv, freePort, onCore, run, startProc, waitFor } from './process.js';
+import { SERVER_CORE, cleanEnv, freePorts, onCore, run, startProc, waitFor } from './process.js';
 import { type Context, PASSWORD_USERS, type PeerServer, type Running, accessToken, basic, form, formPost, httpJson } from './server.js';
 
 const VERSION = '26.5.6';
@@ -57,7 +57,7 @@ async function startKeycloak(ctx: Context): Promise<Running> {
   if (!(major >= 17)) throw new Error(`Keycloak ${VERSION} needs Java 17 or later; \`java -version\` says ${Number.isNaN(major) ? 'nothing usable' : major}`);
   // Every run starts from an empty database.
   rmSync(join(kc, 'data'), { recursive: true, force: true });
-  const [port, managementPort] = [await freePort(), await freePort()];
+  const [port, managementPort] = await freePorts(2);
   const base = `http://127.0.0.1:${port}`;
   const adminPassword = randomBytes(24).toString('base64url');
   const env = cleanEnv({ KC_BOOTSTRAP_ADMIN_USERNAME: 'admin', KC_BOOTSTRAP_ADMIN_PASSWORD: adminPassword }, /^(KC_|KEYCLOAK_|JAVA_OPTS|QUARKUS_)/);

@@ -37,7 +37,7 @@ const PASSWORD_DURATION_FACTOR = 3;
  * unmeasured, at the lower concurrency: JIT compilation (Keycloak's JVM, V8) and caches settle first. Password
  * logons need no priming of their own: their warm-up lasts a whole round of hashes.
  */
-const PRIME_WINDOWS = 2;
+const PRIME_WINDOWS = 6;
 /** A row starts once the server has finished what the previous row left in flight (below this many cores). */
 const SERVER_IDLE_CORES = 0.05;
 const SERVER_IDLE_MAX_MS = 300_000;
