@@ -31,7 +31,7 @@ import { type Rgb, lineChartPng } from './png.js';
 import { type ProfileSummary, summarizeProfile } from './profile.js';
 import { SCENARIOS, type Scenario } from './scenarios.js';
 import { type PeersResult, PEER_LEVELS, peersBudgetMs, runPeers } from './peers/run-peers.js';
-import { peersMarkdown } from './peers/report.js';
+import { peersMarkdown, writePeersReport } from './peers/report.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const BENCH = join(ROOT, 'bench');
@@ -1232,6 +1232,7 @@ async function main(): Promise<number> {
   writeFileSync(join(RESULTS, `${stamp}.json`), json);
   writeFileSync(join(RESULTS, 'latest.json'), json);
   writeFileSync(join(RESULTS, 'latest.md'), markdown);
+  if (peers) writePeersReport(join(RESULTS, 'peers.md'), meta, peers, `${stamp}.json`);
   if (sweep.some((r) => r.result)) {
     const series = [...new Set(sweep.map((r) => r.rpc))].map((rpc) => ({
       label: rpc === 'Echo' ? 'Echo (raw grpc-js)' : `STS ${rpc}`,
@@ -1244,7 +1245,7 @@ async function main(): Promise<number> {
     );
   }
   process.stdout.write(markdown);
-  log(`results: ${join('bench', 'results', `${stamp}.json`)}, latest.json, latest.md${sweep.length > 0 ? ', throughput-vs-concurrency.png' : ''}`);
+  log(`results: ${join('bench', 'results', `${stamp}.json`)}, latest.json, latest.md${sweep.length > 0 ? ', throughput-vs-concurrency.png' : ''}${peers ? ', peers.md' : ''}`);
   clearTimeout(watchdog);
   return failures.length > 0 || [...rows, ...logons, ...sweep, ...clusterRows, ...scale.flatMap((s) => s.rows)].some((r) => r.failed) ? 1 : 0;
 }

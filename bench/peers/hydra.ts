@@ -109,7 +109,7 @@ async function startHydra(ctx: Context): Promise<Running> {
       },
       cannot: { password: 'no user store: Hydra delegates login and consent to an application of your own, and has no password grant' },
       notes: [
-        `Hydra ${VERSION} (built from the Go module proxy with -tags ${BUILD_TAGS}): \`hydra serve all --dev --sqa-opt-out\`, SQLite (${'`sqlite://...?_fk=true`'}, migrated first), default settings: opaque access tokens, client secrets hashed with PBKDF2 (its default), one log line per request at its default level.`,
+        `Hydra ${VERSION} (built from the Go module proxy with -tags ${BUILD_TAGS}): \`hydra serve all --dev --sqa-opt-out\`, SQLite (${'`sqlite://...?_fk=true`'}, migrated first), default settings: opaque access tokens, client secrets hashed with PBKDF2 (its default: 25,000 iterations), two log lines per request (started, completed) at its default level, written to a file.`,
       ],
     };
   } catch (err) {

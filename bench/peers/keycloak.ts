@@ -120,7 +120,7 @@ async function startKeycloak(ctx: Context): Promise<Running> {
       },
       cannot: {},
       notes: [
-        `Keycloak ${VERSION} (\`${ARTIFACT}\` from Maven Central): \`kc.sh start-dev\` (H2 database, plain HTTP), default JVM options (G1, -Xms64m -Xmx512m), default realm settings (password hashing: Argon2id, Keycloak 26's default; client secrets compared as stored), access tokens valid 1 h.`,
+        `Keycloak ${VERSION} (\`${ARTIFACT}\` from Maven Central): \`kc.sh start-dev\` (H2 database, plain HTTP), default JVM options (G1, -Xms64m -Xmx512m), default realm settings (password hashing: Argon2id, Keycloak 26's default; client secrets compared as stored), access tokens valid 1 h, no log line per request (its default).`,
       ],
     };
   } catch (err) {

@@ -1,7 +1,10 @@
 /**
  * The --peers section of the bench report (bench/results/latest.md): how the servers were run, one row per
- * server, work and concurrency, the side-by-side summary, and issue 15's goals against this run.
+ * server, work and concurrency, the side-by-side summary, and issue 15's goals against this run. The same
+ * section also goes, with the run's header, to bench/results/peers.md: the last comparison stays there when
+ * later runs without --peers replace latest.md.
  */
+import { writeFileSync } from 'node:fs';
 import type { PeerResult, PeerRow, PeersResult } from './run-peers.js';
 import type { Work } from './server.js';
 
@@ -142,4 +145,27 @@ export function peersMarkdown(p: PeersResult): string[] {
   }
   out.push('', '### Side by side', '', ...summaryTable(p), '', '### Issue 15\'s goals in this run', '', ...goalLines(p), '', '### Every row', '', ...detailTable(p), '');
   return out;
+}
+
+/** What the report header needs from the run (bench/run.ts's `meta`). */
+export interface RunMeta {
+  date: string;
+  commit?: string | undefined;
+  node: string;
+  platform: string;
+  cpus: number;
+  cpuModel?: string | undefined;
+  backgroundCores: number;
+}
+
+/** bench/results/peers.md: the --peers section on its own, with the run's header. */
+export function writePeersReport(file: string, meta: RunMeta, p: PeersResult, resultsJson: string): void {
+  const head = [
+    `# STS beside Hydra and Keycloak, ${meta.date}`,
+    '',
+    `\`npm run bench -- --peers\` (README, Benchmarks). Node ${meta.node}, ${meta.platform}, ${meta.cpus} x ${meta.cpuModel ?? 'unknown CPU'}, commit ${meta.commit ?? 'unknown'} (the working tree may differ); ${meta.backgroundCores} cores busy with other processes before the run. Every figure is in ${resultsJson} (\`peers\`).`,
+    '',
+  ];
+  const body = peersMarkdown(p);
+  writeFileSync(file, [...head, ...body.slice(2)].join('\n'));
 }
