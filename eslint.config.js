@@ -4,7 +4,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/', 'dist/', 'src/gen/', 'clients/*/src/gen/', 'clients/*/dist/', 'clients/go/', 'clients/python/', '.tools/', '.hazelcast/', 'data/', 'web/test-page/page.js', 'test-artifacts/'] },
+  { ignores: ['node_modules/', 'dist/', 'src/gen/', 'clients/*/src/gen/', 'clients/*/dist/', 'clients/go/', 'clients/python/', '.tools/', '.hazelcast/', '.peers/', 'data/', 'web/test-page/page.js', 'test-artifacts/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

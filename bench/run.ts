@@ -30,6 +30,8 @@ import { type LoadResult, MEASURE_END, MEASURE_START } from './load-protocol.js'
 import { type Rgb, lineChartPng } from './png.js';
 import { type ProfileSummary, summarizeProfile } from './profile.js';
 import { SCENARIOS, type Scenario } from './scenarios.js';
+import { type PeersResult, PEER_LEVELS, peersBudgetMs, runPeers } from './peers/run-peers.js';
+import { peersMarkdown, writePeersReport } from './peers/report.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const BENCH = join(ROOT, 'bench');
@@ -60,7 +62,8 @@ const HELP = `npm run bench -- [flags]
   --duration <s>       measured seconds per scenario (default 5)
   --warmup <s>         warm-up seconds before each measurement (default 1)
   --concurrency <n>    calls in flight in the main table (default 64)
-  --only <rpc,...>     only these scenarios (${SCENARIOS.map((s) => s.name).join(', ')}); add "crypto" to keep the crypto table
+  --only <rpc,...>     only these scenarios (${SCENARIOS.map((s) => s.name).join(', ')}); add "crypto" to keep the crypto table,
+                       "peers" for the --peers part (--only peers: that part alone)
   --quick              1 s per scenario (and fewer scale steps)
   --no-sweep           skip the throughput-vs-concurrency sweep (${SWEEP_RPCS.join(', ')} at ${SWEEP_LEVELS.join(', ')})
   --no-crypto          skip the in-process crypto table
@@ -69,6 +72,10 @@ const HELP = `npm run bench -- [flags]
   --compare-ref <ref>  with --cluster: also run ValidateUserToken in cluster mode against the STS of git ref <ref>
                        (a temporary worktree, its own members), in ${GOAL_ROUNDS} paired rounds alternating with this build,
                        and report both server CPU per call (what sealing the cluster state costs: issue 13)
+  --peers              also run STS (from dist/, npm run build) side by side with Ory Hydra v2.3.0 and Keycloak 26.5.6,
+                       fetched once into .peers/ (Keycloak from Maven Central, Hydra built from the Go module proxy):
+                       token introspection, client credentials and password logon at ${PEER_LEVELS.join(' and ')} in flight, each
+                       server alone on one core, the load on the other (issue 15; optional, not part of CI)
   --scale              memory per 100k stored sessions and ValidateUserToken with ${SCALE_LEVELS.map(k).join(', ')} stored
                        sessions (embedded); with --cluster also in cluster mode (${CLUSTER_SCALE_LEVELS.map(k).join(', ')})
   --cpu-prof <dir>     CPU-profile the STS server (V8 profiler) during every measured STS window; writes
@@ -97,6 +104,8 @@ interface Settings {
   /** --compare-ref: a git ref whose STS runs the cluster ValidateUserToken rounds beside this build's. */
   compareRef: string | undefined;
   scale: boolean;
+  /** --peers: STS beside Hydra and Keycloak (bench/peers/). */
+  peers: boolean;
   cpuProfDir: string | undefined;
   fullDecode: boolean;
   waitIdleMs: number;
@@ -149,6 +158,7 @@ function parseSettings(argv: string[]): Settings | undefined {
       'no-crypto': { type: 'boolean', default: false },
       cluster: { type: 'boolean', default: false },
       scale: { type: 'boolean', default: false },
+      peers: { type: 'boolean', default: false },
       'cpu-prof': { type: 'string' },
       'full-decode': { type: 'boolean', default: false },
       'wait-idle': { type: 'string' },
@@ -165,9 +175,9 @@ function parseSettings(argv: string[]): Settings | undefined {
   if (!Number.isSafeInteger(concurrency) || concurrency < 1 || concurrency > 10_000) throw new Error(`--concurrency: expected 1..10000, got "${values.concurrency}"`);
   const only = values.only?.split(',').map((s) => s.trim().toLowerCase()).filter(Boolean);
   if (only) {
-    const known = new Set([...SCENARIOS.map((s) => s.name.toLowerCase()), 'crypto']);
+    const known = new Set([...SCENARIOS.map((s) => s.name.toLowerCase()), 'crypto', 'peers']);
     const unknown = only.filter((o) => !known.has(o));
-    if (unknown.length > 0) throw new Error(`--only: unknown ${unknown.join(', ')}; known: ${[...SCENARIOS.map((s) => s.name), 'crypto'].join(', ')}`);
+    if (unknown.length > 0) throw new Error(`--only: unknown ${unknown.join(', ')}; known: ${[...SCENARIOS.map((s) => s.name), 'crypto', 'peers'].join(', ')}`);
   }
   const wanted = (name: string): boolean => !only || only.includes(name.toLowerCase());
   return {
@@ -181,6 +191,7 @@ function parseSettings(argv: string[]): Settings | undefined {
     cluster: values.cluster,
     compareRef: values['compare-ref'],
     scale: values.scale,
+    peers: values.peers || (only?.includes('peers') ?? false),
     cpuProfDir: values['cpu-prof'],
     fullDecode: values['full-decode'],
     waitIdleMs: values['wait-idle'] === undefined ? 0 : seconds(values['wait-idle'], 'wait-idle', 0),
@@ -978,7 +989,7 @@ async function main(): Promise<number> {
   const perCryptoOp = settings.waitIdleMs + 2 * (3 * CRYPTO_MS + 2000);
   const loads =
     mainScenarios.length + 2 * GOAL_ROUNDS + logonScenarios.length + settings.sweep.length * SWEEP_LEVELS.length + 2 * clusterScenarios.length + (settings.scale ? 1 + scaleLevels.length + (settings.cluster ? clusterScaleLevels.length : 0) : 0);
-  const budget = 300_000 + perLoad * loads + (settings.crypto ? 60_000 + 6 * perCryptoOp : 0) + (settings.cluster ? 600_000 : 0) + (settings.scale ? 3_600_000 : 0);
+  const budget = 300_000 + perLoad * loads + (settings.crypto ? 60_000 + 6 * perCryptoOp : 0) + (settings.cluster ? 600_000 : 0) + (settings.scale ? 3_600_000 : 0) + (settings.peers ? peersBudgetMs(settings) : 0);
   const watchdog = setTimeout(() => {
     log(`the run exceeded its time budget (${Math.round(budget / 1000)} s); stopping`);
     killAll();
@@ -1093,6 +1104,12 @@ async function main(): Promise<number> {
   }
   for (const r of [...clusterRows, ...scale.flatMap((s) => s.rows)]) if (r.result && echoMain) r.ratioToEcho = ratio(r.result.rps, echoMain);
 
+  let peers: PeersResult | undefined;
+  if (settings.peers) {
+    peers = await runPeers({ root: ROOT, runDir, durationMs: settings.durationMs, warmupMs: settings.warmupMs, waitIdleMs: settings.waitIdleMs, log });
+    failures.push(...peers.failures);
+  }
+
   // Results.
   const cpu = cpus();
   const meta = {
@@ -1113,6 +1130,7 @@ async function main(): Promise<number> {
     crypto: crypto.length > 0,
     cluster: settings.cluster,
     scale: settings.scale,
+    peers: settings.peers,
     cpuProfile: Boolean(settings.cpuProfDir),
   };
   const config = {
@@ -1126,7 +1144,7 @@ async function main(): Promise<number> {
     scaleLevels: settings.scale ? scaleLevels : [],
     clusterScaleLevels: settings.scale && settings.cluster ? clusterScaleLevels : [],
   };
-  const summary = { meta, config, parts, scenarios: rows, goalRounds, logons, sweep, crypto, cluster: { note: clusterNote, rows: clusterRows, comparison }, scale, failures };
+  const summary = { meta, config, parts, scenarios: rows, goalRounds, logons, sweep, crypto, cluster: { note: clusterNote, rows: clusterRows, comparison }, scale, peers, failures };
 
   const yes = (b: boolean, why = ''): string => (b ? 'yes' : `no${why}`);
   const md: string[] = [
@@ -1134,8 +1152,9 @@ async function main(): Promise<number> {
     '',
     `Node ${meta.node}, ${meta.platform}, ${meta.cpus} x ${meta.cpuModel ?? 'unknown CPU'}, commit ${meta.commit ?? 'unknown'} (the working tree may differ); ${background} cores busy with other processes before the run; the run took ${meta.elapsedS} s.`,
     '',
-    `Parts in this run: main table ${yes(parts.main)}, logons ${yes(parts.logons)}, concurrency sweep ${yes(parts.sweep)}, crypto ${yes(parts.crypto)}, cluster mode ${yes(parts.cluster, ' (--cluster)')}, scale ${yes(parts.scale, ' (--scale)')}${parts.cpuProfile ? ', CPU profiles of the STS server (--cpu-prof: profiled rows are slower)' : ''}.`,
+    `Parts in this run: main table ${yes(parts.main)}, logons ${yes(parts.logons)}, concurrency sweep ${yes(parts.sweep)}, crypto ${yes(parts.crypto)}, cluster mode ${yes(parts.cluster, ' (--cluster)')}, scale ${yes(parts.scale, ' (--scale)')}, peers ${yes(parts.peers, ' (--peers)')}${parts.cpuProfile ? ', CPU profiles of the STS server (--cpu-prof: profiled rows are slower)' : ''}.`,
     '',
+    !(parts.main || parts.logons || parts.sweep || parts.crypto || parts.cluster || parts.scale) ? 'Only the --peers part ran (below).' :
     `Closed loop, one grpc-js client (one HTTP/2 connection per server), ${settings.warmupMs / 1000} s warm-up + ${settings.durationMs / 1000} s measured per row; load generator and server are separate processes sharing the machine's ${meta.cpus} cores. STS: dev profile, embedded SQLite, silent logger, plaintext gRPC on 127.0.0.1. ` +
       (settings.fullDecode
         ? 'The load generator encodes every request and decodes every response with the generated code (--full-decode). '
@@ -1201,6 +1220,7 @@ async function main(): Promise<number> {
       '',
     );
   }
+  if (peers) md.push(...peersMarkdown(peers));
   if (failures.length > 0) md.push('## Failures', '', ...failures.map((f) => `- ${f}`), '');
   const profiled = [...rows, ...logons, ...sweep, ...clusterRows, ...scale.flatMap((s) => s.rows)];
   if (profiled.some((r) => r.profile)) md.push('## Server CPU profiles (--cpu-prof)', '', profileSection(profiled));
@@ -1212,6 +1232,7 @@ async function main(): Promise<number> {
   writeFileSync(join(RESULTS, `${stamp}.json`), json);
   writeFileSync(join(RESULTS, 'latest.json'), json);
   writeFileSync(join(RESULTS, 'latest.md'), markdown);
+  if (peers) writePeersReport(join(RESULTS, 'peers.md'), meta, peers, `${stamp}.json`);
   if (sweep.some((r) => r.result)) {
     const series = [...new Set(sweep.map((r) => r.rpc))].map((rpc) => ({
       label: rpc === 'Echo' ? 'Echo (raw grpc-js)' : `STS ${rpc}`,
@@ -1224,7 +1245,7 @@ async function main(): Promise<number> {
     );
   }
   process.stdout.write(markdown);
-  log(`results: ${join('bench', 'results', `${stamp}.json`)}, latest.json, latest.md${sweep.length > 0 ? ', throughput-vs-concurrency.png' : ''}`);
+  log(`results: ${join('bench', 'results', `${stamp}.json`)}, latest.json, latest.md${sweep.length > 0 ? ', throughput-vs-concurrency.png' : ''}${peers ? ', peers.md' : ''}`);
   clearTimeout(watchdog);
   return failures.length > 0 || [...rows, ...logons, ...sweep, ...clusterRows, ...scale.flatMap((s) => s.rows)].some((r) => r.failed) ? 1 : 0;
 }

@@ -20,13 +20,14 @@ import { SecretServiceService } from '../src/gen/sts/v1/secret.js';
 import { type LogonUserRequest, SessionServiceService, type ValidateUserTokenRequest } from '../src/gen/sts/v1/session.js';
 import type { UserToken } from '../src/gen/sts/v1/common.js';
 import { JwksCache } from '../clients/ts/src/jwks.js';
+import type { Invoke } from './closed-loop.js';
 import { EchoService } from './echo-def.js';
 import { type Fixture, MAIN_APP, SSO_APP } from './fixture.js';
 
 export type Target = 'echo' | 'sts';
 
-/** Issues one operation; `done` gets the error, or null on success. */
-export type Invoke = (done: (err: Error | null) => void) => void;
+/** Issues one operation (the closed loop's type). */
+export type { Invoke };
 
 export interface LoadContext {
   /** host:port of each target server; calls go round-robin over them (one client each). */

@@ -4,7 +4,8 @@
  *
  * - applications "bench-app" (trusted, so it may Sign and Decrypt; personal fields allowed) and "bench-sso"
  *   (the target of SSO handovers), each logged on once (their application tokens go into the fixture);
- * - users with a password and roles in both applications, each logged on twice (LogonUser: real sessions);
+ * - users with a password and roles in both applications (4, or --users N), the first 4 logged on twice each
+ *   (LogonUser: real sessions);
  * - optionally (--seed-users N) N users without a password, with roles, for the scale part's sessions;
  * - an identity provider with an inline JWKS (an ES256 key made here with jose) and the resource server
  *   "bench-rs" (credential: bench-app; an inline ECDH-ES+A256KW encryption JWKS);
@@ -14,7 +15,7 @@
  * With several targets (cluster mode) everything is made through the first node; then the others are polled
  * until they see it all (directory and registries replicate through the cluster).
  *
- *   node --import tsx bench/setup.ts --target 127.0.0.1:P1[,127.0.0.1:P2] --token-file F --out fixture.json [--seed-users N]
+ *   node --import tsx bench/setup.ts --target 127.0.0.1:P1[,127.0.0.1:P2] --token-file F --out fixture.json [--users N] [--seed-users N]
  */
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -67,13 +68,15 @@ async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T 
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { target: { type: 'string' }, 'token-file': { type: 'string' }, out: { type: 'string' }, 'seed-users': { type: 'string' } },
+    options: { target: { type: 'string' }, 'token-file': { type: 'string' }, out: { type: 'string' }, users: { type: 'string' }, 'seed-users': { type: 'string' } },
     strict: true,
   });
   const addresses = (values.target ?? '').split(',');
   if (!addresses.every((a) => /^127\.0\.0\.1:\d+$/.test(a))) throw new Error('--target: expected 127.0.0.1:PORT[,...]');
   if (!values['token-file'] || !values.out) throw new Error('--token-file and --out are required');
   const seedUsers = Number(values['seed-users'] ?? 0);
+  const userCount = Number(values.users ?? USERS);
+  if (!Number.isSafeInteger(userCount) || userCount < 1) throw new Error('--users: a positive whole number');
   const admin = readFileSync(values['token-file'], 'utf8').trim();
   const clients = addresses.map(newClient);
   const ctx: LoadContext = { addresses, token: admin, fixture: undefined, deadlineMs: 60_000, clients, fullDecode: true };
@@ -106,14 +109,14 @@ async function main(): Promise<void> {
     };
 
     // Users with a password (scrypt N=2^17 per hash, on the server's thread pool) and real sessions.
-    const users = await mapLimit(Array.from({ length: USERS }, (_, i) => i), 4, async (i) => {
+    const users = await mapLimit(Array.from({ length: userCount }, (_, i) => i), 4, async (i) => {
       const username = `bench-user-${i}`;
       const password = randomBytes(12).toString('base64url');
       const uid = await newUser(username, password, [[MAIN_APP, 'reader'], [MAIN_APP, 'writer'], [SSO_APP, 'viewer']]);
       return { uid, username, password };
     });
     const sessions = await mapLimit(
-      users.flatMap((u) => Array.from({ length: SESSIONS_PER_USER }, () => u)),
+      users.slice(0, USERS).flatMap((u) => Array.from({ length: SESSIONS_PER_USER }, () => u)),
       4,
       async (u) => {
         const res = await unaryAsync(ctx, S.logonUser, { credential: { $case: 'userCredential', value: { username: u.username, password: u.password } }, ticketApplicationId: '' }, main.token, first);
