@@ -7,7 +7,7 @@ import type { Clock } from '../clock.js';
 import { StsError, invalidArgument } from '../errors.js';
 import { KeyKind as PbKeyKind, KeyState as PbKeyState, type KeyInfo, type PopServiceServer } from '../gen/sts/v1/pop.js';
 import type { Logger } from '../log.js';
-import type { CallContext, DomainService } from '../server/rpc.js';
+import type { CallContext, DomainService } from '../rpc-contract.js';
 import type { KeyRing, KeyView } from './key-ring.js';
 import { type KeyKind, type KeyState, useOf } from './key-record.js';
 import { DECRYPTION_FAILED, RESERVED_CONTEXT_PREFIX, RESERVED_TYP_PREFIX, decryptCompact, signCompact, unwrapKey, verifyCompact, wrapKey } from './jose-ops.js';

@@ -15,7 +15,7 @@ import type { SecretServiceServer } from '../gen/sts/v1/secret.js';
 import type { Logger } from '../log.js';
 import { TOKEN_TYP, signCompact } from '../pop/jose-ops.js';
 import type { KeyRing } from '../pop/key-ring.js';
-import type { CallContext, DomainService } from '../server/rpc.js';
+import type { CallContext, DomainService } from '../rpc-contract.js';
 import { type IdentityProviderRegistry, type VerifiedIdentity, identityProviderPb, identityProviderRecord, text } from './identity-providers.js';
 import { type ResourceServerRecord, type ResourceServerRegistry, resourceServerPb, resourceServerRecord } from './resource-servers.js';
 import type { UserSecrets } from './user-secrets.js';
