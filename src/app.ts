@@ -21,6 +21,7 @@ import { HazelcastStore } from './store/hazelcast/hazelcast-store.js';
 import { ReplicatedDirectory } from './session/replicated-directory.js';
 import { type ReplicatedTable, replicateTables } from './secret/registry-replication.js';
 import { randomBytes } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import type { Server as HttpServer } from 'node:http';
 import { Metrics } from './server/metrics.js';
 import { Authenticator, loadAdminKeys } from './auth/caller.js';
@@ -36,6 +37,7 @@ import { CachedDirectory } from './session/directory-cache.js';
 import { sessionService } from './session/session-service.js';
 import { SessionStore } from './session/sessions.js';
 import { LogonThrottle } from './session/throttle.js';
+import { HashScheduler } from './session/hash-scheduler.js';
 
 export interface StartOptions {
   config: Config;
@@ -133,6 +135,7 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
       profile: config.profile,
       onGenerated: (path) =>
         logger.warn('generated a new master key for the dev profile; back it up: without it nothing stored here can be read', { path }),
+      onInsecureMode: (path, mode) => logger.warn('the master key file can be read by group or others; the prod profile refuses to start with it: chmod 600 it', { path, mode }),
     });
     verifyMasterKey(db, master);
     const auth = new Authenticator(
@@ -230,7 +233,7 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
     if (stored instanceof ReplicatedDirectory) cluster?.reconnectHooks.push(() => stored.resync());
     const directory = new CachedDirectory(stored, { maxEntries: config['session.directoryCacheEntries'], generation: () => stored.generation() });
     if (stored instanceof ReplicatedDirectory) stored.onApplied = () => directory.invalidate();
-    const identityProviders = new IdentityProviderRegistry(db, { clock, logger });
+    const identityProviders = new IdentityProviderRegistry(db, { clock, logger, isOwnKey: (k) => ring.isOwnPublicKey(k) });
     const sessions = new SessionStore(store.ephemeral, clock);
     // Application tokens authenticate every call; the directory decides what the application may do.
     auth.setTokenAuthenticator(async (bearer) => {
@@ -245,8 +248,12 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
         windowMs: config['session.throttleWindowMs'],
         freeFailures: config['session.throttleFreeFailures'],
         maxFailures: config['session.throttleMaxFailures'],
+        maxFailuresPerUser: config['session.throttleMaxFailuresPerUser'],
+        maxUsernamesPerApplication: config['session.throttleMaxUsernamesPerApplication'],
+        maxFailuresPerApplication: config['session.throttleMaxFailuresPerApplication'],
         maxFailuresPerAddress: config['session.throttleMaxFailuresPerAddress'],
       }),
+      hashing: new HashScheduler({ concurrency: config['session.hashConcurrency'] || availableParallelism(), maxQueuedPerKey: config['session.hashQueuePerApplication'] }),
       auth,
       ring,
       clock,
@@ -261,9 +268,13 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
         userTicketLifetimeMs: config['session.userTicketLifetimeMs'],
         anonymousView: config['session.anonymousView'],
       },
-      verifyThirdParty: async (jwt) => {
-        const v = await identityProviders.verify(jwt, { field: 'third_party_token', label: 'third-party token' });
-        return { issuer: v.issuer, subject: v.subject, securityLevel: v.securityLevel, claims: v.claims };
+      verifyThirdParty: async (jwt, applicationId) => {
+        const v = await identityProviders.verify(jwt, {
+          field: 'third_party_token',
+          label: 'third-party token',
+          application: { id: applicationId, withoutJtiMaxLifetimeMs: config['session.thirdPartyTokenWithoutJtiMaxLifetimeMs'] },
+        });
+        return { issuer: v.issuer, subject: v.subject, securityLevel: v.securityLevel, claims: v.claims, jti: v.jti, acceptableUntil: v.acceptableUntil };
       },
     });
     const resourceServers = new ResourceServerRegistry(db, { clock, logger });

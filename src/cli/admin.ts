@@ -25,6 +25,7 @@ Connection options (server commands): --address HOST:PORT  --token ADMIN_KEY  --
 
   apps list
   apps create --id ID --name NAME [--trusted] [--admin] [--personal-fields] [--full-token] [--min-level N] [--tag T]...
+              [--transform-source APP]... [--data-key-group GROUP]
   apps disable --id ID | apps enable --id ID
   users list [--prefix P]
   users create --username U [--first-name F] [--last-name L] [--email E] [--cellphone C] [--person-ref R] [--password-stdin]
@@ -35,8 +36,9 @@ Connection options (server commands): --address HOST:PORT  --token ADMIN_KEY  --
   sessions list --uid UID | sessions release --uid UID
   keys list [--all] | keys rotate [--kind encryption|signing|secret]...
   idps list
-  idps put --issuer ISS (--jwks-uri URL | --jwks-file FILE) --audience AUD... --alg ALG... [--clock-skew-ms N]
-           [--subject-claim CLAIM] [--security-level N]
+  idps put --issuer ISS (--jwks-uri URL | --jwks-file FILE) [--audience AUD]... --alg ALG... [--clock-skew-ms N]
+           [--subject-claim CLAIM] [--security-level N] [--app-audience APP=AUD]... [--tokens-without-jti]
+           [--accept-tokens-without-iat]
   idps delete --issuer ISS
   resource-servers list
   resource-servers put --id ID (--app APP_ID | --cert-sha256 HEX) --audience AUD... (--jwks-uri URL | --jwks-file FILE)
@@ -187,6 +189,8 @@ export async function admin(args: string[]): Promise<void> {
       'full-token': { type: 'boolean' },
       'min-level': { type: 'string' },
       tag: { type: 'string', multiple: true },
+      'transform-source': { type: 'string', multiple: true },
+      'data-key-group': { type: 'string' },
     },
     'apps disable': { id: { type: 'string' } },
     'apps enable': { id: { type: 'string' } },
@@ -219,6 +223,9 @@ export async function admin(args: string[]): Promise<void> {
       'clock-skew-ms': { type: 'string' },
       'subject-claim': { type: 'string' },
       'security-level': { type: 'string' },
+      'app-audience': { type: 'string', multiple: true },
+      'tokens-without-jti': { type: 'boolean' },
+      'accept-tokens-without-iat': { type: 'boolean' },
     },
     'idps delete': { issuer: { type: 'string' } },
     'resource-servers list': {},
@@ -252,6 +259,8 @@ export async function admin(args: string[]): Promise<void> {
           personalFieldsAllowed: values['personal-fields'] === true,
           fullToken: values['full-token'] === true,
           minimumSecurityLevel: level,
+          transformSources: (values['transform-source'] as string[] | undefined) ?? [],
+          dataKeyGroup: (values['data-key-group'] as string | undefined) ?? '',
         };
         return out(await rpc(c, c.session, c.session.createApplication, { application: app, applicationSecret: '' }));
       }
@@ -319,6 +328,13 @@ export async function admin(args: string[]): Promise<void> {
         const level = Number(values['security-level'] ?? 0);
         if (!Number.isInteger(skew) || skew < 0) throw new AdminUsageError('--clock-skew-ms must be a whole number of milliseconds');
         if (!Number.isInteger(level) || level < 0 || level > 4) throw new AdminUsageError('--security-level must be 0 to 4');
+        // --app-audience shop=client-123 --app-audience shop=client-456 --app-audience crm=crm-client
+        const perApp = new Map<string, string[]>();
+        for (const pair of (values['app-audience'] as string[] | undefined) ?? []) {
+          const eq = pair.indexOf('=');
+          if (eq <= 0 || eq === pair.length - 1) throw new AdminUsageError(`--app-audience must be APP=AUDIENCE, not "${pair}"`);
+          perApp.set(pair.slice(0, eq), [...(perApp.get(pair.slice(0, eq)) ?? []), pair.slice(eq + 1)]);
+        }
         return out(
           (
             await rpc(c, c.secret, c.secret.putIdentityProvider, {
@@ -330,6 +346,9 @@ export async function admin(args: string[]): Promise<void> {
                 clockSkew: skew ? { seconds: Math.floor(skew / 1000), nanos: (skew % 1000) * 1e6 } : undefined,
                 subjectClaim: (values['subject-claim'] as string | undefined) ?? '',
                 securityLevel: level,
+                applicationAudiences: [...perApp].map(([applicationId, audiences]) => ({ applicationId, audiences })),
+                tokensWithoutJti: values['tokens-without-jti'] === true,
+                acceptTokensWithoutIat: values['accept-tokens-without-iat'] === true,
               },
             })
           ).identityProvider,

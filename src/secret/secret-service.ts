@@ -191,7 +191,7 @@ export function secretService(deps: SecretServiceDeps): DomainService<SecretServ
 
     async putIdentityProvider(req, ctx) {
       const caller = await admin(ctx);
-      const record = identityProviderRecord(req.identityProvider, 'identity_provider', clock.now());
+      const record = identityProviderRecord(req.identityProvider, 'identity_provider', clock.now(), { issuer: policy.issuer, isOwnKey: (k) => ring.isOwnPublicKey(k) });
       idps.put(record);
       audit('secret.identity_provider_put', { issuer: record.issuer, by: caller.id });
       return { identityProvider: identityProviderPb(record) };

@@ -5,6 +5,7 @@
 import { StsError, invalidArgument } from '../errors.js';
 import type { ApplicationToken } from '../gen/sts/v1/common.js';
 import type { ApplicationRecord } from './directory.js';
+import { addressOf } from './throttle.js';
 import { APP_SECRET_PARAMS, verifySecret } from './password.js';
 import type { AppTokenRecord } from './sessions.js';
 import { INVALID_APP_CREDENTIALS, type SessionHandlers, type SessionKit, applicationPb, text } from './session-common.js';
@@ -32,11 +33,14 @@ export function appSessions(k: SessionKit): SessionHandlers {
             }));
       text('application_id', id, 1, 128);
       text('application_secret', secret, 1, 1024);
-      let found: ApplicationRecord | undefined;
+      // A known id's failures are counted, and its hashes queued, under the id; unknown ids under the address
+      // they come from, so that nobody's guesses can refuse or delay an application presenting its secret.
+      let found = directory.getApplication(id);
+      const known = found !== undefined;
       await throttledCheck(
-        'application',
-        id,
-        ctx.peer,
+        { kind: 'application', applicationId: id, known, peer: ctx.peer },
+        known ? `logon:${id}` : `address:${addressOf(ctx.peer)}`,
+        ctx,
         async () => {
           found = directory.getApplication(id);
           return (await verifySecret(secret, found?.secretHash, APP_SECRET_PARAMS)) && found !== undefined && !found.disabled;

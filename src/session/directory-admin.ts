@@ -6,9 +6,9 @@ import type { Application, User } from '../gen/sts/v1/session.js';
 import type { Role } from '../gen/sts/v1/common.js';
 import type { Duration } from '../gen/google/protobuf/duration.js';
 import type { ApplicationRecord, RoleRecord, UserRecord } from './directory.js';
-import { APP_SECRET_PARAMS, hashSecret } from './password.js';
+import { APP_SECRET_PARAMS } from './password.js';
 import { newSecret } from './sessions.js';
-import { MAX_TEXT, type SessionHandlers, type SessionKit, applicationPb, text } from './session-common.js';
+import { MAX_TEXT, type SessionHandlers, type SessionKit, applicationPb, text, userFields } from './session-common.js';
 
 const APP_ID = /^[A-Za-z0-9._-]{1,128}$/;
 
@@ -54,11 +54,11 @@ function maskPaths(mask: string[] | undefined, allowed: readonly string[], field
   return paths;
 }
 
-const APP_MUTABLE = ['name', 'tags', 'default_roles', 'trusted', 'admin', 'personal_fields_allowed', 'full_token', 'minimum_security_level', 'user_token_idle_timeout', 'user_token_max_lifetime', 'disabled'] as const;
+const APP_MUTABLE = ['name', 'tags', 'default_roles', 'trusted', 'admin', 'personal_fields_allowed', 'full_token', 'minimum_security_level', 'user_token_idle_timeout', 'user_token_max_lifetime', 'disabled', 'transform_sources', 'data_key_group'] as const;
 const USER_MUTABLE = ['username', 'first_name', 'last_name', 'email', 'cellphone', 'person_ref', 'disabled'] as const;
 
 export function directoryAdmin(k: SessionKit): SessionHandlers {
-  const { audit, admin } = k;
+  const { audit, admin, adminHash } = k;
   const { directory, sessions, clock } = k.deps;
   return {
     async createApplication(req, ctx) {
@@ -71,12 +71,12 @@ export function directoryAdmin(k: SessionKit): SessionHandlers {
       const record: ApplicationRecord = {
         ...appFields(a, 'application'),
         id: a.applicationId,
-        secretHash: await hashSecret(secret, APP_SECRET_PARAMS),
+        secretHash: await adminHash(caller, ctx, secret, APP_SECRET_PARAMS),
         disabled: a.disabled,
         createdAt: clock.now(),
       };
       directory.createApplication(record);
-      audit('application.created', { application: record.id, by: caller.id, trusted: record.trusted, admin: record.admin });
+      audit('application.created', { application: record.id, by: caller.id, trusted: record.trusted, admin: record.admin, ...(record.dataKeyGroup ? { dataKeyGroup: record.dataKeyGroup } : {}) });
       return { application: applicationPb(record), applicationSecret: secret };
     },
 
@@ -103,9 +103,11 @@ export function directoryAdmin(k: SessionKit): SessionHandlers {
       set('user_token_idle_timeout', 'idleTimeoutMs', fields.idleTimeoutMs);
       set('user_token_max_lifetime', 'maxLifetimeMs', fields.maxLifetimeMs);
       set('disabled', 'disabled', a.disabled);
+      set('transform_sources', 'transformSources', fields.transformSources);
+      set('data_key_group', 'dataKeyGroup', fields.dataKeyGroup);
       if (req.applicationSecret) {
         if (req.applicationSecret.length < 24 || req.applicationSecret.length > 1024) throw invalidArgument('application_secret', 'must be 24 to 1024 characters');
-        next.secretHash = await hashSecret(req.applicationSecret, APP_SECRET_PARAMS);
+        next.secretHash = await adminHash(caller, ctx, req.applicationSecret, APP_SECRET_PARAMS);
       }
       directory.updateApplication(next);
       // Disabling an application, or changing its secret (after a leak, typically), ends its tokens at once.
@@ -125,7 +127,7 @@ export function directoryAdmin(k: SessionKit): SessionHandlers {
       if (!u) throw invalidArgument('user', 'is required');
       if (req.password && (req.password.length < 8 || req.password.length > 1024)) throw invalidArgument('password', 'must be 8 to 1024 characters');
       const record = directory.createUser(
-        { ...userFields(u, 'user'), passwordHash: req.password ? await hashSecret(req.password) : null, disabled: u.disabled, externalIssuer: null, externalSubject: null },
+        { ...userFields(u, 'user'), passwordHash: req.password ? await adminHash(caller, ctx, req.password) : null, disabled: u.disabled, externalIssuer: null, externalSubject: null },
         [],
         clock.now(),
       );
@@ -151,7 +153,7 @@ export function directoryAdmin(k: SessionKit): SessionHandlers {
       if (paths.has('disabled')) next.disabled = u.disabled;
       if (req.password) {
         if (req.password.length < 8 || req.password.length > 1024) throw invalidArgument('password', 'must be 8 to 1024 characters');
-        next.passwordHash = await hashSecret(req.password);
+        next.passwordHash = await adminHash(caller, ctx, req.password);
       }
       directory.updateUser(next);
       // ASVS 7.4.2 / 7.4.3: disabling a user, or changing the password, ends their sessions everywhere.
@@ -193,6 +195,11 @@ function appFields(a: Application, field: string): Omit<ApplicationRecord, 'id' 
   if (a.minimumSecurityLevel > 4) throw invalidArgument(`${field}.minimum_security_level`, 'must be 0 to 4');
   if (a.tags.length > 64) throw invalidArgument(`${field}.tags`, 'at most 64 tags');
   a.tags.forEach((t, i) => text(`${field}.tags[${i}]`, t, 1, 128));
+  if (a.transformSources.length > 64) throw invalidArgument(`${field}.transform_sources`, 'at most 64 applications');
+  a.transformSources.forEach((id, i) => {
+    if (!APP_ID.test(id)) throw invalidArgument(`${field}.transform_sources[${i}]`, 'an application id: 1 to 128 characters of A-Z a-z 0-9 . _ -');
+  });
+  if (a.dataKeyGroup !== '' && !APP_ID.test(a.dataKeyGroup)) throw invalidArgument(`${field}.data_key_group`, 'empty, or 1 to 128 characters of A-Z a-z 0-9 . _ -');
   return {
     name: text(`${field}.name`, a.name, 1, 256),
     tags: a.tags,
@@ -204,16 +211,7 @@ function appFields(a: Application, field: string): Omit<ApplicationRecord, 'id' 
     minSecurityLevel: a.minimumSecurityLevel,
     idleTimeoutMs: durationMs(a.userTokenIdleTimeout, `${field}.user_token_idle_timeout`),
     maxLifetimeMs: durationMs(a.userTokenMaxLifetime, `${field}.user_token_max_lifetime`),
-  };
-}
-
-function userFields(u: User, field: string): Pick<UserRecord, 'username' | 'firstName' | 'lastName' | 'email' | 'cellphone' | 'personRef'> {
-  return {
-    username: text(`${field}.username`, u.username, 1, 256),
-    firstName: text(`${field}.first_name`, u.firstName, 0, MAX_TEXT),
-    lastName: text(`${field}.last_name`, u.lastName, 0, MAX_TEXT),
-    email: text(`${field}.email`, u.email, 0, MAX_TEXT),
-    cellphone: text(`${field}.cellphone`, u.cellphone, 0, 64),
-    personRef: text(`${field}.person_ref`, u.personRef, 0, MAX_TEXT),
+    transformSources: [...new Set(a.transformSources)],
+    dataKeyGroup: a.dataKeyGroup,
   };
 }

@@ -5,9 +5,10 @@
  * directory-admin.ts) is built over one {@link SessionKit}.
  */
 import type { Authenticator, Caller } from '../auth/caller.js';
+import { SESSION_ACCESS } from '../auth/policy.js';
 import type { Clock } from '../clock.js';
 import { StsError, invalidArgument } from '../errors.js';
-import type { Application, SessionServiceServer } from '../gen/sts/v1/session.js';
+import type { Application, SessionServiceServer, User } from '../gen/sts/v1/session.js';
 import type { Role } from '../gen/sts/v1/common.js';
 import type { Duration } from '../gen/google/protobuf/duration.js';
 import type { Logger } from '../log.js';
@@ -16,9 +17,10 @@ import type { KeyRing } from '../pop/key-ring.js';
 import type { CallContext, DomainService } from '../rpc-contract.js';
 import type { ApplicationRecord, IdentityDirectory, RoleRecord, UserRecord } from './directory.js';
 import { checkCredentialClaims } from './credential-jwe.js';
-import { verifySecret } from './password.js';
-import { type SessionStore, refOf } from './sessions.js';
-import type { LogonThrottle } from './throttle.js';
+import { HashNotRun, type HashScheduler } from './hash-scheduler.js';
+import { type ScryptParams, hashSecret, verifySecret } from './password.js';
+import { type AuthMethod, type JoinedVia, type SessionStore, type UserSessionRecord, refOf } from './sessions.js';
+import type { LogonSubject, LogonThrottle } from './throttle.js';
 import { type AnonymousView, type SessionHandle, USER_TOKEN_TYP, type ViewContext, signUserToken, userTokenView } from './user-token-view.js';
 
 export interface SessionPolicy {
@@ -34,13 +36,30 @@ export interface SessionPolicy {
   anonymousView: AnonymousView;
 }
 
-/** Verifies a third-party JWT (SecretService's identity provider registry); plugged in by the app. */
-export type ThirdPartyVerifier = (jwt: string) => Promise<{ issuer: string; subject: string; securityLevel: number; claims: Record<string, unknown> }>;
+/** A third-party token verified for one application (see IdentityProviderRegistry.verify). */
+export interface ThirdPartyIdentity {
+  issuer: string;
+  subject: string;
+  securityLevel: number;
+  claims: Record<string, unknown>;
+  /** The token's jti, to spend (undefined for a provider whose tokens carry none: short-lived instead). */
+  jti: string | undefined;
+  /** Until when (epoch ms) the token could still be accepted: its exp plus the provider's clock skew. */
+  acceptableUntil: number;
+}
+
+/**
+ * Verifies a third-party JWT for the calling application (SecretService's identity provider registry: the
+ * token's audience must be one registered for that application); plugged in by the app.
+ */
+export type ThirdPartyVerifier = (jwt: string, applicationId: string) => Promise<ThirdPartyIdentity>;
 
 export interface SessionServiceDeps {
   directory: IdentityDirectory;
   sessions: SessionStore;
   throttle: LogonThrottle;
+  /** Every password and secret hash runs in its turn here (fair between applications). */
+  hashing: HashScheduler;
   auth: Authenticator;
   ring: KeyRing;
   clock: Clock;
@@ -83,12 +102,26 @@ export function applicationPb(a: ApplicationRecord): Application {
     userTokenMaxLifetime: toDuration(a.maxLifetimeMs),
     disabled: a.disabled,
     createTime: new Date(a.createdAt),
+    transformSources: a.transformSources,
+    dataKeyGroup: a.dataKeyGroup,
+  };
+}
+
+/** The text fields of a user, checked as an administrator's input is (and an identity provider's claims). */
+export function userFields(u: User, field: string): Pick<UserRecord, 'username' | 'firstName' | 'lastName' | 'email' | 'cellphone' | 'personRef'> {
+  return {
+    username: text(`${field}.username`, u.username, 1, 256),
+    firstName: text(`${field}.first_name`, u.firstName, 0, MAX_TEXT),
+    lastName: text(`${field}.last_name`, u.lastName, 0, MAX_TEXT),
+    email: text(`${field}.email`, u.email, 0, MAX_TEXT),
+    cellphone: text(`${field}.cellphone`, u.cellphone, 0, 64),
+    personRef: text(`${field}.person_ref`, u.personRef, 0, MAX_TEXT),
   };
 }
 
 /** The helpers every group of handlers uses, over one set of dependencies. */
 export function sessionKit(deps: SessionServiceDeps) {
-  const { directory, sessions, throttle, auth, ring, clock, logger, policy } = deps;
+  const { directory, sessions, throttle, hashing, auth, ring, clock, logger, policy } = deps;
   const vc: ViewContext = { directory, ring, issuer: policy.issuer, anonymousView: policy.anonymousView };
 
   const audit = (event: string, fields: Record<string, unknown>): void => logger.info('audit', { event, ...fields });
@@ -116,31 +149,61 @@ export function sessionKit(deps: SessionServiceDeps) {
     return app;
   }
 
-  /** An active session by token id (with its user, who must not be disabled), or undefined. */
-  async function activeById(tokenId: string): Promise<SessionHandle | undefined> {
-    if (tokenId.length === 0 || tokenId.length > 256) return undefined;
-    const sid = refOf(tokenId);
-    const s = await activeBySid(sid);
-    return s && { ...s, tokenId };
-  }
+  /**
+   * Administrator applications may act on any application's part of a session, in the RPCs whose rule in
+   * SESSION_ACCESS (src/auth/policy.ts) is 'any_part': they can manage the directory, so they could take over
+   * any account anyway. Admin keys are not applications and never get here.
+   */
+  const mayActOnOthers = (caller: ApplicationRecord): boolean => caller.admin;
 
-  async function activeBySid(sid: string): Promise<SessionHandle | undefined> {
-    const record = await sessions.findSession(sid);
-    if (!record) return undefined;
+  /** An active session by its id (with its user, who must not be disabled), or undefined. */
+  async function activeBySid(sid: string, known?: UserSessionRecord): Promise<Omit<SessionHandle, 'tokenId' | 'ref' | 'participant'> | undefined> {
+    const record = known ?? (await sessions.findSession(sid));
+    if (!record || record.expiresAt <= clock.now()) return undefined;
     const user = directory.getUser(record.uid);
     if (!user || user.disabled) return undefined;
-    return { tokenId: '', sid, record, user };
+    return { sid, record, user };
   }
 
-  async function requireActive(tokenId: string): Promise<SessionHandle> {
-    const s = await activeById(tokenId);
+  /**
+   * The active session a user token id names, for `caller` in the RPC of `ctx`: only when the id was issued to
+   * the caller, or the RPC's rule in SESSION_ACCESS is 'any_part' and the caller is an administrator
+   * application. Anything else gives undefined, exactly as an unknown id does, so an application learns
+   * nothing about another application's token ids.
+   */
+  async function sessionOf(tokenId: string, caller: ApplicationRecord, ctx: CallContext): Promise<SessionHandle | undefined> {
+    if (tokenId.length === 0 || tokenId.length > 256) return undefined;
+    const p = await sessions.resolveToken(tokenId);
+    if (!p) return undefined;
+    // The session is read before the owner is compared, so another application's id costs the same reads as
+    // one's own (and as an unknown id: a participant record, then a session): its existence does not show in
+    // the time the answer takes either.
+    const s = await activeBySid(p.sid, p.record);
+    if (p.applicationId !== caller.id && !(SESSION_ACCESS[ctx.method] === 'any_part' && mayActOnOthers(caller))) return undefined;
+    return s && { ...s, tokenId, ref: p.ref, participant: p.applicationId };
+  }
+
+  async function requireActive(tokenId: string, caller: ApplicationRecord, ctx: CallContext): Promise<SessionHandle> {
+    const s = await sessionOf(tokenId, caller, ctx);
     if (!s) throw new StsError('not_found', SESSION_NOT_ACTIVE);
     return s;
   }
 
   function viewAndJwt(s: SessionHandle, viewer: ApplicationRecord, requester: ApplicationRecord = viewer) {
     const userToken = userTokenView(vc, s, viewer, requester);
-    return { userToken, userTokenJwt: signUserToken(vc, userToken, s.sid, clock.now()) };
+    return { userToken, userTokenJwt: signUserToken(vc, userToken, s, clock.now()) };
+  }
+
+  /**
+   * Makes `viewer` a participant of the session (a ticket redeemed, a transform) and returns its view, with its
+   * own new token id, and JWT. The view is checked first, so a viewer that may not see the session (security
+   * level, no role under `deny`) does not join it.
+   */
+  async function joinAndView(s: SessionHandle, viewer: ApplicationRecord, via: JoinedVia, requester: ApplicationRecord = viewer) {
+    userTokenView(vc, s, viewer, requester);
+    const joined = await sessions.join(s.sid, s.record, viewer.id, via);
+    audit('user.session_joined', { application: viewer.id, via, sid: s.sid, ...(requester.id !== viewer.id ? { by: requester.id } : {}) });
+    return viewAndJwt({ ...s, tokenId: joined.id, ref: joined.ref, participant: viewer.id }, viewer, requester);
   }
 
   /** How a refused credential JWE is answered and audited: exactly as a wrong secret of the same RPC. */
@@ -216,41 +279,53 @@ export function sessionKit(deps: SessionServiceDeps) {
     return v;
   };
 
-  /** `spend`: the credential JWE's jti, spent once the password is right (see OpenedCredential). */
   /**
-   * A logon's secret check under the throttle: `verify` does the deliberately slow hash comparison, and a
-   * credential JWE's jti (`spend`) is spent only once it passes. A wrong secret is audited here; a replay
-   * was audited by `spend` with its reason. Both count as failures and get the same answer.
+   * A logon's secret check under the throttle: `verify` does the deliberately slow hash comparison, in its
+   * turn on the hash scheduler (`lane`: whose share of the hashing capacity it uses), and a credential JWE's
+   * jti (`spend`) is spent only once it passes. A wrong secret is audited here; a replay was audited by
+   * `spend` with its reason. Both count as failures and get the same answer. A check that never ran (the
+   * lane's queue is full, the call's deadline passed while it waited) counts nothing.
    */
   async function throttledCheck(
-    kind: 'user' | 'application',
-    key: string,
-    peer: string,
+    subject: LogonSubject,
+    lane: string,
+    ctx: CallContext,
     verify: () => Promise<boolean>,
     spend: (() => Promise<boolean>) | undefined,
     failed: { event: string; message: string },
   ): Promise<void> {
-    await throttle.before(kind, key, peer);
-    let ok = false;
+    const attempt = await throttle.before(subject);
+    let ok: boolean;
     let replayed = false;
     try {
-      ok = await verify();
+      ok = await hashing.run(lane, ctx.deadline, verify);
       if (ok && spend) replayed = !(ok = await spend());
-    } finally {
-      await (ok ? throttle.succeeded(kind, key, peer) : throttle.failed(kind, key, peer));
+    } catch (err) {
+      if (err instanceof HashNotRun) attempt.abandoned();
+      else await attempt.failed();
+      throw err;
     }
+    await (ok ? attempt.succeeded() : attempt.failed());
     if (!ok) {
-      if (!replayed) audit(failed.event, { peer });
+      if (!replayed) audit(failed.event, { peer: ctx.peer, ...(subject.kind === 'user' ? { application: subject.application } : {}) });
       throw new StsError('invalid_credentials', failed.message);
     }
   }
 
-  async function checkPassword(username: string, password: string, peer: string, spend?: () => Promise<boolean>): Promise<UserRecord> {
+  /** The hash scheduler lane of an application's user password checks. */
+  const userLane = (app: ApplicationRecord): string => `users:${app.id}`;
+
+  /** Runs an administrator's hashing (new passwords and secrets) in the caller's own lane. */
+  const adminHash = (caller: Caller, ctx: CallContext, secret: string, params?: ScryptParams): Promise<string> =>
+    hashing.run(`admin:${caller.id}`, ctx.deadline, () => hashSecret(secret, params));
+
+  /** `spend`: the credential JWE's jti, spent once the password is right (see OpenedCredential). */
+  async function checkPassword(app: ApplicationRecord, username: string, password: string, ctx: CallContext, spend?: () => Promise<boolean>): Promise<UserRecord> {
     let user: UserRecord | undefined;
     await throttledCheck(
-      'user',
-      username,
-      peer,
+      { kind: 'user', application: app.id, username },
+      userLane(app),
+      ctx,
       async () => {
         user = directory.findUserByUsername(username);
         // Unknown user, no password, wrong password and disabled user: the same work and the same answer.
@@ -262,22 +337,23 @@ export function sessionKit(deps: SessionServiceDeps) {
     return user!;
   }
 
-  async function startSession(user: UserRecord, app: ApplicationRecord, level: number, method: 'password' | 'third_party') {
+  async function startSession(user: UserRecord, app: ApplicationRecord, level: number, method: AuthMethod): Promise<SessionHandle> {
     if (level < app.minSecurityLevel) {
       throw new StsError('security_level_too_low', `application ${app.id} requires security level ${app.minSecurityLevel}; this logon gives ${level}`);
     }
     const idle = Math.min(app.idleTimeoutMs || policy.userTokenIdleTimeoutMs, policy.userTokenMaxLifetimeMs);
     const max = Math.min(app.maxLifetimeMs || policy.userTokenMaxLifetimeMs, policy.userTokenMaxLifetimeMs);
-    const created = await sessions.createUserSession({ uid: user.uid, applicationId: app.id, securityLevel: level, authMethod: method, idleTimeoutMs: idle }, max);
+    const created = await sessions.createUserSession({ uid: user.uid, applicationId: app.id, securityLevel: level, authMethod: method, idleTimeoutMs: idle }, max, method === 'password' ? 'logon' : 'third_party');
     audit('user.logon', { uid: user.uid, application: app.id, method, securityLevel: level, sid: created.sid });
-    return { tokenId: created.id, sid: created.sid, record: created.record, user } satisfies SessionHandle;
+    return { tokenId: created.id, ref: created.ref, participant: app.id, sid: created.sid, record: created.record, user };
   }
 
   /**
-   * A session from an STS-signed user token JWT made for `audience` (a JWT issued to one application is not
-   * replayable at another), or undefined when the JWT or the session is not valid.
+   * A session from an STS-signed user token JWT made for `caller` ("aud": a JWT issued to one application is
+   * not active at another), while the part it was made from ("pref"; a JWT from before participants names
+   * none and stands for the legacy creator) still takes part in the session, or undefined.
    */
-  async function sessionFromJwt(jwt: string, audience: string): Promise<SessionHandle | undefined> {
+  async function sessionFromJwt(jwt: string, caller: ApplicationRecord, ctx: CallContext): Promise<SessionHandle | undefined> {
     let claims: Record<string, unknown>;
     try {
       const v = verifyCompact(ring, jwt);
@@ -288,12 +364,16 @@ export function sessionKit(deps: SessionServiceDeps) {
     } catch {
       return undefined;
     }
-    if (claims.iss !== policy.issuer || claims.aud !== audience || typeof claims.sid !== 'string' || typeof claims.exp !== 'number') return undefined;
-    if (claims.exp * 1000 <= clock.now()) return undefined;
-    return activeBySid(claims.sid);
+    const { sid, pref = sid } = claims;
+    if (claims.iss !== policy.issuer || claims.aud !== caller.id || typeof sid !== 'string' || typeof pref !== 'string' || typeof claims.exp !== 'number') return undefined;
+    if (claims.exp * 1000 <= clock.now() || sid.length > 256 || pref.length > 256) return undefined;
+    const p = pref === sid ? await sessions.legacyCreator(sid) : await sessions.participationByRef(pref);
+    if (!p || p.sid !== sid || (p.applicationId !== caller.id && !(SESSION_ACCESS[ctx.method] === 'any_part' && mayActOnOthers(caller)))) return undefined;
+    const s = await activeBySid(sid, p.record);
+    return s && { ...s, tokenId: '', ref: p.ref, participant: p.applicationId };
   }
 
-  return { deps, vc, audit, callerApp, admin, targetApp, activeById, activeBySid, requireActive, viewAndJwt, openCredential, str, throttledCheck, checkPassword, startSession, sessionFromJwt };
+  return { deps, vc, audit, callerApp, admin, targetApp, activeBySid, sessionOf, requireActive, viewAndJwt, joinAndView, openCredential, str, throttledCheck, adminHash, checkPassword, startSession, sessionFromJwt };
 }
 
 export type SessionKit = ReturnType<typeof sessionKit>;

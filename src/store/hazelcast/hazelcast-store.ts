@@ -35,7 +35,7 @@ interface EphemeralEntry {
   exp: number;
 }
 
-const EPHEMERAL: readonly EphemeralNamespace[] = ['app_token', 'user_token', 'user_ticket', 'throttle', 'credential_jti'];
+const EPHEMERAL: readonly EphemeralNamespace[] = ['app_token', 'user_token', 'participant', 'user_ticket', 'throttle', 'credential_jti', 'third_party_jti'];
 const DURABLE: readonly DurableNamespace[] = ['key', 'user_secret'];
 
 function unavailable(err: unknown): StsError {
