@@ -23,7 +23,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { ManualClock } from '../src/clock.js';
 import type { OptionName } from '../src/config/defaults.js';
 import { KeyKind } from '../src/gen/sts/v1/pop.js';
-import { ApplicationAudiences, type IdentityProvider } from '../src/gen/sts/v1/secret.js';
+import type { IdentityProvider } from '../src/gen/sts/v1/secret.js';
 import { signCompact, unwrapKey, wrapKey } from '../src/pop/jose-ops.js';
 import { refOf } from '../src/session/sessions.js';
 import { call, callError } from './helpers/call.js';
@@ -260,7 +260,7 @@ function putIdp(w: World, idp: Pick<Idp, 'issuer' | 'jwk'>, extra: Partial<Ident
     clockSkew: undefined,
     subjectClaim: '',
     securityLevel: 0,
-    applicationAudiences: [ApplicationAudiences.fromPartial({ applicationId: 'app-a', audiences: ['client-a'] }), ApplicationAudiences.fromPartial({ applicationId: 'app-b', audiences: ['client-b'] })],
+    applicationAudiences: [{ applicationId: 'app-a', audiences: ['client-a'] }, { applicationId: 'app-b', audiences: ['client-b'] }],
     tokensWithoutJti: false,
     acceptTokensWithoutIat: false,
     ...extra,
@@ -303,7 +303,7 @@ describe('third-party tokens are bound to the calling application and used once'
   it('a token is used once: a second use, at the same or another application, is refused', async () => {
     const w = await world();
     const idp = await makeIdp();
-    await putIdp(w, idp, { applicationAudiences: [ApplicationAudiences.fromPartial({ applicationId: 'app-a', audiences: ['shared'] }), ApplicationAudiences.fromPartial({ applicationId: 'app-b', audiences: ['shared'] })] });
+    await putIdp(w, idp, { applicationAudiences: [{ applicationId: 'app-a', audiences: ['shared'] }, { applicationId: 'app-b', audiences: ['shared'] }] });
     const token = await idpToken(w, idp, { aud: 'shared' });
     expect((await thirdParty(w, w.a, token)).userCreated).toBe(true);
     for (const app of [w.a, w.b, w.b]) {
