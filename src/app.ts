@@ -241,6 +241,7 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
       const app = token && directory.getApplication(token.applicationId);
       return app && !app.disabled ? { kind: 'application', id: app.id, trusted: app.trusted, admin: app.admin, application: app } : undefined;
     });
+    const hashing = new HashScheduler({ concurrency: config['session.hashConcurrency'] || availableParallelism(), maxQueuedPerKey: config['session.hashQueuePerApplication'] });
     const session = sessionService({
       directory,
       sessions,
@@ -253,7 +254,7 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
         maxFailuresPerApplication: config['session.throttleMaxFailuresPerApplication'],
         maxFailuresPerAddress: config['session.throttleMaxFailuresPerAddress'],
       }),
-      hashing: new HashScheduler({ concurrency: config['session.hashConcurrency'] || availableParallelism(), maxQueuedPerKey: config['session.hashQueuePerApplication'] }),
+      hashing,
       auth,
       ring,
       clock,
@@ -320,6 +321,14 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
           samples: ring.blockedDestructions().map((b) => ({ labels: { kind: b.kind, kid: b.kid }, value: b.records ?? -1 })),
         },
         { name: 'sts_key_ring_next_change_seconds', help: 'Seconds until the key ring next changes by itself.', samples: [{ labels: {}, value: Number.isFinite(next) ? Math.max(0, (next - clock.now()) / 1000) : -1 }] },
+        {
+          name: 'sts_password_hashes',
+          help: 'Password and secret hashes running and waiting for their turn (session.hashConcurrency, fair between applications).',
+          samples: [
+            { labels: { state: 'running' }, value: hashing.load.running },
+            { labels: { state: 'waiting' }, value: hashing.load.waiting },
+          ],
+        },
         { name: 'sts_cluster_connected', help: '1 when the node reaches its Hazelcast cluster (always 1 in embedded mode).', samples: [{ labels: { mode: cluster ? 'cluster' : 'embedded' }, value: !cluster || cluster.isConnected ? 1 : 0 }] },
       ];
     });

@@ -89,6 +89,9 @@ const OVERRIDES = {
   'session.throttleFreeFailures': 1000,
   'session.throttleMaxFailures': 10000,
   'session.throttleMaxFailuresPerAddress': 100000,
+  'session.throttleMaxFailuresPerUser': 100000,
+  'session.throttleMaxUsernamesPerApplication': 1000000,
+  'session.throttleMaxFailuresPerApplication': 100000,
   // No key ring maintenance during the run: stored state changes only through the fuzzed calls.
   'pop.rotationCheckIntervalMs': 24 * 60 * 60 * 1000,
 } as const;
