@@ -241,8 +241,7 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
       const app = token && directory.getApplication(token.applicationId);
       return app && !app.disabled ? { kind: 'application', id: app.id, trusted: app.trusted, admin: app.admin, application: app } : undefined;
     });
-    // One core stays free for the event loop by default: a logon flood must not slow every other call down.
-    const hashing = new HashScheduler({ concurrency: config['session.hashConcurrency'] || Math.max(1, availableParallelism() - 1), maxQueuedPerKey: config['session.hashQueuePerApplication'] });
+    const hashing = new HashScheduler({ concurrency: config['session.hashConcurrency'] || availableParallelism(), maxQueuedPerKey: config['session.hashQueuePerApplication'] });
     const session = sessionService({
       directory,
       sessions,

@@ -330,7 +330,7 @@ export const OPTIONS = {
     min: 0,
     max: 1024,
     unit: 'hashes',
-    doc: 'Password and secret hashes computed at once (each on a libuv thread pool thread: raise UV_THREADPOOL_SIZE, default 4, to go past 4). They are shared fairly between the applications asking: round robin, and while several applications are hashing none takes more than its share. 0: the number of CPU cores minus one, at least 1, so that a core stays free for everything else (validations, signatures) while logons flood in; memory-hard hashes side by side also slow each other down where memory bandwidth is short.',
+    doc: 'Password and secret hashes computed at once (each on a libuv thread pool thread: raise UV_THREADPOOL_SIZE, default 4, to go past 4). They are shared fairly between the applications asking: round robin, and while several applications are hashing none takes more than its share. 0: the number of CPU cores. Where memory-hard hashes side by side slow each other down (a small or shared machine: on a busy 2-core VM two scrypt hashes at once took twice as long each), 1 keeps another application\'s logon under a flood within 2x of its unloaded latency, and leaves a core to everything else.',
   },
   'session.hashQueuePerApplication': {
     type: 'int',

@@ -1878,7 +1878,9 @@ func (x *ListUserSessionsRequest) GetUid() string {
 // UserSession describes one active session, without its token id.
 type UserSession struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// SHA-256 of the token id, base64url: identifies the session without being usable as a credential.
+	// The session id ("sid" in the user token JWTs), base64url: names the session without being usable as a
+	// credential. A random value for sessions made since participation; for older ones the SHA-256 of the
+	// creator's token id.
 	SessionRef string `protobuf:"bytes,1,opt,name=session_ref,json=sessionRef,proto3" json:"session_ref,omitempty"`
 	// Application that created the session.
 	ApplicationId string `protobuf:"bytes,2,opt,name=application_id,json=applicationId,proto3" json:"application_id,omitempty"`

@@ -342,7 +342,11 @@ export interface ListUserSessionsRequest {
 
 /** UserSession describes one active session, without its token id. */
 export interface UserSession {
-  /** SHA-256 of the token id, base64url: identifies the session without being usable as a credential. */
+  /**
+   * The session id ("sid" in the user token JWTs), base64url: names the session without being usable as a
+   * credential. A random value for sessions made since participation; for older ones the SHA-256 of the
+   * creator's token id.
+   */
   sessionRef: string;
   /** Application that created the session. */
   applicationId: string;
