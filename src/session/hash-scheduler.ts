@@ -6,8 +6,7 @@
  * flooding LogonUser with bad passwords queues hundreds of hashes, and every other application's logon waits
  * behind all of them (measured: 1.5 s became 20-25 s). So every hash goes through this scheduler first:
  *
- * - at most `concurrency` hashes run at once (by default one per core but one: more would only queue inside
- *   libuv, or slow each other down where memory bandwidth is short, and the event loop needs a core too);
+ * - at most `concurrency` hashes run at once (by default one per core: more would only queue inside libuv);
  * - each key (an application, an application id claimed at LogonApplication, an administrator) has its own
  *   queue, served round robin, and while several keys are active none runs more than its share
  *   (`concurrency` divided by the active keys, at least one). A key stays active for HOLD_SHARE_MS after its
