@@ -136,7 +136,7 @@ async function main(): Promise<void> {
     await unaryAsync(
       ctx,
       SecretServiceService.putIdentityProvider,
-      { identityProvider: { issuer: ISSUER, jwksSource: { $case: 'jwksJson', value: JSON.stringify({ keys: [idpJwk] }) }, audiences: [AUDIENCE], algorithms: ['ES256'], subjectClaim: '', securityLevel: 0 } },
+      { identityProvider: { issuer: ISSUER, jwksSource: { $case: 'jwksJson', value: JSON.stringify({ keys: [idpJwk] }) }, audiences: [AUDIENCE], algorithms: ['ES256'], subjectClaim: '', securityLevel: 0, applicationAudiences: [], tokensWithoutJti: false, acceptTokensWithoutIat: false } },
       admin,
       first,
     );

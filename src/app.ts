@@ -10,7 +10,8 @@ import { type Logger, createLogger } from './log.js';
 import { PopServiceService } from './gen/sts/v1/pop.js';
 import { SecretServiceService } from './gen/sts/v1/secret.js';
 import { SessionServiceService } from './gen/sts/v1/session.js';
-import { type CallContext, bindService, guardedDefinition } from './server/rpc.js';
+import type { CallContext } from './rpc-contract.js';
+import { bindService, guardedDefinition } from './server/rpc.js';
 import { checkCaller } from './auth/policy.js';
 import { type ServiceBinding, StsGrpcServer } from './server/server.js';
 import { type Db, getMeta, lockDataDir, openDatabase, setMeta } from './store/sqlite/database.js';
@@ -23,6 +24,7 @@ import { ClusterSeal } from './cluster/cluster-seal.js';
 import { ClusterRejections } from './cluster/rejections.js';
 import { RevisionStore } from './cluster/revisions.js';
 import { randomBytes } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import type { Server as HttpServer } from 'node:http';
 import { Metrics } from './server/metrics.js';
 import { type HttpListener, startHttp } from './http/http-server.js';
@@ -40,6 +42,7 @@ import { CachedDirectory } from './session/directory-cache.js';
 import { sessionService } from './session/session-service.js';
 import { SessionStore } from './session/sessions.js';
 import { LogonThrottle } from './session/throttle.js';
+import { HashScheduler } from './session/hash-scheduler.js';
 
 export interface StartOptions {
   config: Config;
@@ -140,6 +143,7 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
       profile: config.profile,
       onGenerated: (path) =>
         logger.warn('generated a new master key for the dev profile; back it up: without it nothing stored here can be read', { path }),
+      onInsecureMode: (path, mode) => logger.warn('the master key file can be read by group or others; the prod profile refuses to start with it: chmod 600 it', { path, mode }),
     });
     verifyMasterKey(db, master);
     const auth = new Authenticator(
@@ -242,7 +246,7 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
     if (stored instanceof ReplicatedDirectory) cluster?.reconnectHooks.push(() => stored.resync());
     const directory = new CachedDirectory(stored, { maxEntries: config['session.directoryCacheEntries'], generation: () => stored.generation() });
     if (stored instanceof ReplicatedDirectory) stored.onApplied = () => directory.invalidate();
-    const identityProviders = new IdentityProviderRegistry(db, { clock, logger });
+    const identityProviders = new IdentityProviderRegistry(db, { clock, logger, isOwnKey: (k) => ring.isOwnPublicKey(k) });
     const sessions = new SessionStore(store.ephemeral, clock);
     // Application tokens authenticate every call; the directory decides what the application may do.
     auth.setTokenAuthenticator(async (bearer) => {
@@ -250,6 +254,7 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
       const app = token && directory.getApplication(token.applicationId);
       return app && !app.disabled ? { kind: 'application', id: app.id, trusted: app.trusted, admin: app.admin, application: app } : undefined;
     });
+    const hashing = new HashScheduler({ concurrency: config['session.hashConcurrency'] || availableParallelism(), maxQueuedPerKey: config['session.hashQueuePerApplication'] });
     const session = sessionService({
       directory,
       sessions,
@@ -257,8 +262,12 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
         windowMs: config['session.throttleWindowMs'],
         freeFailures: config['session.throttleFreeFailures'],
         maxFailures: config['session.throttleMaxFailures'],
+        maxFailuresPerUser: config['session.throttleMaxFailuresPerUser'],
+        maxUsernamesPerApplication: config['session.throttleMaxUsernamesPerApplication'],
+        maxFailuresPerApplication: config['session.throttleMaxFailuresPerApplication'],
         maxFailuresPerAddress: config['session.throttleMaxFailuresPerAddress'],
       }),
+      hashing,
       auth,
       ring,
       clock,
@@ -273,9 +282,13 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
         userTicketLifetimeMs: config['session.userTicketLifetimeMs'],
         anonymousView: config['session.anonymousView'],
       },
-      verifyThirdParty: async (jwt) => {
-        const v = await identityProviders.verify(jwt, { field: 'third_party_token', label: 'third-party token' });
-        return { issuer: v.issuer, subject: v.subject, securityLevel: v.securityLevel, claims: v.claims };
+      verifyThirdParty: async (jwt, applicationId) => {
+        const v = await identityProviders.verify(jwt, {
+          field: 'third_party_token',
+          label: 'third-party token',
+          application: { id: applicationId, withoutJtiMaxLifetimeMs: config['session.thirdPartyTokenWithoutJtiMaxLifetimeMs'] },
+        });
+        return { issuer: v.issuer, subject: v.subject, securityLevel: v.securityLevel, claims: v.claims, jti: v.jti, acceptableUntil: v.acceptableUntil };
       },
     });
     const resourceServers = new ResourceServerRegistry(db, { clock, logger });
@@ -284,7 +297,8 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
         await cluster.replicationMap('sts-registry'),
         db,
         {
-          idp: replicated(identityProviders, (r) => r.issuer, validateIdentityProviderRecord),
+          // What PutIdentityProvider refuses (STS's own issuer or keys as a provider) is refused here too.
+          idp: replicated(identityProviders, (r) => r.issuer, (r) => validateIdentityProviderRecord(r, { issuer: config['session.issuer'], isOwnKey: (k) => ring.isOwnPublicKey(k) })),
           rs: replicated(resourceServers, (r) => r.id, validateResourceServerRecord),
         },
         logger,
@@ -328,6 +342,14 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
           type: 'counter',
           help: 'Values read from the cluster and refused (not sealed by STS, not authentic, not valid, or older than this node\'s copy), by map: each distinct value once. Anything above 0 means someone else writes to the grid.',
           samples: [...rejections.totals].map(([map, value]) => ({ labels: { map }, value })),
+        },
+        {
+          name: 'sts_password_hashes',
+          help: 'Password and secret hashes running and waiting for their turn (session.hashConcurrency, fair between applications).',
+          samples: [
+            { labels: { state: 'running' }, value: hashing.load.running },
+            { labels: { state: 'waiting' }, value: hashing.load.waiting },
+          ],
         },
         { name: 'sts_cluster_connected', help: '1 when the node reaches its Hazelcast cluster (always 1 in embedded mode).', samples: [{ labels: { mode: cluster ? 'cluster' : 'embedded' }, value: !cluster || cluster.isConnected ? 1 : 0 }] },
       ];

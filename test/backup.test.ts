@@ -89,7 +89,7 @@ describe('backup and restore', { timeout: 300_000 }, () => {
     const { publicKey, privateKey } = await generateKeyPair('ECDH-ES+A256KW', { extractable: true });
     const rsJwks = { keys: [{ ...(await exportJWK(publicKey)), kid: 'rs-1', use: 'enc', alg: 'ECDH-ES+A256KW' }] };
     const created = await call(a.session.createApplication, a.session, { application: Application.fromPartial({ applicationId: 'orders-rs', name: 'Orders' }), applicationSecret: '' }, admin);
-    await call(a.secret.putIdentityProvider, a.secret, { identityProvider: { issuer: idp.issuer, jwksSource: { $case: 'jwksUri', value: `${idp.issuer}/jwks` }, audiences: [AUD], algorithms: ['ES256'], subjectClaim: '', securityLevel: 0 } }, admin);
+    await call(a.secret.putIdentityProvider, a.secret, { identityProvider: { issuer: idp.issuer, jwksSource: { $case: 'jwksUri', value: `${idp.issuer}/jwks` }, audiences: [AUD], algorithms: ['ES256'], subjectClaim: '', securityLevel: 0, applicationAudiences: [], tokensWithoutJti: false, acceptTokensWithoutIat: false } }, admin);
     await call(
       a.secret.putResourceServer,
       a.secret,

@@ -149,7 +149,7 @@ describe('createStsClient', () => {
     expect([v.active, v.applicationToken?.applicationId]).toEqual([true, 'shop']);
     expect(ev.count('logon')).toBe(1);
 
-    await c.session.releaseUserToken({ userTokenId: logon.userToken!.userTokenId });
+    await c.session.releaseUserToken({ userTokenId: logon.userToken!.userTokenId, endSession: false });
     expect((await c.session.validateUserToken({ token: { $case: 'userTokenId', value: logon.userToken!.userTokenId } })).active).toBe(false);
   });
 

@@ -166,7 +166,7 @@ beforeAll(async () => {
   app.secret = (await call(a.session.createApplication, a.session, { application: appDefaults(APP), applicationSecret: '' }, admin)).applicationSecret;
   const idpJwk: JWK = { ...(await exportJWK(idp.publicKey)), kid: 'idp-1', alg: 'ES256', use: 'sig' };
   const rsJwk: JWK = { ...(await exportJWK(rs.publicKey)), kid: 'rs-1', alg: 'ECDH-ES+A256KW', use: 'enc' };
-  await call(a.secret.putIdentityProvider, a.secret, { identityProvider: { issuer: ISSUER, jwksSource: { $case: 'jwksJson', value: JSON.stringify({ keys: [idpJwk] }) }, audiences: [AUDIENCE], algorithms: ['ES256'], clockSkew: undefined, subjectClaim: '', securityLevel: 0 } }, admin);
+  await call(a.secret.putIdentityProvider, a.secret, { identityProvider: { issuer: ISSUER, jwksSource: { $case: 'jwksJson', value: JSON.stringify({ keys: [idpJwk] }) }, audiences: [AUDIENCE], algorithms: ['ES256'], clockSkew: undefined, subjectClaim: '', securityLevel: 0, applicationAudiences: [], tokensWithoutJti: false, acceptTokensWithoutIat: false } }, admin);
   await call(a.secret.putResourceServer, a.secret, { resourceServer: { resourceServerId: 'notes-rs', credential: { $case: 'applicationId', value: APP }, audiences: [AUDIENCE], encryptionKeySource: { $case: 'jwksJson', value: JSON.stringify({ keys: [rsJwk] }) } } }, admin);
   app.token = (await logonApp(a)).applicationToken!.applicationTokenId;
   const created = await call(a.session.createUser, a.session, { user: { uid: '', username: 'zoe', firstName: 'Zoe', lastName: '', email: '', cellphone: '', personRef: '', disabled: false, createTime: undefined }, password: 'zoe-password-1' }, admin);

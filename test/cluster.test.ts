@@ -82,7 +82,7 @@ beforeAll(async () => {
   app.secret = created.applicationSecret;
   const user = await call(a.session.createUser, a.session, { user: { uid: '', username: 'zoe', firstName: 'Zoe', lastName: '', email: '', cellphone: '', personRef: '', disabled: false, createTime: undefined }, password: 'zoe-password-1' }, admin);
   await call(a.session.addUserRole, a.session, { uid: user.user!.uid, role: { applicationId: app.id, organizationName: 'ACME', roleName: 'writer', roleValue: '' } }, admin);
-  await call(a.secret.putIdentityProvider, a.secret, { identityProvider: { issuer: ISSUER, jwksSource: { $case: 'jwksJson', value: JSON.stringify({ keys: [idpKey.publicJwk] }) }, audiences: [AUDIENCE], algorithms: ['ES256'], clockSkew: undefined, subjectClaim: '', securityLevel: 0 } }, admin);
+  await call(a.secret.putIdentityProvider, a.secret, { identityProvider: { issuer: ISSUER, jwksSource: { $case: 'jwksJson', value: JSON.stringify({ keys: [idpKey.publicJwk] }) }, audiences: [AUDIENCE], algorithms: ['ES256'], clockSkew: undefined, subjectClaim: '', securityLevel: 0, applicationAudiences: [], tokensWithoutJti: false, acceptTokensWithoutIat: false } }, admin);
   await call(a.secret.putResourceServer, a.secret, { resourceServer: { resourceServerId: 'notes-rs', credential: { $case: 'applicationId', value: app.id }, audiences: [AUDIENCE], encryptionKeySource: { $case: 'jwksJson', value: JSON.stringify({ keys: [rsKey.publicJwk] }) } } }, admin);
   app.tokenA = await logonApp(a);
   app.tokenB = await until('B knows the application', () => logonApp(b));
@@ -106,7 +106,7 @@ describe('two STS nodes, one state', () => {
     expect((await call(b.session.getApplicationInfo, b.session, {}, app.tokenA)).application!.applicationId).toBe(app.id);
     const refreshed = await call(b.session.refreshUserToken, b.session, { userTokenId: id }, app.tokenB);
     expect(refreshed.userToken!.expireTime!.getTime()).toBeGreaterThanOrEqual(s.userToken!.expireTime!.getTime());
-    await call(b.session.releaseUserToken, b.session, { userTokenId: id }, app.tokenB);
+    await call(b.session.releaseUserToken, b.session, { userTokenId: id, endSession: false }, app.tokenB);
     expect((await call(a.session.validateUserToken, a.session, { token: { $case: 'userTokenId', value: id } }, app.tokenA)).active).toBe(false);
     // A refresh after the logout does not bring the session back.
     expect((await callError(call(a.session.refreshUserToken, a.session, { userTokenId: id }, app.tokenA))).code).toBe(status.NOT_FOUND);
@@ -122,9 +122,17 @@ describe('two STS nodes, one state', () => {
         return call(node.session.getUserTokenByUserTicket, node.session, { userTicket }, i % 2 === 0 ? app.tokenA : app.tokenB);
       });
       const results = await Promise.allSettled(attempts);
-      expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+      const won = results.filter((r) => r.status === 'fulfilled');
+      expect(won).toHaveLength(1);
       for (const r of results) if (r.status === 'rejected') expect((r.reason as { code: number }).code).toBe(status.NOT_FOUND);
+      // The redeemer joined the session with a token id of its own, which every node knows.
+      const joined = (won[0] as PromiseFulfilledResult<{ userToken?: { userTokenId: string } }>).value.userToken!.userTokenId;
+      expect(joined).not.toBe(s.userToken!.userTokenId);
+      for (const node of [a, b]) expect((await call(node.session.validateUserToken, node.session, { token: { $case: 'userTokenId', value: joined } }, app.tokenA)).active).toBe(true);
     }
+    // Ending the whole session on B ends it on A at once.
+    await call(b.session.releaseUserToken, b.session, { userTokenId: s.userToken!.userTokenId, endSession: true }, app.tokenB);
+    expect((await call(a.session.validateUserToken, a.session, { token: { $case: 'userTokenId', value: s.userToken!.userTokenId } }, app.tokenA)).active).toBe(false);
   });
 
   it('a credential JWE logs on once across A and B under concurrent attempts', async () => {

@@ -89,6 +89,9 @@ const OVERRIDES = {
   'session.throttleFreeFailures': 1000,
   'session.throttleMaxFailures': 10000,
   'session.throttleMaxFailuresPerAddress': 100000,
+  'session.throttleMaxFailuresPerUser': 100000,
+  'session.throttleMaxUsernamesPerApplication': 1000000,
+  'session.throttleMaxFailuresPerApplication': 100000,
   // No key ring maintenance during the run: stored state changes only through the fuzzed calls.
   'pop.rotationCheckIntervalMs': 24 * 60 * 60 * 1000,
 } as const;
@@ -367,7 +370,7 @@ async function buildWorld(): Promise<World> {
     [ISSUER, { $case: 'jwksJson' as const, value: JSON.stringify({ keys: [idpPublicJwk] }) }],
     [DOWN_ISSUER, { $case: 'jwksUri' as const, value: `http://127.0.0.1:${port}/jwks` }],
   ] as const) {
-    await call(t.secret.putIdentityProvider, t.secret, { identityProvider: { issuer, jwksSource, audiences: [AUD], algorithms: ['ES256'], clockSkew: undefined, subjectClaim: '', securityLevel: 0 } }, admin);
+    await call(t.secret.putIdentityProvider, t.secret, { identityProvider: { issuer, jwksSource, audiences: [AUD], algorithms: ['ES256'], clockSkew: undefined, subjectClaim: '', securityLevel: 0, applicationAudiences: [], tokensWithoutJti: false, acceptTokensWithoutIat: false } }, admin);
   }
   const rsKeys = await generateKeyPair('ECDH-ES+A256KW', { extractable: true });
   const rsJwks = { keys: [{ ...(await exportJWK(rsKeys.publicKey)), kid: 'fuzz-rs-enc', use: 'enc', alg: 'ECDH-ES+A256KW' }] };
@@ -1266,7 +1269,7 @@ describe('hostile cases', () => {
     await call(
       t.secret.putIdentityProvider,
       t.secret,
-      { identityProvider: { issuer: HOSTILE_ISSUER, jwksSource: { $case: 'jwksJson', value: JSON.stringify({ keys: [rsa.jwk, ec.jwk] }) }, audiences: [AUD], algorithms: ['RS256', 'ES256'], clockSkew: undefined, subjectClaim: '', securityLevel: 0 } },
+      { identityProvider: { issuer: HOSTILE_ISSUER, jwksSource: { $case: 'jwksJson', value: JSON.stringify({ keys: [rsa.jwk, ec.jwk] }) }, audiences: [AUD], algorithms: ['RS256', 'ES256'], clockSkew: undefined, subjectClaim: '', securityLevel: 0, applicationAudiences: [], tokensWithoutJti: false, acceptTokensWithoutIat: false } },
       admin,
     );
     const rsKeys = await generateKeyPair('ECDH-ES+A256KW', { extractable: true });

@@ -72,6 +72,8 @@ const BY_ALG: Record<(typeof SIGNATURE_ALGS)[number], Signer> = {
 };
 
 const clock = new ManualClock(T0);
+/** The registry's view of STS itself: no key of these tests is STS's. */
+const NOT_STS = { issuer: 'urn:sts:local', isOwnKey: () => false };
 const NOW = Math.floor(T0 / 1000);
 let dir: string;
 let db: Db;
@@ -80,12 +82,15 @@ let registry: IdentityProviderRegistry;
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'sts-jose-fast-'));
   db = openDatabase(dir);
-  registry = new IdentityProviderRegistry(db, { clock, logger: silentLogger });
+  registry = new IdentityProviderRegistry(db, { clock, logger: silentLogger, isOwnKey: NOT_STS.isOwnKey });
   registry.put(
     identityProviderRecord(
-      { issuer: ISS, jwksSource: { $case: 'jwksJson', value: JSON.stringify(JWKS) }, audiences: [AUD, OTHER_AUD], algorithms: [...SIGNATURE_ALGS], subjectClaim: '', securityLevel: 0, clockSkew: undefined },
+      { issuer: ISS, jwksSource: { $case: 'jwksJson', value: JSON.stringify(JWKS) }, audiences: [AUD, OTHER_AUD], algorithms: [...SIGNATURE_ALGS], subjectClaim: '', securityLevel: 0, clockSkew: undefined, applicationAudiences: [], tokensWithoutJti: false,
+        // jose does not ask for "iat"; the registry does unless told otherwise (tested in session-authority.test.ts).
+        acceptTokensWithoutIat: true },
       'identity_provider',
       clock.now(),
+      NOT_STS,
     ),
   );
 });
@@ -387,7 +392,7 @@ describe('JWT verification on node:crypto agrees with jose', () => {
     // A provider registered again with another key under the same kid: the old key no longer verifies.
     const issuer = 'https://rotating.example';
     const put = (s: Signer) =>
-      registry.put(identityProviderRecord({ issuer, jwksSource: { $case: 'jwksJson', value: JSON.stringify({ keys: [s.jwk] }) }, audiences: [AUD], algorithms: ['ES256'], subjectClaim: '', securityLevel: 0, clockSkew: undefined }, 'identity_provider', clock.now()));
+      registry.put(identityProviderRecord({ issuer, jwksSource: { $case: 'jwksJson', value: JSON.stringify({ keys: [s.jwk] }) }, audiences: [AUD], algorithms: ['ES256'], subjectClaim: '', securityLevel: 0, clockSkew: undefined, applicationAudiences: [], tokensWithoutJti: false, acceptTokensWithoutIat: false }, 'identity_provider', clock.now(), NOT_STS));
     const first = signer('k', generateKeyPairSync('ec', { namedCurve: 'P-256' }));
     const second = signer('k', generateKeyPairSync('ec', { namedCurve: 'P-256' }));
     const tokenOf = (s: Signer) => signed({ alg: 'ES256', kid: 'k' }, claims({ iss: issuer }), s);

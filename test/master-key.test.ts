@@ -4,7 +4,7 @@
  * dev-only generated <dataDir>/master.key.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -209,7 +209,7 @@ describe('loadMasterKeyRing', () => {
     const fromFile = key('file-key');
     const fromEnv = key('env-key');
     const path = join(dir, 'keys');
-    writeFileSync(path, formatMasterKeys([fromFile]));
+    writeFileSync(path, formatMasterKeys([fromFile]), { mode: 0o600 });
     const env = formatMasterKeys([fromEnv]).trim();
     const a = loadMasterKeyRing({ file: path, env, dataDir: dir, profile: 'prod' });
     expect(a.ids).toEqual(['file-key']);
@@ -217,6 +217,25 @@ describe('loadMasterKeyRing', () => {
     expect(b.ids).toEqual(['env-key']);
     expect(b.primary.key.equals(fromEnv.key)).toBe(true);
     expect(existsSync(join(dir, 'master.key'))).toBe(false);
+  });
+
+  it('a master key file group or others can access is refused under prod and warned about under dev', () => {
+    const path = join(dir, 'keys');
+    writeFileSync(path, formatMasterKeys([key('shared-key')]), { mode: 0o600 });
+    chmodSync(path, 0o640);
+    const err = startupError(() => loadMasterKeyRing({ file: path, env: undefined, dataDir: dir, profile: 'prod' }), 'master_key_invalid');
+    expect(err.message).toBe(`masterKey.file ${path}: group or others can access it (mode 0640); make it the owner's alone: chmod 600 ${path}`);
+    const warned: string[] = [];
+    expect(loadMasterKeyRing({ file: path, env: undefined, dataDir: dir, profile: 'dev', onInsecureMode: (p, mode) => warned.push(`${p} ${mode}`) }).ids).toEqual(['shared-key']);
+    expect(warned).toEqual([`${path} 0640`]);
+    // The generated dev key file is checked too; 0600 passes everywhere.
+    const generated = join(dir, 'master.key');
+    loadMasterKeyRing({ file: '', env: undefined, dataDir: dir, profile: 'dev' });
+    chmodSync(generated, 0o604);
+    loadMasterKeyRing({ file: '', env: undefined, dataDir: dir, profile: 'dev', onInsecureMode: (p, mode) => warned.push(`${p} ${mode}`) });
+    expect(warned).toEqual([`${path} 0640`, `${generated} 0604`]);
+    chmodSync(path, 0o600);
+    expect(loadMasterKeyRing({ file: path, env: undefined, dataDir: dir, profile: 'prod' }).ids).toEqual(['shared-key']);
   });
 
   it('an unreadable or corrupt masterKey.file is master_key_invalid naming the file', () => {

@@ -132,7 +132,7 @@ async function logon(t: TestSts, id: string, secret: string): Promise<string> {
 }
 
 function putIdp(w: { t: TestSts; admin: string }, p: Partial<IdentityProvider> & { issuer: string }) {
-  const idp: IdentityProvider = { jwksSource: undefined, audiences: [AUD, OTHER_AUD], algorithms: ['ES256'], subjectClaim: '', securityLevel: 0, ...p };
+  const idp: IdentityProvider = { jwksSource: undefined, audiences: [AUD, OTHER_AUD], algorithms: ['ES256'], subjectClaim: '', securityLevel: 0, applicationAudiences: [], tokensWithoutJti: false, acceptTokensWithoutIat: false, ...p };
   return call(w.t.secret.putIdentityProvider, w.t.secret, { identityProvider: idp }, w.admin);
 }
 
@@ -801,7 +801,7 @@ describe('mTLS resource servers', () => {
     const admin = adminToken(t);
     const idp = await startIdp();
     const rs = await resourceServerKeys();
-    await call(adminClient.putIdentityProvider, adminClient, { identityProvider: { issuer: idp.issuer, jwksSource: { $case: 'jwksUri', value: idp.jwksUri }, audiences: [AUD], algorithms: ['ES256'], subjectClaim: '', securityLevel: 0 } }, admin);
+    await call(adminClient.putIdentityProvider, adminClient, { identityProvider: { issuer: idp.issuer, jwksSource: { $case: 'jwksUri', value: idp.jwksUri }, audiences: [AUD], algorithms: ['ES256'], subjectClaim: '', securityLevel: 0, applicationAudiences: [], tokensWithoutJti: false, acceptTokensWithoutIat: false } }, admin);
     await call(adminClient.putResourceServer, adminClient, { resourceServer: { resourceServerId: 'cert-rs', credential: { $case: 'certificateSha256', value: fingerprint }, audiences: [AUD], encryptionKeySource: { $case: 'jwksJson', value: JSON.stringify(rs.jwks) } } }, admin);
     const w = { t, clock, idp, admin, rsToken: '', rs };
 
@@ -818,11 +818,13 @@ describe('mTLS resource servers', () => {
 describe('SessionService.CreateUserFromThirdPartyToken', () => {
   it("creates the user with the application's default roles, returns a redeemable ticket, and reuses the user", async () => {
     const w = await world();
-    await putIdp(w, { issuer: w.idp.issuer, jwksSource: { $case: 'jwksUri', value: w.idp.jwksUri }, securityLevel: 2 });
+    // Tokens for the portal name its client id at the provider ("portal-client") in "aud".
+    await putIdp(w, { issuer: w.idp.issuer, jwksSource: { $case: 'jwksUri', value: w.idp.jwksUri }, securityLevel: 2, applicationAudiences: [{ applicationId: 'portal', audiences: ['portal-client'] }] });
     const role = { applicationId: 'portal', organizationName: 'ACME', roleName: 'reader', roleValue: 'true' };
     const portal = await createApp(w.t, w.admin, 'portal', { defaultRoles: [role] });
     const claims = { preferred_username: 'carol.c', given_name: 'Carol', family_name: 'Carlsen', email: 'carol@example.com' };
-    const first = await call(w.t.session.createUserFromThirdPartyToken, w.t.session, { thirdPartyToken: await idToken(w, { sub: 'carol', claims }), ticketApplicationId: '' }, portal);
+    const forPortal = (o: TokenOptions = {}) => idToken(w, { aud: 'portal-client', ...o, claims: { jti: randomBytes(16).toString('base64url'), ...o.claims } });
+    const first = await call(w.t.session.createUserFromThirdPartyToken, w.t.session, { thirdPartyToken: await forPortal({ sub: 'carol', claims }), ticketApplicationId: '' }, portal);
     expect(first.userCreated).toBe(true);
     expect(first.userToken).toMatchObject({ username: 'carol.c', securityLevel: 2, applicationId: 'portal', roles: [role] });
     const redeemed = await call(w.t.session.getUserTokenByUserTicket, w.t.session, { userTicket: first.userTicket }, portal);
@@ -831,14 +833,14 @@ describe('SessionService.CreateUserFromThirdPartyToken', () => {
     expect((await callError(call(w.t.session.getUserTokenByUserTicket, w.t.session, { userTicket: first.userTicket }, portal))).code).toBe(status.NOT_FOUND);
 
     w.clock.advance(MIN);
-    const second = await call(w.t.session.createUserFromThirdPartyToken, w.t.session, { thirdPartyToken: await idToken(w, { sub: 'carol', claims }), ticketApplicationId: '' }, portal);
+    const second = await call(w.t.session.createUserFromThirdPartyToken, w.t.session, { thirdPartyToken: await forPortal({ sub: 'carol', claims }), ticketApplicationId: '' }, portal);
     expect(second.userCreated).toBe(false);
     expect(second.userToken!.uid).toBe(first.userToken!.uid);
 
     // The provider's checks apply here too.
-    const expired = await callError(call(w.t.session.createUserFromThirdPartyToken, w.t.session, { thirdPartyToken: await idToken(w, { sub: 'carol', exp: -300, iat: -900 }), ticketApplicationId: '' }, portal));
+    const expired = await callError(call(w.t.session.createUserFromThirdPartyToken, w.t.session, { thirdPartyToken: await forPortal({ sub: 'carol', exp: -300, iat: -900 }), ticketApplicationId: '' }, portal));
     expectStatus(expired, status.UNAUTHENTICATED, 'token_invalid', 'third-party token expired');
-    const unknown = await callError(call(w.t.session.createUserFromThirdPartyToken, w.t.session, { thirdPartyToken: await idToken(w, { iss: 'https://rogue.example' }), ticketApplicationId: '' }, portal));
+    const unknown = await callError(call(w.t.session.createUserFromThirdPartyToken, w.t.session, { thirdPartyToken: await forPortal({ iss: 'https://rogue.example' }), ticketApplicationId: '' }, portal));
     expectStatus(unknown, status.INVALID_ARGUMENT, 'invalid_argument', 'third_party_token: the third-party token issuer is not a trusted identity provider');
   });
 });

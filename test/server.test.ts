@@ -87,7 +87,7 @@ describe('limits and logs', () => {
 });
 
 describe('metrics', () => {
-  it('serves Prometheus text with RPC counts and latency by method and status, key ring state and cluster connection', async () => {
+  it('serves Prometheus text with RPC counts and latency by method and status, key ring state, password hashing and cluster connection', async () => {
     t = await startTestSts({ overrides: { 'metrics.address': '127.0.0.1:0' } });
     await call(t.pop.getJwks, t.pop, {});
     await call(t.pop.getJwks, t.pop, {});
@@ -102,6 +102,8 @@ describe('metrics', () => {
     expect(text).toMatch(/sts_rpc_duration_seconds_bucket\{le="\+Inf",method="\/sts.v1.PopService\/GetJwks",code="OK"\} 2/);
     expect(text).toContain('sts_keys{kind="signing",state="primary"} 1');
     expect(text).toContain('sts_cluster_connected{mode="embedded"} 1');
+    expect(text).toContain('sts_password_hashes{state="running"} 0');
+    expect(text).toContain('sts_password_hashes{state="waiting"} 0');
     expect((await fetch(`http://127.0.0.1:${t.sts.metricsPort}/other`)).status).toBe(404);
   });
 });

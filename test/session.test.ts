@@ -39,7 +39,8 @@ async function world(overrides: Partial<Record<OptionName, string | number | boo
   const clock = new ManualClock(Date.UTC(2026, 5, 1));
   t = await startTestSts({ clock, overrides, ...(dataDir ? { dataDir } : {}) });
   const a = await createApp(t, 'app-a');
-  const b = await createApp(t, 'app-b', { personalFieldsAllowed: true });
+  // app-b accepts views of a session that app-a makes for it (TransformUserToken).
+  const b = await createApp(t, 'app-b', { personalFieldsAllowed: true, transformSources: ['app-a'] });
   const uid = await createUser(t, 'alice', PASSWORD);
   await addRole(t, uid, 'app-a', 'reader');
   await addRole(t, uid, 'app-b', 'editor');
@@ -417,9 +418,11 @@ describe('user sessions', () => {
     const w = await world({ 'session.userTokenIdleTimeoutMs': 10 * MIN, 'session.userTokenMaxLifetimeMs': 25 * MIN });
     const res = await logon(w, w.a);
     const id = res.userToken!.userTokenId;
-    const byId = await call(w.t.session.validateUserToken, w.t.session, { token: { $case: 'userTokenId', value: id } }, w.b.token);
+    const byId = await call(w.t.session.validateUserToken, w.t.session, { token: { $case: 'userTokenId', value: id } }, w.a.token);
     expect(byId.active).toBe(true);
-    expect(byId.userToken!.applicationId).toBe('app-b');
+    expect(byId.userToken!.applicationId).toBe('app-a');
+    // app-a's token id is not app-b's: exactly as unknown.
+    expect(await call(w.t.session.validateUserToken, w.t.session, { token: { $case: 'userTokenId', value: id } }, w.b.token)).toEqual({ active: false, userToken: undefined });
     const byJwt = await call(w.t.session.validateUserToken, w.t.session, { token: { $case: 'userTokenJwt', value: res.userTokenJwt } }, w.a.token);
     expect(byJwt.active).toBe(true);
     expect(byJwt.userToken!.uid).toBe(w.uid);
@@ -476,8 +479,8 @@ describe('user sessions', () => {
     const res = await logon(w, w.a, 'alice', PASSWORD, 'app-b');
     const id = res.userToken!.userTokenId;
     const ticket2 = (await call(w.t.session.createUserTicket, w.t.session, { userTokenId: id, ticketApplicationId: 'app-b' }, w.a.token)).userTicket;
-    await call(w.t.session.releaseUserToken, w.t.session, { userTokenId: id }, w.a.token);
-    await call(w.t.session.releaseUserToken, w.t.session, { userTokenId: id }, w.a.token); // idempotent
+    await call(w.t.session.releaseUserToken, w.t.session, { userTokenId: id, endSession: false }, w.a.token);
+    await call(w.t.session.releaseUserToken, w.t.session, { userTokenId: id, endSession: false }, w.a.token); // idempotent
     expect((await call(w.t.session.validateUserToken, w.t.session, { token: { $case: 'userTokenId', value: id } }, w.a.token)).active).toBe(false);
     for (const ticket of [res.userTicket, ticket2]) {
       const e = await callError(call(w.t.session.getUserTokenByUserTicket, w.t.session, { userTicket: ticket }, w.b.token));
@@ -494,7 +497,9 @@ describe('user tickets (SSO handover)', () => {
     const res = await logon(w, w.a, 'alice', PASSWORD, 'app-b');
     expect(res.userTicket).toMatch(/^[A-Za-z0-9_-]{43}$/);
     const redeemed = await call(w.t.session.getUserTokenByUserTicket, w.t.session, { userTicket: res.userTicket }, w.b.token);
-    expect(redeemed.userToken!.userTokenId).toBe(res.userToken!.userTokenId);
+    // The redeemer takes part with a token id of its own, never app-a's.
+    expect(redeemed.userToken!.userTokenId).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(redeemed.userToken!.userTokenId).not.toBe(res.userToken!.userTokenId);
     expect(redeemed.userToken!.applicationId).toBe('app-b');
     expect(redeemed.userToken!.roles.map((r) => r.roleName)).toEqual(['editor']);
     const again = await callError(call(w.t.session.getUserTokenByUserTicket, w.t.session, { userTicket: res.userTicket }, w.b.token));
@@ -532,14 +537,16 @@ describe('user tickets (SSO handover)', () => {
 describe('transform and security levels', () => {
   it('shows only the target application roles, and a higher level only after a step-up proof', async () => {
     const w = await world();
-    const bankSecret = (await createApp(w.t, 'bank', { minimumSecurityLevel: 3 })).secret;
+    const bankSecret = (await createApp(w.t, 'bank', { minimumSecurityLevel: 3, transformSources: ['app-a'] })).secret;
     await addRole(w.t, w.uid, 'bank', 'customer');
     const res = await logon(w, w.a);
     const id = res.userToken!.userTokenId;
 
     const toB = await call(w.t.session.transformUserToken, w.t.session, { userTokenId: id, targetApplicationId: 'app-b', stepUp: undefined }, w.a.token);
     expect(toB.userToken!.roles.map((r) => [r.applicationId, r.roleName])).toEqual([['app-b', 'editor']]);
-    expect(toB.userToken!.userTokenId).toBe(id);
+    // app-b now takes part in the session, with a token id of its own.
+    expect(toB.userToken!.userTokenId).not.toBe(id);
+    expect((await call(w.t.session.validateUserToken, w.t.session, { token: { $case: 'userTokenId', value: toB.userToken!.userTokenId } }, w.b.token)).active).toBe(true);
 
     const denied = await callError(call(w.t.session.transformUserToken, w.t.session, { userTokenId: id, targetApplicationId: 'bank', stepUp: undefined }, w.a.token));
     expect([denied.code, denied.metadata.get('sts-error-code')[0]]).toEqual([status.PERMISSION_DENIED, 'security_level_too_low']);
@@ -572,19 +579,19 @@ describe('transform and security levels', () => {
     const toB = await call(w.t.session.transformUserToken, w.t.session, { userTokenId: res.userToken!.userTokenId, targetApplicationId: 'app-b', stepUp: undefined }, w.a.token);
     expect(toB.userToken!.email).toBe('');
     expect(toB.userToken!.roles.map((r) => r.roleName)).toEqual(['editor']);
-    const direct = await call(w.t.session.getUserTokenByUserTokenId, w.t.session, { userTokenId: res.userToken!.userTokenId }, w.b.token);
+    const direct = await call(w.t.session.getUserTokenByUserTokenId, w.t.session, { userTokenId: toB.userToken!.userTokenId }, w.b.token);
     expect(direct.userToken!.email).toBe('alice@example.org');
   });
 
   it('filters what each application sees: personal fields, anonymised view, full token', async () => {
     const w = await world();
-    await createApp(w.t, 'no-roles');
+    await createApp(w.t, 'no-roles', { transformSources: ['app-a'] });
     const full = await createApp(w.t, 'portal', { fullToken: true });
-    const res = await logon(w, w.a);
+    const res = await logon(w, w.a, 'alice', PASSWORD, 'portal');
     const id = res.userToken!.userTokenId;
     const anon = await call(w.t.session.transformUserToken, w.t.session, { userTokenId: id, targetApplicationId: 'no-roles', stepUp: undefined }, w.a.token);
     expect(anon.userToken).toMatchObject({ anonymised: true, uid: w.uid, username: '', firstName: '', email: '', roles: [] });
-    const all = await call(w.t.session.getUserTokenByUserTokenId, w.t.session, { userTokenId: id }, full.token);
+    const all = await call(w.t.session.getUserTokenByUserTicket, w.t.session, { userTicket: res.userTicket }, full.token);
     expect(all.userToken!.roles.map((r) => r.roleName).sort()).toEqual(['editor', 'reader']);
     expect(all.userToken!.email).toBe('alice@example.org');
     expect(all.userToken!.personRef).toBe('ref-alice');
@@ -593,8 +600,8 @@ describe('transform and security levels', () => {
   it('the anonymous view can be configured to deny', async () => {
     const w = await world({ 'session.anonymousView': 'deny' });
     const other = await createApp(w.t, 'no-roles');
-    const res = await logon(w, w.a);
-    const e = await callError(call(w.t.session.getUserTokenByUserTokenId, w.t.session, { userTokenId: res.userToken!.userTokenId }, other.token));
+    const res = await logon(w, w.a, 'alice', PASSWORD, 'no-roles');
+    const e = await callError(call(w.t.session.getUserTokenByUserTicket, w.t.session, { userTicket: res.userTicket }, other.token));
     expect(e.code).toBe(status.PERMISSION_DENIED);
   });
 });

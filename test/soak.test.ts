@@ -43,7 +43,7 @@ it('serves correctly through key rotations, a node restart and a member loss', a
     const u = await call(nodes[0]!.session.createUser, nodes[0]!.session, { user: { uid: '', username: `soaker${i}`, firstName: '', lastName: '', email: '', cellphone: '', personRef: '', disabled: false, createTime: undefined }, password: `soak-password-${i}` }, admin);
     users.push(u.user!.uid);
   }
-  await call(nodes[0]!.secret.putIdentityProvider, nodes[0]!.secret, { identityProvider: { issuer: ISSUER, jwksSource: { $case: 'jwksJson', value: JSON.stringify({ keys: [idpJwk] }) }, audiences: ['soak-api'], algorithms: ['ES256'], clockSkew: undefined, subjectClaim: '', securityLevel: 0 } }, admin);
+  await call(nodes[0]!.secret.putIdentityProvider, nodes[0]!.secret, { identityProvider: { issuer: ISSUER, jwksSource: { $case: 'jwksJson', value: JSON.stringify({ keys: [idpJwk] }) }, audiences: ['soak-api'], algorithms: ['ES256'], clockSkew: undefined, subjectClaim: '', securityLevel: 0, applicationAudiences: [], tokensWithoutJti: false, acceptTokensWithoutIat: false } }, admin);
   await call(nodes[0]!.secret.putResourceServer, nodes[0]!.secret, { resourceServer: { resourceServerId: 'soak-rs', credential: { $case: 'applicationId', value: 'soak' }, audiences: ['soak-api'], encryptionKeySource: { $case: 'jwksJson', value: JSON.stringify({ keys: [rsJwk] }) } } }, admin);
 
   const tokens = new Map<StsNode, string>();

@@ -4,14 +4,14 @@
  * overwritten, atomic batch inserts, compare-and-set, schema migrations and durability across reopen. The
  * insertIfAbsent suite (test/helpers/ephemeral-contract.ts) runs against Hazelcast too (store-hazelcast.test.ts).
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ManualClock } from '../src/clock.js';
 import { StartupError } from '../src/errors.js';
-import { MIGRATIONS, getMeta, openDatabase, prepareDataDir, setMeta } from '../src/store/sqlite/database.js';
+import { MIGRATIONS, getMeta, lockDataDir, openDatabase, prepareDataDir, setMeta } from '../src/store/sqlite/database.js';
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.js';
 import { insertIfAbsentContract } from './helpers/ephemeral-contract.js';
 
@@ -265,6 +265,27 @@ describe('database', () => {
     expect((caught as StartupError).code).toBe('data_dir_unusable');
     expect((caught as StartupError).exitCode).toBe(73);
     expect((caught as StartupError).message).toContain(path);
+  });
+
+  it('makes the data directory 0700 and its database files 0600, whatever modes existed before', async () => {
+    const data = join(dir, 'shared');
+    mkdirSync(data, { mode: 0o755 });
+    chmodSync(data, 0o755);
+    // A database created by an earlier run under a permissive umask, with its WAL files.
+    const old = new Database(join(data, 'sts.db'));
+    old.pragma('journal_mode = WAL');
+    old.exec('CREATE TABLE t (x); INSERT INTO t VALUES (1)');
+    for (const f of ['sts.db', 'sts.db-wal', 'sts.db-shm']) chmodSync(join(data, f), 0o644);
+    const s = new SqliteStore(openDatabase(data), clock);
+    const lock = lockDataDir(data);
+    try {
+      expect(statSync(data).mode & 0o777).toBe(0o700);
+      for (const f of ['sts.db', 'sts.db-wal', 'sts.db-shm', 'sts.lock']) expect([f, statSync(join(data, f)).mode & 0o777]).toEqual([f, 0o600]);
+    } finally {
+      lock.release();
+      await s.close();
+      old.close();
+    }
   });
 
   it('creates a missing data directory', async () => {

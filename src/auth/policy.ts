@@ -9,6 +9,9 @@
  * - trusted: an application marked trusted (may use STS's private and secret keys);
  * - resource_server: an application (or mTLS certificate) registered as a resource server;
  * - admin: an admin API key, or an application marked admin.
+ *
+ * A second table, SESSION_ACCESS, says whose user token ids an application may use in the RPCs that take one
+ * (a user session belongs to the applications that take part in it; see SessionService in session.proto).
  */
 import type { Authenticator } from './caller.js';
 import { StsError } from '../errors.js';
@@ -105,4 +108,39 @@ export async function checkCaller(auth: Authenticator, method: string, bearer: s
     (req === 'trusted' && caller.trusted) ||
     (req === 'admin' && caller.admin);
   if (!ok) throw new StsError('permission_denied', `${caller.kind} ${caller.id} may not call ${method}`);
+}
+
+/**
+ * Whose user token id an RPC accepts: 'own', only one issued to the calling application (a participant of the
+ * session, using its own part); 'any_part', also any application's when the caller is an administrator
+ * application (it manages the directory, so it could take over any account anyway; the reads and the release
+ * only). Any other caller gets exactly what an unknown token id gets. The session handlers look their rule up
+ * here, so this table, the README and the behaviour cannot drift apart.
+ */
+export type SessionRule = 'own' | 'any_part';
+
+export const SESSION_ACCESS: Record<string, SessionRule> = {
+  '/sts.v1.SessionService/ValidateUserToken': 'any_part',
+  '/sts.v1.SessionService/GetUserTokenByUserTokenId': 'any_part',
+  '/sts.v1.SessionService/RefreshUserToken': 'own',
+  '/sts.v1.SessionService/CreateUserTicket': 'own',
+  '/sts.v1.SessionService/ReleaseUserToken': 'any_part',
+  '/sts.v1.SessionService/TransformUserToken': 'own',
+};
+
+/** Callers of the session access table: who presents a user token id issued to another application. */
+export const SESSION_CALLERS = ['participant (its own token id)', 'other application', 'trusted application', 'admin application'] as const;
+export type SessionCaller = (typeof SESSION_CALLERS)[number];
+
+/** May this caller use a user token id that the RPC with this rule is given? */
+export function sessionAllowed(rule: SessionRule, caller: SessionCaller): boolean {
+  if (caller === 'participant (its own token id)') return true;
+  return caller === 'admin application' && rule === 'any_part';
+}
+
+export function sessionAccessMarkdown(): string {
+  const head = `| RPC (user token id) | ${SESSION_CALLERS.join(' | ')} |`;
+  const sep = `| --- |${SESSION_CALLERS.map(() => ' :-: |').join('')}`;
+  const rows = Object.entries(SESSION_ACCESS).map(([method, rule]) => `| \`${method.slice(8)}\` | ${SESSION_CALLERS.map((c) => (sessionAllowed(rule, c) ? 'yes' : '-')).join(' | ')} |`);
+  return [head, sep, ...rows].join('\n');
 }

@@ -212,6 +212,8 @@ export async function admin(command: AdminCommand, values: Values, args: string[
           personalFieldsAllowed: values['personal-fields'] === true,
           fullToken: values['full-token'] === true,
           minimumSecurityLevel: level,
+          transformSources: (values['transform-source'] as string[] | undefined) ?? [],
+          dataKeyGroup: (values['data-key-group'] as string | undefined) ?? '',
         };
         return out(await rpc(c, c.session, c.session.createApplication, { application: app, applicationSecret: '' }));
       }
@@ -279,6 +281,13 @@ export async function admin(command: AdminCommand, values: Values, args: string[
         const level = Number(values['security-level'] ?? 0);
         if (!Number.isInteger(skew) || skew < 0) throw new UsageError('--clock-skew-ms must be a whole number of milliseconds');
         if (!Number.isInteger(level) || level < 0 || level > 4) throw new UsageError('--security-level must be 0 to 4');
+        // --app-audience shop=client-123 --app-audience shop=client-456 --app-audience crm=crm-client
+        const perApp = new Map<string, string[]>();
+        for (const pair of (values['app-audience'] as string[] | undefined) ?? []) {
+          const eq = pair.indexOf('=');
+          if (eq <= 0 || eq === pair.length - 1) throw new UsageError(`--app-audience must be APP=AUDIENCE, not "${pair}"`);
+          perApp.set(pair.slice(0, eq), [...(perApp.get(pair.slice(0, eq)) ?? []), pair.slice(eq + 1)]);
+        }
         return out(
           (
             await rpc(c, c.secret, c.secret.putIdentityProvider, {
@@ -290,6 +299,9 @@ export async function admin(command: AdminCommand, values: Values, args: string[
                 clockSkew: skew ? { seconds: Math.floor(skew / 1000), nanos: (skew % 1000) * 1e6 } : undefined,
                 subjectClaim: (values['subject-claim'] as string | undefined) ?? '',
                 securityLevel: level,
+                applicationAudiences: [...perApp].map(([applicationId, audiences]) => ({ applicationId, audiences })),
+                tokensWithoutJti: values['tokens-without-jti'] === true,
+                acceptTokensWithoutIat: values['accept-tokens-without-iat'] === true,
               },
             })
           ).identityProvider,

@@ -46,6 +46,7 @@ Connection options (server commands), anywhere on the line:
   health [--wait SECONDS]              (grpc.health.v1 of the server; --wait: until SERVING)
   apps list
   apps create --id ID --name NAME [--trusted] [--admin] [--personal-fields] [--full-token] [--min-level N] [--tag T]...
+              [--transform-source APP]... [--data-key-group GROUP]
   apps disable --id ID | apps enable --id ID
   users list [--prefix P]
   users create --username U [--first-name F] [--last-name L] [--email E] [--cellphone C] [--person-ref R] [--password-stdin]
@@ -56,8 +57,9 @@ Connection options (server commands), anywhere on the line:
   sessions list --uid UID | sessions release --uid UID
   keys list [--all] | keys rotate [--kind encryption|signing|secret]...
   idps list
-  idps put --issuer ISS (--jwks-uri URL | --jwks-file FILE) --audience AUD... --alg ALG... [--clock-skew-ms N]
-           [--subject-claim CLAIM] [--security-level N]
+  idps put --issuer ISS (--jwks-uri URL | --jwks-file FILE) [--audience AUD]... --alg ALG... [--clock-skew-ms N]
+           [--subject-claim CLAIM] [--security-level N] [--app-audience APP=AUD]... [--tokens-without-jti]
+           [--accept-tokens-without-iat]
   idps delete --issuer ISS
   resource-servers list
   resource-servers put --id ID (--app APP_ID | --cert-sha256 HEX) --audience AUD... (--jwks-uri URL | --jwks-file FILE)
@@ -96,6 +98,8 @@ const SERVER_COMMANDS: Record<string, OptionSpecs> = {
     'full-token': { type: 'boolean' },
     'min-level': { type: 'string' },
     tag: { type: 'string', multiple: true },
+    'transform-source': { type: 'string', multiple: true },
+    'data-key-group': { type: 'string' },
   },
   'apps disable': { id: { type: 'string' } },
   'apps enable': { id: { type: 'string' } },
@@ -128,6 +132,9 @@ const SERVER_COMMANDS: Record<string, OptionSpecs> = {
     'clock-skew-ms': { type: 'string' },
     'subject-claim': { type: 'string' },
     'security-level': { type: 'string' },
+    'app-audience': { type: 'string', multiple: true },
+    'tokens-without-jti': { type: 'boolean' },
+    'accept-tokens-without-iat': { type: 'boolean' },
   },
   'idps delete': { issuer: { type: 'string' } },
   'resource-servers list': {},

@@ -10,7 +10,7 @@
  * in the environment variable). Ids are 1-64 characters of [A-Za-z0-9_-].
  */
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { StartupError } from '../errors.js';
 
@@ -158,15 +158,23 @@ export interface MasterKeySources {
   profile: 'dev' | 'prod';
   /** Called once when a dev key is generated. */
   onGenerated?: (path: string) => void;
+  /** Dev profile: called for a key file that group or others may access (prod refuses to start instead). */
+  onInsecureMode?: (path: string, mode: string) => void;
 }
 
 /** Finds the master keys: the configured file, else STS_MASTER_KEY, else (dev only) <dataDir>/master.key. */
 export function loadMasterKeyRing(s: MasterKeySources): MasterKeyRing {
-  if (s.file) return new MasterKeyRing(parseMasterKeys(readKeyFile(s.file, 'masterKey.file'), `masterKey.file ${s.file}`));
+  if (s.file) {
+    checkKeyFileMode(s.file, 'masterKey.file', s);
+    return new MasterKeyRing(parseMasterKeys(readKeyFile(s.file, 'masterKey.file'), `masterKey.file ${s.file}`));
+  }
   if (s.env) return new MasterKeyRing(parseMasterKeys(s.env, 'STS_MASTER_KEY'));
   if (s.profile === 'prod') throw new StartupError('master_key_invalid', 'the prod profile needs masterKey.file or STS_MASTER_KEY');
   const path = join(s.dataDir, 'master.key');
-  if (existsSync(path)) return new MasterKeyRing(parseMasterKeys(readKeyFile(path, 'generated master key'), `master key file ${path}`));
+  if (existsSync(path)) {
+    checkKeyFileMode(path, 'generated master key', s);
+    return new MasterKeyRing(parseMasterKeys(readKeyFile(path, 'generated master key'), `master key file ${path}`));
+  }
   const key = newMasterKey();
   try {
     writeMasterKeyFile(path, [key]);
@@ -175,6 +183,25 @@ export function loadMasterKeyRing(s: MasterKeySources): MasterKeyRing {
   }
   s.onGenerated?.(path);
   return new MasterKeyRing([key]);
+}
+
+/**
+ * A master key file must be the owner's alone: group or others able to read it (or write it) could read every
+ * key STS has. Refused under prod, warned about under dev (where the generated file is 0600 unless changed).
+ */
+function checkKeyFileMode(path: string, what: string, s: MasterKeySources): void {
+  let mode: number;
+  try {
+    mode = statSync(path).mode & 0o777;
+  } catch {
+    return; // readKeyFile names the problem
+  }
+  if ((mode & 0o077) === 0) return;
+  const octal = `0${mode.toString(8).padStart(3, '0')}`;
+  if (s.profile === 'prod') {
+    throw new StartupError('master_key_invalid', `${what} ${path}: group or others can access it (mode ${octal}); make it the owner's alone: chmod 600 ${path}`);
+  }
+  s.onInsecureMode?.(path, octal);
 }
 
 function readKeyFile(path: string, what: string): string {

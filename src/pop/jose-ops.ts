@@ -184,24 +184,36 @@ function contextHash(context: Buffer): string | undefined {
   return context.length === 0 ? undefined : createHash('sha256').update(context).digest('base64url');
 }
 
+/** The "own" header of a data key bound to `owner` (domain-separated from the context's hash). */
+function ownerHash(owner: string): string {
+  return createHash('sha256').update('sts data key owner\0').update(owner).digest('base64url');
+}
+
 /**
  * Wraps a data key under the PRIMARY secret key (or a given one) as a compact JWE with "alg":"dir" and
  * "enc":"A256GCM" (RFC 7516 section 7.1; RFC 7518 section 4.5). The SHA-256 of the caller's context is an
  * integrity-protected header ("ctx"), so the wrapped key only opens with the same context, as with KMS
- * encryption context.
+ * encryption context. `owner` (PopService: the calling application, or its data key group) binds the key the
+ * same way, as the "own" header: only the same owner unwraps it.
  */
-export function wrapKey(ring: KeyRing, plaintext: Buffer, context: Buffer, key: LiveKey = ring.primary('secret')): { wrapped: string; kid: string } {
+export function wrapKey(ring: KeyRing, plaintext: Buffer, context: Buffer, key: LiveKey = ring.primary('secret'), owner?: string): { wrapped: string; kid: string } {
   const header: Record<string, string> = { alg: 'dir', enc: DATA_KEY_ENC, kid: key.record.kid };
   const ctx = contextHash(context);
   if (ctx) header.ctx = ctx;
+  if (owner !== undefined) header.own = ownerHash(owner);
   const protectedB64 = b64(JSON.stringify(header));
   // RFC 7516 section 5.1 step 14: the AAD is ASCII(BASE64URL(UTF8(JWE Protected Header))).
   const { iv, ciphertext, tag } = gcmEncrypt(key.privateKey!, plaintext, Buffer.from(protectedB64, 'ascii'));
   return { wrapped: `${protectedB64}..${b64(iv)}.${b64(ciphertext)}.${b64(tag)}`, kid: key.record.kid };
 }
 
-/** `includeHeld`: also with a secret key whose destruction is held for user secrets (see KeyRing.usable). */
-export function unwrapKey(ring: KeyRing, wrapped: string, context: Buffer, options: { includeHeld?: boolean } = {}): { plaintext: Buffer; kid: string } {
+/**
+ * `includeHeld`: also with a secret key whose destruction is held for user secrets (see KeyRing.usable).
+ * `owner`: the key must have been wrapped for this owner; a key without an "own" header (wrapped before data
+ * keys were bound to their owners) is accepted too, and `bound` says which it was. Without `owner` only a key
+ * without "own" opens. A wrong owner fails exactly like a wrong context.
+ */
+export function unwrapKey(ring: KeyRing, wrapped: string, context: Buffer, options: { includeHeld?: boolean; owner?: string } = {}): { plaintext: Buffer; kid: string; bound: boolean } {
   const parts = wrapped.split('.');
   if (parts.length !== 5 || parts[1] !== '' || !parts.every((p) => B64URL.test(p))) throw unwrapFailed();
   let header: Record<string, unknown>;
@@ -211,12 +223,13 @@ export function unwrapKey(ring: KeyRing, wrapped: string, context: Buffer, optio
     throw unwrapFailed(err);
   }
   if (header?.alg !== 'dir' || header.enc !== DATA_KEY_ENC || typeof header.kid !== 'string' || header.ctx !== contextHash(context)) throw unwrapFailed();
+  if (header.own !== undefined && (options.owner === undefined || header.own !== ownerHash(options.owner))) throw unwrapFailed();
   const key = ring.usable(header.kid, 'secret', options);
   const iv = Buffer.from(parts[2]!, 'base64url');
   const tag = Buffer.from(parts[4]!, 'base64url');
   if (!key || iv.length !== 12 || tag.length !== 16) throw unwrapFailed();
   try {
-    return { plaintext: gcmDecrypt(key.privateKey!, iv, Buffer.from(parts[3]!, 'base64url'), tag, Buffer.from(parts[0]!, 'ascii')), kid: key.record.kid };
+    return { plaintext: gcmDecrypt(key.privateKey!, iv, Buffer.from(parts[3]!, 'base64url'), tag, Buffer.from(parts[0]!, 'ascii')), kid: key.record.kid, bound: header.own !== undefined };
   } catch (err) {
     throw unwrapFailed(err);
   }

@@ -9,6 +9,7 @@
  * secrets) it first asks a DestructionGuard whether anything stored still needs the key, and waits while
  * anything does (fail closed: a guard that cannot tell also makes it wait).
  */
+import { type JsonWebKeyInput, type KeyObject, createPublicKey } from 'node:crypto';
 import type { Clock } from '../clock.js';
 import { EnvelopeError, MasterKeyRing } from '../crypto/master-key.js';
 import { StsError } from '../errors.js';
@@ -83,6 +84,9 @@ export interface BlockedDestruction {
 export class KeyRingOpenError extends Error {
   override name = 'KeyRingOpenError';
 }
+
+/** RotateKeys within this long of a staged key of the same kind returns that key (see KeyRing.rotate). */
+export const ROTATION_COALESCE_MS = 1000;
 
 export class KeyRing {
   private keys = new Map<string, LiveKey>();
@@ -178,6 +182,23 @@ export class KeyRing {
     });
   }
 
+  /** Public keys of every asymmetric key in the ring (destroyed ones too), made from `version`'s records. */
+  private ownPublicKeys: { version: number; keys: KeyObject[] } = { version: -1, keys: [] };
+
+  /**
+   * True when `key` is the public key of one of STS's own key pairs, in any state (a destroyed key's public
+   * part still names it): STS never accepts as a third-party token something it signed itself.
+   */
+  isOwnPublicKey(key: KeyObject): boolean {
+    if (key.type !== 'public') return false;
+    if (this.ownPublicKeys.version !== this.version) {
+      const keys: KeyObject[] = [];
+      for (const k of this.keys.values()) if (k.record.publicJwk) keys.push(createPublicKey({ key: k.record.publicJwk as JsonWebKeyInput['key'], format: 'jwk' }));
+      this.ownPublicKeys = { version: this.version, keys };
+    }
+    return this.ownPublicKeys.keys.some((k) => k.asymmetricKeyType === key.asymmetricKeyType && k.equals(key));
+  }
+
   /** Every key with its state at `now`, ordered by kind then notBefore. */
   view(now = this.o.clock.now()): KeyView[] {
     const out: KeyView[] = [];
@@ -245,12 +266,19 @@ export class KeyRing {
     return this.o.lease('key-ring');
   }
 
-  /** On-demand rotation: a new key per kind, STAGED for stagingLeadMs, then PRIMARY. */
+  /**
+   * On-demand rotation: a new key per kind, STAGED for stagingLeadMs, then PRIMARY. A kind whose newest key
+   * was staged less than ROTATION_COALESCE_MS ago (by a RotateKeys or by the schedule) gets that key back
+   * instead of another: concurrent or repeated
+   * calls (a retrying client, several operators, several nodes) make one rotation, not a row of staged keys
+   * milliseconds apart, which would each become PRIMARY for an instant and crowd the JWKS.
+   */
   rotate(kinds: readonly KeyKind[] = KEY_KINDS): Promise<KeyRecord[]> {
     return this.exclusive(async () => {
       const release = await this.acquire();
       if (!release) throw new StsError('unavailable', 'another node is changing the key ring; retry in a moment', { retryAfterMs: 1000 });
       try {
+        if (this.o.lease) await this.load(); // a rotation another node has just made counts too
         return await this.rotateNow(kinds);
       } finally {
         await release();
@@ -259,18 +287,22 @@ export class KeyRing {
   }
 
   private async rotateNow(kinds: readonly KeyKind[]): Promise<KeyRecord[]> {
-    {
-      const now = this.o.clock.now();
-      const fresh: LiveKey[] = [];
-      for (const kind of kinds) {
-        const p = this.o.policies[kind];
-        const notBefore = now + p.stagingLeadMs;
-        fresh.push(await this.newKey(kind, now, notBefore));
+    const now = this.o.clock.now();
+    const out: KeyRecord[] = [];
+    const fresh: LiveKey[] = [];
+    for (const kind of kinds) {
+      const recent = this.byKind[kind].filter((k) => now < k.record.notBefore && now - k.record.createdAt < ROTATION_COALESCE_MS).at(-1);
+      if (recent) {
+        out.push(recent.record);
+        continue;
       }
-      await this.commit(fresh);
-      for (const k of fresh) this.o.logger.info('audit', { event: 'key.rotated', kid: k.record.kid, kind: k.record.kind, alg: k.record.alg, notBefore: iso(k.record.notBefore), trigger: 'on-demand' });
-      return fresh.map((k) => k.record);
+      const k = await this.newKey(kind, now, now + this.o.policies[kind].stagingLeadMs);
+      fresh.push(k);
+      out.push(k.record);
     }
+    if (fresh.length > 0) await this.commit(fresh);
+    for (const k of fresh) this.o.logger.info('audit', { event: 'key.rotated', kid: k.record.kid, kind: k.record.kind, alg: k.record.alg, notBefore: iso(k.record.notBefore), trigger: 'on-demand' });
+    return out;
   }
 
   private async newKey(kind: KeyKind, now: number, notBefore: number): Promise<LiveKey> {

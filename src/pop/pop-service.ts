@@ -7,13 +7,15 @@ import type { Clock } from '../clock.js';
 import { StsError, invalidArgument } from '../errors.js';
 import { KeyKind as PbKeyKind, KeyState as PbKeyState, type KeyInfo, type PopServiceServer } from '../gen/sts/v1/pop.js';
 import type { Logger } from '../log.js';
-import type { CallContext, DomainService } from '../server/rpc.js';
+import type { CallContext, DomainService } from '../rpc-contract.js';
 import type { JwksPublisher } from './jwks-publisher.js';
 import type { KeyRing, KeyView } from './key-ring.js';
 import { type KeyKind, type KeyState, useOf } from './key-record.js';
 import { DECRYPTION_FAILED, RESERVED_CONTEXT_PREFIX, RESERVED_TYP_PREFIX, decryptCompact, signCompact, unwrapKey, verifyCompact, wrapKey } from './jose-ops.js';
 
 const MiB = 1024 * 1024;
+/** The "typ" of a Sign output when the caller names none. */
+export const SIGNED_DEFAULT_TYP = 'JOSE';
 
 function requireContext(context: Uint8Array): Buffer {
   requireSize('context', context, 0, 4096);
@@ -73,6 +75,19 @@ function requireSize(field: string, value: { length: number }, min: number, max:
   if (value.length < min || value.length > max) throw invalidArgument(field, `must be ${min} to ${max} bytes long, got ${value.length}`);
 }
 
+/**
+ * Whose data keys a caller's are: an application's own, or its data key group's when an administrator set
+ * one (applications that must share keys); an admin key's own. Another owner's wrapped keys do not open.
+ */
+function dataKeyOwner(caller: Caller): string {
+  if (caller.kind === 'admin') return `admin-key:${caller.id}`;
+  const group = caller.application?.dataKeyGroup;
+  return group ? `group:${group}` : `application:${caller.id}`;
+}
+
+/** Audits a data key that opened without an owner (wrapped before data keys were bound): Rewrap binds it. */
+const unboundNote = (r: { bound: boolean }): Record<string, unknown> => (r.bound ? {} : { unboundDataKey: true });
+
 export interface PopServiceDeps {
   ring: KeyRing;
   auth: Authenticator;
@@ -91,11 +106,11 @@ export function popService(deps: PopServiceDeps): DomainService<PopServiceServer
     logger.info('audit', { event, caller: caller.id, callerKind: caller.kind, ...fields });
   };
 
-  /** Runs a key operation and audits its outcome, success or failure. */
-  const audited = async <T extends { kid: string }>(event: string, caller: Caller, ctx: CallContext, op: () => T | Promise<T>): Promise<T> => {
+  /** Runs a key operation and audits its outcome, success or failure (with `note`'s fields on success). */
+  const audited = async <T extends { kid: string }>(event: string, caller: Caller, ctx: CallContext, op: () => T | Promise<T>, note?: (result: T) => Record<string, unknown>): Promise<T> => {
     try {
       const result = await op();
-      audit(event, caller, ctx, { kid: result.kid, outcome: 'ok' });
+      audit(event, caller, ctx, { kid: result.kid, outcome: 'ok', ...note?.(result) });
       return result;
     } catch (err) {
       audit(event, caller, ctx, { outcome: 'failed', reason: err instanceof StsError ? err.code : 'internal' });
@@ -145,7 +160,9 @@ export function popService(deps: PopServiceDeps): DomainService<PopServiceServer
         throw invalidArgument('type', `types starting with "${RESERVED_TYP_PREFIX}" are reserved for tokens STS issues itself`);
       }
       return audited('pop.sign', caller, ctx, () =>
-        signCompact(ring, Buffer.from(req.payload), { ...(req.type ? { typ: req.type } : {}), ...(req.contentType ? { cty: req.contentType } : {}) }),
+        // Every JWS STS signs is explicitly typed (RFC 8725 section 3.11): without a caller's type, "JOSE" (RFC
+        // 7515 section 4.1.9), so no signed payload is ever an untyped JWT that some verifier might take for its own.
+        signCompact(ring, Buffer.from(req.payload), { typ: req.type || SIGNED_DEFAULT_TYP, ...(req.contentType ? { cty: req.contentType } : {}) }),
       );
     },
 
@@ -162,7 +179,7 @@ export function popService(deps: PopServiceDeps): DomainService<PopServiceServer
       if (bits !== 128 && bits !== 256) throw invalidArgument('key_length_bits', 'must be 128 or 256 (0 means 256)');
       const context = requireContext(req.context);
       const plaintext = randomBytes(bits / 8);
-      const { wrapped, kid } = await audited('pop.generate_data_key', caller, ctx, () => wrapKey(ring, plaintext, context));
+      const { wrapped, kid } = await audited('pop.generate_data_key', caller, ctx, () => wrapKey(ring, plaintext, context, undefined, dataKeyOwner(caller)));
       return { plaintext, wrappedKey: wrapped, kid };
     },
 
@@ -170,21 +187,30 @@ export function popService(deps: PopServiceDeps): DomainService<PopServiceServer
       const caller = await auth.requireTrusted(ctx.bearer);
       requireSize('wrapped_key', req.wrappedKey, 1, 64 * 1024);
       const context = requireContext(req.context);
-      return audited('pop.unwrap', caller, ctx, () => unwrapKey(ring, req.wrappedKey, context));
+      const out = await audited('pop.unwrap', caller, ctx, () => unwrapKey(ring, req.wrappedKey, context, { owner: dataKeyOwner(caller) }), unboundNote);
+      return { plaintext: out.plaintext, kid: out.kid };
     },
 
     async rewrap(req, ctx) {
       const caller = await auth.requireTrusted(ctx.bearer);
       requireSize('wrapped_key', req.wrappedKey, 1, 64 * 1024);
       const context = requireContext(req.context);
-      const out = await audited('pop.rewrap', caller, ctx, () => {
-        const { plaintext } = unwrapKey(ring, req.wrappedKey, context);
-        try {
-          return wrapKey(ring, plaintext, context);
-        } finally {
-          plaintext.fill(0);
-        }
-      });
+      const owner = dataKeyOwner(caller);
+      const out = await audited(
+        'pop.rewrap',
+        caller,
+        ctx,
+        () => {
+          const { plaintext, bound } = unwrapKey(ring, req.wrappedKey, context, { owner });
+          try {
+            // A key from before owners is bound to the caller from now on.
+            return { ...wrapKey(ring, plaintext, context, undefined, owner), bound };
+          } finally {
+            plaintext.fill(0);
+          }
+        },
+        unboundNote,
+      );
       return { wrappedKey: out.wrapped, kid: out.kid };
     },
 

@@ -164,6 +164,11 @@ export class JwsKeySet {
 export interface ClaimRules {
   issuer: string;
   audiences: readonly string[];
+  /**
+   * When given, a token whose "aud" names none of `audiences` is still accepted if its "azp" (OpenID Connect
+   * Core section 2, the party the token was issued to) is one of these. jose has no such rule.
+   */
+  authorizedParties?: readonly string[];
   /** Seconds. */
   clockToleranceS: number;
   /** Milliseconds since the epoch. */
@@ -208,7 +213,8 @@ export function verifyJwt(jws: ParsedJws, key: KeyObject, rules: ClaimRules): Re
   if (claims.iss !== rules.issuer) throw claimFailed('iss', 'unexpected "iss" claim value');
   const aud = claims.aud;
   const audOk = typeof aud === 'string' ? rules.audiences.includes(aud) : Array.isArray(aud) && rules.audiences.some((a) => aud.includes(a));
-  if (!audOk) throw claimFailed('aud', 'unexpected "aud" claim value');
+  const azpOk = rules.authorizedParties !== undefined && typeof claims.azp === 'string' && rules.authorizedParties.includes(claims.azp);
+  if (!audOk && !azpOk) throw claimFailed('aud', 'unexpected "aud" claim value');
   const now = Math.floor(rules.nowMs / 1000);
   const tolerance = rules.clockToleranceS;
   numericDate(claims, 'iat');

@@ -15,7 +15,7 @@ import type { SecretServiceServer } from '../gen/sts/v1/secret.js';
 import type { Logger } from '../log.js';
 import { TOKEN_TYP, signCompact } from '../pop/jose-ops.js';
 import type { KeyRing } from '../pop/key-ring.js';
-import type { CallContext, DomainService } from '../server/rpc.js';
+import type { CallContext, DomainService } from '../rpc-contract.js';
 import { type IdentityProviderRegistry, type VerifiedIdentity, identityProviderPb, identityProviderRecord, text } from './identity-providers.js';
 import { type ResourceServerRecord, type ResourceServerRegistry, resourceServerPb, resourceServerRecord } from './resource-servers.js';
 import type { UserSecrets } from './user-secrets.js';
@@ -191,7 +191,7 @@ export function secretService(deps: SecretServiceDeps): DomainService<SecretServ
 
     async putIdentityProvider(req, ctx) {
       const caller = await admin(ctx);
-      const record = identityProviderRecord(req.identityProvider, 'identity_provider', clock.now());
+      const record = identityProviderRecord(req.identityProvider, 'identity_provider', clock.now(), { issuer: policy.issuer, isOwnKey: (k) => ring.isOwnPublicKey(k) });
       idps.put(record);
       audit('secret.identity_provider_put', { issuer: record.issuer, by: caller.id });
       return { identityProvider: identityProviderPb(record) };

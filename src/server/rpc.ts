@@ -3,40 +3,16 @@
  *
  * A domain handler is `(request, context) => Promise<response>`; it never sees grpc types. This module builds
  * the CallContext from the call, runs the handler, maps any error through `toServiceError`, and writes one
- * log line per RPC (method, status, duration, peer, caller; never request or response content).
+ * log line per RPC (method, status, duration, peer, caller; never request or response content). The handler
+ * types live in src/rpc-contract.ts, which the domains import: they never import from server/.
  */
 import { createHash } from 'node:crypto';
 import { type ServerUnaryCall, type sendUnaryData, type UntypedServiceImplementation, status } from '@grpc/grpc-js';
+import type { CallContext, DomainHandler, DomainService } from '../rpc-contract.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from './metrics.js';
 import { toServiceError } from './status.js';
 import { invalidArgument } from '../errors.js';
-
-/** What a domain handler may know about the call. */
-export interface CallContext {
-  /** Full method path, for example "/sts.v1.PopService/GetJwks". */
-  readonly method: string;
-  /** The bearer credential from `authorization: Bearer <x>`, if any. Never log it. */
-  readonly bearer: string | undefined;
-  /** Remote address as "ip:port". */
-  readonly peer: string;
-  /** SHA-256 (lowercase hex) of the verified TLS client certificate, when mTLS presented one. */
-  readonly clientCertSha256: string | undefined;
-  /** Absolute deadline in epoch ms, or Infinity. */
-  readonly deadline: number;
-  /** Fields the handler wants on the RPC log line (for example the authenticated caller). Never secrets. */
-  readonly logFields: Record<string, unknown>;
-}
-
-export type DomainHandler<Req, Res> = (request: Req, context: CallContext) => Promise<Res>;
-
-/** Maps a ts-proto `...Server` interface to the domain handler shape of each method. */
-export type DomainService<S> = {
-  // `as` drops the index signature that ts-proto's ...Server interfaces inherit from grpc-js.
-  [K in keyof S as string extends K ? never : K]?: S[K] extends (call: ServerUnaryCall<infer Req, infer Res>, callback: sendUnaryData<infer _Res>) => void
-    ? DomainHandler<Req, Res>
-    : never;
-};
 
 const BEARER = /^Bearer ([\x21-\x7e]{1,4096})$/;
 

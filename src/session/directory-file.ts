@@ -45,6 +45,8 @@ function fullApplication(a: ApplicationRecord): ApplicationRecord {
     maxLifetimeMs: a.maxLifetimeMs ?? 0,
     disabled: a.disabled ?? false,
     createdAt: a.createdAt ?? Date.now(),
+    transformSources: a.transformSources ?? [],
+    dataKeyGroup: a.dataKeyGroup ?? '',
   };
 }
 
@@ -84,12 +86,12 @@ export function importDirectory(db: Db, file: unknown): { applications: number; 
     validateRoles(roles, `users[${i}].roles`);
   });
   const app = db.prepare(
-    `INSERT INTO applications (id, name, secret_hash, tags, default_roles, trusted, admin, personal_fields, full_token, min_security_level, idle_timeout_ms, max_lifetime_ms, disabled, created_at)
-     VALUES (@id, @name, @secretHash, @tags, @defaultRoles, @trusted, @admin, @personalFields, @fullToken, @minSecurityLevel, @idleTimeoutMs, @maxLifetimeMs, @disabled, @createdAt)
+    `INSERT INTO applications (id, name, secret_hash, tags, default_roles, trusted, admin, personal_fields, full_token, min_security_level, idle_timeout_ms, max_lifetime_ms, disabled, created_at, transform_sources, data_key_group)
+     VALUES (@id, @name, @secretHash, @tags, @defaultRoles, @trusted, @admin, @personalFields, @fullToken, @minSecurityLevel, @idleTimeoutMs, @maxLifetimeMs, @disabled, @createdAt, @transformSources, @dataKeyGroup)
      ON CONFLICT (id) DO UPDATE SET name = excluded.name, secret_hash = excluded.secret_hash, tags = excluded.tags, default_roles = excluded.default_roles,
        trusted = excluded.trusted, admin = excluded.admin, personal_fields = excluded.personal_fields, full_token = excluded.full_token,
        min_security_level = excluded.min_security_level, idle_timeout_ms = excluded.idle_timeout_ms, max_lifetime_ms = excluded.max_lifetime_ms,
-       disabled = excluded.disabled`,
+       disabled = excluded.disabled, transform_sources = excluded.transform_sources, data_key_group = excluded.data_key_group`,
   );
   const user = db.prepare(
     `INSERT INTO users (uid, username, first_name, last_name, email, cellphone, person_ref, password_hash, disabled, created_at, external_issuer, external_subject)
@@ -113,6 +115,7 @@ export function importDirectory(db: Db, file: unknown): { applications: number; 
           personalFields: a.personalFields ? 1 : 0,
           fullToken: a.fullToken ? 1 : 0,
           disabled: a.disabled ? 1 : 0,
+          transformSources: JSON.stringify(a.transformSources),
         });
       }
       for (const u of f.users) {

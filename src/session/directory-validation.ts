@@ -9,7 +9,8 @@ import { invalidArgument } from '../errors.js';
 import { checkTime, sameAfterFrontDoor } from '../validation.js';
 import type { ApplicationRecord, RoleRecord, UserRecord } from './directory.js';
 import { isStoredHash } from './password.js';
-import { APP_ID, appFields, applicationPb, roleRecord, rolePb, userFields, userPb } from './session-service.js';
+import { APP_ID, appFields, roleRecord, userPb } from './directory-admin.js';
+import { applicationPb, rolePb, userFields } from './session-common.js';
 
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 const CONTROL = /[\x00-\x1f\x7f]/;

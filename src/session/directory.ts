@@ -33,6 +33,10 @@ export interface ApplicationRecord {
   maxLifetimeMs: number;
   disabled: boolean;
   createdAt: number;
+  /** Applications that may make this application's view of a session (TransformUserToken). */
+  transformSources: string[];
+  /** Applications with the same non-empty group share data keys; '' = the application's own. */
+  dataKeyGroup: string;
 }
 
 export interface UserRecord {
@@ -87,6 +91,8 @@ interface AppRow {
   max_lifetime_ms: number;
   disabled: number;
   created_at: number;
+  transform_sources: string;
+  data_key_group: string;
 }
 
 interface UserRow {
@@ -126,8 +132,11 @@ const appFromRow = (r: AppRow): ApplicationRecord => ({
   maxLifetimeMs: r.max_lifetime_ms,
   disabled: r.disabled === 1,
   createdAt: r.created_at,
+  transformSources: JSON.parse(r.transform_sources) as string[],
+  dataKeyGroup: r.data_key_group,
 });
 
+/** Records from a node or an export older than a field get the field's default. */
 const appParams = (a: ApplicationRecord) => ({
   id: a.id,
   name: a.name,
@@ -143,6 +152,8 @@ const appParams = (a: ApplicationRecord) => ({
   max_lifetime_ms: a.maxLifetimeMs,
   disabled: a.disabled ? 1 : 0,
   created_at: a.createdAt,
+  transform_sources: JSON.stringify(a.transformSources ?? []),
+  data_key_group: a.dataKeyGroup ?? '',
 });
 
 const userFromRow = (r: UserRow): UserRecord => ({
@@ -182,7 +193,7 @@ const roleFromRow = (r: RoleRow): RoleRecord => ({
   roleValue: r.role_value,
 });
 
-const APP_COLUMNS = 'id, name, secret_hash, tags, default_roles, trusted, admin, personal_fields, full_token, min_security_level, idle_timeout_ms, max_lifetime_ms, disabled, created_at';
+const APP_COLUMNS = 'id, name, secret_hash, tags, default_roles, trusted, admin, personal_fields, full_token, min_security_level, idle_timeout_ms, max_lifetime_ms, disabled, created_at, transform_sources, data_key_group';
 const USER_COLUMNS = 'uid, username, first_name, last_name, email, cellphone, person_ref, password_hash, disabled, created_at, external_issuer, external_subject';
 const named = (cols: string) => cols.split(', ').map((c) => `@${c}`).join(', ');
 const assignments = (cols: string, key: string) =>

@@ -38,13 +38,17 @@ export async function hashSecret(secret: string, params: ScryptParams = PASSWORD
   return `scrypt$${params.log2N}$${params.r}$${params.p}$${salt.toString('base64url')}$${hash.toString('base64url')}`;
 }
 
-/** A hash of a random secret nobody knows: verifying against it costs the same as a real one. */
-const dummyHashes = new Map<string, Promise<string>>();
-function dummyHash(params: ScryptParams): Promise<string> {
+/**
+ * A stored hash of a secret nobody knows, with the parameters of real ones: verifying against it costs the same
+ * as verifying against a real one. Its bytes are random rather than computed, because nothing ever matches
+ * them: computing one would only make the first check of an unknown account twice as slow as all the others.
+ */
+const dummyHashes = new Map<string, string>();
+function dummyHash(params: ScryptParams): string {
   const key = `${params.log2N}/${params.r}/${params.p}`;
   let h = dummyHashes.get(key);
   if (!h) {
-    h = hashSecret(randomBytes(32).toString('base64url'), params);
+    h = `scrypt$${params.log2N}$${params.r}$${params.p}$${randomBytes(16).toString('base64url')}$${randomBytes(KEY_LEN).toString('base64url')}`;
     dummyHashes.set(key, h);
   }
   return h;
@@ -71,7 +75,7 @@ export function isStoredHash(h: unknown): boolean {
 export async function verifySecret(secret: string, stored: string | undefined | null, params: ScryptParams = PASSWORD_PARAMS): Promise<boolean> {
   const parsed = stored ? SCRYPT_HASH.exec(stored) : null;
   if (!parsed) {
-    const dummy = (await dummyHash(params)).split('$');
+    const dummy = dummyHash(params).split('$');
     await derive(secret, Buffer.from(dummy[4]!, 'base64url'), params);
     return false;
   }

@@ -2,10 +2,20 @@
  * Session state: application tokens, user sessions and user tickets, kept in the ephemeral store.
  *
  * Token ids and tickets are 256-bit CSPRNG values (ASVS 7.2.3 asks for 128). The store never sees them: records
- * are keyed by SHA-256 of the id (the "session ref"), so a copy of the store holds no usable credential, and
- * the ref can name a session in listings and JWTs ("sid") without being a credential itself.
+ * are keyed by SHA-256 of the id, so a copy of the store holds no usable credential.
+ *
+ * A user session has participants: the applications that take part in it (the one that logged the user on,
+ * each one that redeemed a ticket for it, each one a transform made a view for). Each participant holds its
+ * own user token id; its record (namespace `participant`, keyed by the SHA-256 of that id, grouped by the
+ * session) says which session and which application the id belongs to. The session itself (namespace
+ * `user_token`) is keyed by its session id `sid`, a random value no token id hashes to, shared by every
+ * participant and named in the JWTs. A token id therefore authorizes exactly one application's part.
+ *
+ * Sessions made before participation (records without `participants`) are keyed by the SHA-256 of their
+ * creator's token id and have no participant record for it: that token id keeps working for the creating
+ * application (see {@link SessionStore.resolveToken}).
  */
-import { createCipheriv, createDecipheriv, createHash, hash, randomBytes } from 'node:crypto';
+import { hash, randomBytes } from 'node:crypto';
 import type { Clock } from '../clock.js';
 import type { EphemeralStore } from '../store/adapter.js';
 
@@ -41,6 +51,37 @@ export interface UserSessionRecord {
   absoluteExpiresAt: number;
   /** Idle timeout applied on refresh (the creating application's or the server's). */
   idleTimeoutMs: number;
+  /**
+   * Set on every session made since sessions have participants: its token ids are participant records. Absent
+   * on older records, whose key is the SHA-256 of the creator's token id (a "legacy" session).
+   */
+  participants?: 'records';
+}
+
+/** How an application came to take part in a session. */
+export type JoinedVia = 'logon' | 'third_party' | 'ticket' | 'transform';
+
+/** One application's part in a session (namespace `participant`, id = SHA-256 of its user token id). */
+export interface ParticipantRecord {
+  sid: string;
+  applicationId: string;
+  joinedAt: number;
+  via: JoinedVia;
+  /**
+   * A legacy session's creator that left the session (ReleaseUserToken): its token id has no participant
+   * record to delete, so this one, under the same key, says it no longer counts.
+   */
+  left?: true;
+}
+
+/** Whose a user token id is, and the session it names. */
+export interface Participation {
+  /** SHA-256 of the token id: the participant record's key (the `sid` itself for a legacy creator). */
+  ref: string;
+  sid: string;
+  applicationId: string;
+  /** The session record, when it was read on the way (legacy sessions). */
+  record?: UserSessionRecord;
 }
 
 export interface TicketRecord {
@@ -48,11 +89,6 @@ export interface TicketRecord {
   /** The only application that may redeem it. */
   applicationId: string;
   createdAt: number;
-  /**
-   * The session's token id, which the redeeming application needs, sealed under a key derived from the
-   * ticket itself: the store holds only the ticket's hash, so nobody who reads the store can open it.
-   */
-  sealedTokenId: string;
 }
 
 /** Security levels (common.proto UserToken.security_level). */
@@ -124,14 +160,115 @@ export class SessionStore {
     return this.store.insertIfAbsent('credential_jti', refOf(jti), '1', ttlMs);
   }
 
-  async createUserSession(record: Omit<UserSessionRecord, 'issuedAt' | 'expiresAt' | 'absoluteExpiresAt'>, maxLifetimeMs: number): Promise<{ id: string; sid: string; record: UserSessionRecord }> {
-    const id = newSecret();
-    const sid = refOf(id);
+  /**
+   * Spends a third-party token's id (issuer and jti) for CreateUserFromThirdPartyToken: true the first time,
+   * false for a replay, also under concurrency across nodes. Only a SHA-256 is stored, until `ttlMs` from now
+   * (past the time the token could still be accepted).
+   */
+  spendThirdPartyId(issuer: string, jti: string, ttlMs: number): Promise<boolean> {
+    return this.store.insertIfAbsent('third_party_jti', refOf(`${issuer}\0${jti}`), '1', Math.max(1000, ttlMs + 1000));
+  }
+
+  /**
+   * Creates a session with a random `sid` and makes `record.applicationId` its first participant: the returned
+   * `id` is that application's user token id.
+   */
+  async createUserSession(
+    record: Omit<UserSessionRecord, 'issuedAt' | 'expiresAt' | 'absoluteExpiresAt' | 'participants'>,
+    maxLifetimeMs: number,
+    via: JoinedVia = 'logon',
+  ): Promise<{ id: string; sid: string; ref: string; record: UserSessionRecord }> {
+    const sid = newSecret();
     const now = this.clock.now();
     const absoluteExpiresAt = now + maxLifetimeMs;
-    const full: UserSessionRecord = { ...record, issuedAt: now, expiresAt: Math.min(now + record.idleTimeoutMs, absoluteExpiresAt), absoluteExpiresAt };
+    const full: UserSessionRecord = { ...record, issuedAt: now, expiresAt: Math.min(now + record.idleTimeoutMs, absoluteExpiresAt), absoluteExpiresAt, participants: 'records' };
     await this.saveSession(sid, full);
-    return { id, sid, record: full };
+    const { id, ref } = await this.join(sid, full, record.applicationId, via);
+    return { id, sid, ref, record: full };
+  }
+
+  /**
+   * Makes an application a participant of a session: a new user token id of its own, valid until the
+   * session's absolute expiry (the session record decides whether it is still active).
+   */
+  async join(sid: string, record: UserSessionRecord, applicationId: string, via: JoinedVia): Promise<{ id: string; ref: string }> {
+    const id = newSecret();
+    const ref = refOf(id);
+    const now = this.clock.now();
+    const p: ParticipantRecord = { sid, applicationId, joinedAt: now, via };
+    await this.store.upsert('participant', ref, JSON.stringify(p), Math.max(1, record.absoluteExpiresAt - now), sid);
+    return { id, ref };
+  }
+
+  /**
+   * The participation a user token id stands for, or undefined: a participant record, else (sessions made
+   * before participants) a legacy session keyed by the id's SHA-256, which stands for its creator.
+   */
+  async resolveToken(tokenId: string): Promise<Participation | undefined> {
+    const ref = refOf(tokenId);
+    const found = await this.participantRecord(ref);
+    if (found) return found.left ? undefined : { ref, sid: found.sid, applicationId: found.applicationId };
+    return this.legacySession(ref);
+  }
+
+  private async participantRecord(ref: string): Promise<ParticipantRecord | undefined> {
+    const json = await this.store.find('participant', ref);
+    return json ? (JSON.parse(json) as ParticipantRecord) : undefined;
+  }
+
+  /** The participation behind a participant record's key (from a JWT's "pref"), or undefined. */
+  async participationByRef(ref: string): Promise<Participation | undefined> {
+    const p = await this.participantRecord(ref);
+    return p && !p.left ? { ref, sid: p.sid, applicationId: p.applicationId } : undefined;
+  }
+
+  /** A legacy session named by `sid` (the SHA-256 of its creator's token id) whose creator has not left it. */
+  async legacyCreator(sid: string): Promise<Participation | undefined> {
+    if (await this.participantRecord(sid)) return undefined; // the creator left
+    return this.legacySession(sid);
+  }
+
+  /** The legacy session keyed `sid`, as its creator's participation (whether it left is the caller's check). */
+  private async legacySession(sid: string): Promise<Participation | undefined> {
+    const record = await this.findSession(sid);
+    if (!record || record.participants !== undefined) return undefined;
+    return { ref: sid, sid, applicationId: record.applicationId, record };
+  }
+
+  /** The applications taking part in a session, one entry per user token id. */
+  async participantsOf(sid: string, record?: UserSessionRecord): Promise<Participation[]> {
+    const list: Participation[] = (await this.store.findGroup('participant', sid))
+      .map((e) => ({ ref: e.id, p: JSON.parse(e.value) as ParticipantRecord }))
+      .filter(({ p }) => !p.left)
+      .map(({ ref, p }) => ({ ref, sid, applicationId: p.applicationId }));
+    const r = record ?? (await this.findSession(sid));
+    if (r && r.participants === undefined) {
+      const creator = await this.legacyCreator(sid);
+      if (creator) list.push(creator);
+    }
+    return list;
+  }
+
+  /**
+   * Ends one application's part in a session (every token id it holds for it). When no participant is left
+   * the session ends with its tickets. Returns true when the whole session ended.
+   */
+  async leave(sid: string, applicationId: string): Promise<boolean> {
+    const record = await this.findSession(sid);
+    if (!record) return false;
+    for (const p of await this.participantsOf(sid, record)) {
+      if (p.applicationId !== applicationId) continue;
+      if (p.ref === sid) {
+        // A legacy creator's token id has no record of its own: mark it as gone under the same key.
+        const left: ParticipantRecord = { sid, applicationId, joinedAt: record.issuedAt, via: 'logon', left: true };
+        await this.store.upsert('participant', sid, JSON.stringify(left), Math.max(1, record.absoluteExpiresAt - this.clock.now()), sid);
+      } else {
+        await this.store.destroy('participant', p.ref);
+      }
+    }
+    if ((await this.participantsOf(sid, record)).length > 0) return false;
+    await this.releaseSession(sid);
+    return true;
   }
 
   private saveSession(sid: string, record: UserSessionRecord): Promise<void> {
@@ -165,10 +302,11 @@ export class SessionStore {
     return this.store.update('user_token', sid, JSON.stringify(record), record.expiresAt - this.clock.now());
   }
 
-  /** Logout: the session and every ticket made for it stop working at once. */
+  /** Logout of the whole session: the session, every participant's token id and every ticket stop working at once. */
   async releaseSession(sid: string): Promise<void> {
     await this.store.destroy('user_token', sid);
     await this.store.destroyGroup('user_ticket', sid);
+    await this.store.destroyGroup('participant', sid);
   }
 
   async sessionsOf(uid: string): Promise<{ sid: string; record: UserSessionRecord }[]> {
@@ -180,49 +318,31 @@ export class SessionStore {
 
   async releaseSessionsOf(uid: string): Promise<number> {
     const sessions = await this.store.findGroup('user_token', uid);
-    for (const s of sessions) await this.store.destroyGroup('user_ticket', s.id);
+    for (const s of sessions) {
+      await this.store.destroyGroup('user_ticket', s.id);
+      await this.store.destroyGroup('participant', s.id);
+    }
     return this.store.destroyGroup('user_token', uid);
   }
 
-  async createTicket(tokenId: string, applicationId: string, lifetimeMs: number): Promise<{ ticket: string; expiresAt: number }> {
+  /** A one-time ticket that lets `applicationId` join the session (it gets a user token id of its own). */
+  async createTicket(sid: string, applicationId: string, lifetimeMs: number): Promise<{ ticket: string; expiresAt: number }> {
     const ticket = newSecret();
-    const sid = refOf(tokenId);
     const now = this.clock.now();
-    const record: TicketRecord = { sid, applicationId, createdAt: now, sealedTokenId: sealWithTicket(ticket, tokenId) };
+    const record: TicketRecord = { sid, applicationId, createdAt: now };
     await this.store.upsert('user_ticket', refOf(ticket), JSON.stringify(record), lifetimeMs, sid);
     return { ticket, expiresAt: now + lifetimeMs };
   }
 
-  /** One-time: the store's consume has exactly one winner among concurrent redemptions. */
-  async consumeTicket(ticket: string): Promise<(TicketRecord & { tokenId: string }) | undefined> {
+  /**
+   * One-time: the store's consume has exactly one winner among concurrent redemptions. Tickets made before
+   * participants also carried the creator's token id sealed under the ticket; it is no longer read: a
+   * redeemer gets a token id of its own.
+   */
+  async consumeTicket(ticket: string): Promise<TicketRecord | undefined> {
     const json = await this.store.consume('user_ticket', refOf(ticket));
     if (!json) return undefined;
-    const record = JSON.parse(json) as TicketRecord;
-    const tokenId = openWithTicket(ticket, record.sealedTokenId);
-    return tokenId === undefined || refOf(tokenId) !== record.sid ? undefined : { ...record, tokenId };
-  }
-}
-
-/** Domain-separated from refOf (which is the plain SHA-256 of the ticket, stored as the record key). */
-function ticketKey(ticket: string): Buffer {
-  return createHash('sha256').update('sts ticket sealing key\0').update(ticket).digest();
-}
-
-function sealWithTicket(ticket: string, tokenId: string): string {
-  const iv = randomBytes(12);
-  const cipher = createCipheriv('aes-256-gcm', ticketKey(ticket), iv);
-  const ct = Buffer.concat([cipher.update(tokenId, 'utf8'), cipher.final()]);
-  return Buffer.concat([iv, ct, cipher.getAuthTag()]).toString('base64url');
-}
-
-function openWithTicket(ticket: string, sealed: string): string | undefined {
-  const b = Buffer.from(sealed, 'base64url');
-  if (b.length < 28) return undefined;
-  try {
-    const decipher = createDecipheriv('aes-256-gcm', ticketKey(ticket), b.subarray(0, 12));
-    decipher.setAuthTag(b.subarray(b.length - 16));
-    return Buffer.concat([decipher.update(b.subarray(12, b.length - 16)), decipher.final()]).toString('utf8');
-  } catch {
-    return undefined;
+    const r = JSON.parse(json) as TicketRecord;
+    return { sid: r.sid, applicationId: r.applicationId, createdAt: r.createdAt };
   }
 }

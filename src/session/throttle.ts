@@ -1,15 +1,29 @@
 /**
- * Logon throttling (ASVS 6.3 / OWASP brute-force guidance).
+ * Logon throttling (ASVS 6.3 / OWASP brute-force guidance), built so that nobody can turn it against a
+ * legitimate caller: every counter belongs to the party whose failures it counts.
  *
- * - User logons are counted per username: past `free` failures in the window each attempt waits (100 ms,
- *   doubling, at most 2 s); past `max` the username gets RESOURCE_EXHAUSTED with a retry time. Attempts still
- *   running count as failures, so parallel guesses cannot all slip past the limit while scrypt runs. The
- *   client address is not counted for users: it is the calling backend's, shared by all its end users, and
- *   counting it would let one end user lock an application's logons.
- * - Application logons (anonymous) are counted per client address only: an application account is never
- *   locked (its secret is long and random), so nobody can lock another application out by guessing.
+ * User logons (LogonUser, step-up) count failures
+ * - per application and username: past `freeFailures` each attempt of that application for that username
+ *   waits (100 ms, doubling, at most 2 s); past `maxFailures` that application's logons for it get
+ *   RESOURCE_EXHAUSTED until the window ends;
+ * - per username across applications, with a higher limit (`maxFailuresPerUser`), which caps guessing spread
+ *   over many applications; one application alone reaches its own limit first, so it cannot lock the user
+ *   out of the others;
+ * - per application, the distinct usernames with failures (`maxUsernamesPerApplication`): password spraying
+ *   (one guess for each of many usernames) exhausts the application's budget, and its user logons get
+ *   RESOURCE_EXHAUSTED until the window ends.
+ * The client address is never counted for users: it is the calling backend's, shared by all its end users.
+ * Attempts still running count as failures, so parallel guesses cannot all slip past a limit while the hash
+ * runs.
  *
- * Counters live in the ephemeral store, so in cluster mode every node sees the same counts.
+ * Application logons (anonymous) count failures per application id when the id is known, and per client
+ * address only for unknown ids: an application presenting its secret is never refused because of other ids'
+ * failures behind the same address (a NAT, a sidecar, a load balancer). Application secrets are long and
+ * random, so attempts in flight are not counted against a known id: a fleet of instances logging on at once is
+ * never refused for it.
+ *
+ * Counters live in the ephemeral store, so in cluster mode every node sees the same counts (attempts in
+ * flight are counted per node).
  */
 import { createHash } from 'node:crypto';
 import type { Clock } from '../clock.js';
@@ -19,7 +33,15 @@ import type { EphemeralStore } from '../store/adapter.js';
 export interface ThrottlePolicy {
   windowMs: number;
   freeFailures: number;
+  /** Per application and username. */
   maxFailures: number;
+  /** Per username, across applications. */
+  maxFailuresPerUser: number;
+  /** Distinct usernames with failures, per application. */
+  maxUsernamesPerApplication: number;
+  /** Application logons, per known application id. */
+  maxFailuresPerApplication: number;
+  /** Application logons with unknown ids, per client address. */
   maxFailuresPerAddress: number;
 }
 
@@ -36,7 +58,35 @@ export function addressOf(peer: string): string {
   return m ? m[1]! : peer;
 }
 
-export type LogonKind = 'user' | 'application';
+/** Who is trying to log on. */
+export type LogonSubject =
+  | { kind: 'user'; application: string; username: string }
+  | { kind: 'application'; applicationId: string; known: boolean; peer: string };
+
+/** A reserved attempt: end it exactly once. */
+export interface LogonAttempt {
+  /** The secret was wrong (or the credential replayed): counts. */
+  failed(): Promise<void>;
+  /** The secret was right: clears what a success clears. */
+  succeeded(): Promise<void>;
+  /** No answer was reached (the hash never ran: queue full, deadline passed): counts nothing. */
+  abandoned(): void;
+}
+
+interface Limit {
+  key: string;
+  max: number;
+  /** Attempts in flight on this node count as failures. */
+  inFlight: boolean;
+  /** A success clears the counter (the application's count for a username: it is in the right hands there). */
+  clearOnSuccess: boolean;
+}
+
+/** The application's budget of distinct usernames: bumped when a failure is the first of its pair counter. */
+interface Budget {
+  pair: Limit;
+  budget: Limit;
+}
 
 export class LogonThrottle {
   constructor(
@@ -46,8 +96,10 @@ export class LogonThrottle {
     private readonly sleep: (ms: number) => Promise<void> = (ms) => new Promise((r) => setTimeout(r, ms)),
   ) {}
 
-  private key(kind: 'user' | 'address', value: string): string {
-    return `${kind}:${createHash('sha256').update(value.toLowerCase()).digest('base64url')}`;
+  private key(kind: string, ...parts: string[]): string {
+    const h = createHash('sha256');
+    for (const p of parts) h.update(p.toLowerCase()).update('\0');
+    return `${kind}:${h.digest('base64url')}`;
   }
 
   private async counter(key: string): Promise<Counter | undefined> {
@@ -59,57 +111,95 @@ export class LogonThrottle {
   /** Attempts under way per counter key on this node (counted as failures until they end). */
   private readonly inFlight = new Map<string, number>();
 
-  private counterKey(kind: LogonKind, account: string, peer: string): string {
-    return kind === 'user' ? this.key('user', account) : this.key('address', addressOf(peer));
+  private pending(key: string): number {
+    return this.inFlight.get(key) ?? 0;
   }
 
-  /**
-   * Before an attempt: refuses when the limit is reached, otherwise waits as long as past failures ask for,
-   * and reserves the attempt (end it with `failed` or `succeeded`). The message is the same whether the
-   * account exists or not.
-   */
-  async before(kind: LogonKind, account: string, peer: string): Promise<void> {
-    const key = this.counterKey(kind, account, peer);
-    const max = kind === 'user' ? this.policy.maxFailures : this.policy.maxFailuresPerAddress;
-    const c = await this.counter(key);
-    const pending = this.inFlight.get(key) ?? 0;
-    const now = this.clock.now();
-    const count = (c?.count ?? 0) + pending;
-    if (count >= max) {
-      const until = c && c.count >= max ? c.windowEndsAt : now + 1000;
-      throw new StsError('throttled', `too many failed logons; retry after ${Math.ceil((until - now) / 1000)} s`, { retryAfterMs: until - now });
-    }
-    this.inFlight.set(key, pending + 1);
-    const excess = count - this.policy.freeFailures;
-    if (kind === 'user' && excess > 0) await this.sleep(Math.min(MAX_DELAY_MS, 100 * 2 ** (excess - 1)));
+  private reserve(key: string): void {
+    this.inFlight.set(key, this.pending(key) + 1);
   }
 
   private release(key: string): void {
-    const n = (this.inFlight.get(key) ?? 1) - 1;
+    const n = this.pending(key) - 1;
     if (n <= 0) this.inFlight.delete(key);
     else this.inFlight.set(key, n);
   }
 
-  async failed(kind: LogonKind, account: string, peer: string): Promise<void> {
-    const key = this.counterKey(kind, account, peer);
-    try {
-      await this.bump(key);
-    } finally {
-      this.release(key);
+  private refuse(c: Counter | undefined, max: number, now: number): StsError {
+    const until = c && c.count >= max ? c.windowEndsAt : now + 1000;
+    return new StsError('throttled', `too many failed logons; retry after ${Math.ceil((until - now) / 1000)} s`, { retryAfterMs: until - now });
+  }
+
+  /**
+   * Before an attempt: refuses when a limit is reached, otherwise waits as long as past failures ask for, and
+   * reserves the attempt. The message is the same whether the account exists or not.
+   */
+  async before(subject: LogonSubject): Promise<LogonAttempt> {
+    const p = this.policy;
+    if (subject.kind === 'application') {
+      const limit: Limit = subject.known
+        ? { key: this.key('app', subject.applicationId), max: p.maxFailuresPerApplication, inFlight: false, clearOnSuccess: false }
+        : { key: this.key('address', addressOf(subject.peer)), max: p.maxFailuresPerAddress, inFlight: true, clearOnSuccess: false };
+      await this.check([limit]);
+      return this.attempt([limit]);
     }
+    // A success clears the application's own count for the username, never the count across applications: an
+    // attacker spreading guesses over many applications is not reset by the user logging on somewhere.
+    const user: Limit = { key: this.key('user', subject.username), max: p.maxFailuresPerUser, inFlight: true, clearOnSuccess: false };
+    const pair: Limit = { key: this.key('pair', subject.application, subject.username), max: p.maxFailures, inFlight: true, clearOnSuccess: true };
+    const budget: Limit = { key: this.key('usernames', subject.application), max: p.maxUsernamesPerApplication, inFlight: true, clearOnSuccess: false };
+    const [, pairCount = 0] = await this.check([user, pair, budget]);
+    // A username without failures in the window yet is a new one for the application's budget: reserved too.
+    const attempt = this.attempt([user, pair], pairCount === 0 ? { pair, budget } : undefined);
+    const excess = pairCount - p.freeFailures;
+    if (excess > 0) await this.sleep(Math.min(MAX_DELAY_MS, 100 * 2 ** (excess - 1)));
+    return attempt;
   }
 
-  /** A successful user logon clears the username's counter; an application's address counter stays. */
-  async succeeded(kind: LogonKind, account: string, peer: string): Promise<void> {
-    const key = this.counterKey(kind, account, peer);
-    this.release(key);
-    if (kind === 'user') await this.store.destroy('throttle', key);
+  /** Refuses when any limit is reached; the counts (stored plus in flight) otherwise. */
+  private async check(limits: Limit[]): Promise<number[]> {
+    const counters = await Promise.all(limits.map((l) => this.counter(l.key)));
+    const now = this.clock.now();
+    return limits.map((l, i) => {
+      const count = (counters[i]?.count ?? 0) + (l.inFlight ? this.pending(l.key) : 0);
+      if (count >= l.max) throw this.refuse(counters[i], l.max, now);
+      return count;
+    });
   }
 
-  private async bump(key: string): Promise<void> {
+  /** Reserves `limits` (and the budget, bumped only if the failure is the first of its pair counter). */
+  private attempt(limits: Limit[], first?: Budget): LogonAttempt {
+    const reserved = [...limits, ...(first ? [first.budget] : [])].filter((l) => l.inFlight).map((l) => l.key);
+    for (const k of reserved) this.reserve(k);
+    let ended = false;
+    const end = (): boolean => {
+      if (ended) return false;
+      ended = true;
+      for (const k of reserved) this.release(k);
+      return true;
+    };
+    return {
+      failed: async () => {
+        if (!end()) return;
+        const counts = await Promise.all(limits.map((l) => this.bump(l.key)));
+        // The pair counter went from 0 to 1: a username new to the application's failures in this window.
+        if (first && counts[limits.indexOf(first.pair)] === 1) await this.bump(first.budget.key);
+      },
+      succeeded: async () => {
+        if (!end()) return;
+        for (const l of limits) if (l.clearOnSuccess) await this.store.destroy('throttle', l.key);
+      },
+      abandoned: () => {
+        end();
+      },
+    };
+  }
+
+  private async bump(key: string): Promise<number> {
     const now = this.clock.now();
     const c = (await this.counter(key)) ?? { count: 0, windowEndsAt: now + this.policy.windowMs };
     c.count += 1;
     await this.store.upsert('throttle', key, JSON.stringify(c), c.windowEndsAt - now);
+    return c.count;
   }
 }

@@ -24,8 +24,12 @@ export interface ViewContext {
 }
 
 export interface SessionHandle {
-  /** The token id, when the caller presented it (empty when validated from a JWT). */
+  /** The token id of the part the view is made from (empty when validated from a JWT). */
   tokenId: string;
+  /** The key of that part's participant record (the session's `sid` for a legacy creator): a JWT's "pref". */
+  ref: string;
+  /** The application that part belongs to. */
+  participant: string;
   sid: string;
   record: UserSessionRecord;
   user: UserRecord;
@@ -72,11 +76,12 @@ export function userTokenView(vc: ViewContext, s: SessionHandle, viewer: Applica
 }
 
 /**
- * The view as a JWT signed by the PRIMARY signing key (RFC 7519). It carries the session ref ("sid"), never
- * the token id: a JWT travels further than a credential should. Claims: iss, sub (uid), aud (viewer), iat,
- * exp (the session's idle expiry at signing), jti, sid, acr (security level), and the view's fields.
+ * The view as a JWT signed by the PRIMARY signing key (RFC 7519). It carries the session id ("sid") and the
+ * participant record it was made from ("pref", the SHA-256 of that part's token id: no credential), never the
+ * token id: a JWT travels further than a credential should. Claims: iss, sub (uid), aud (viewer), iat, exp
+ * (the session's idle expiry at signing), jti, sid, pref, acr (security level), and the view's fields.
  */
-export function signUserToken(vc: ViewContext, view: UserToken, sid: string, now: number): string {
+export function signUserToken(vc: ViewContext, view: UserToken, s: Pick<SessionHandle, 'sid' | 'ref'>, now: number): string {
   const claims: Record<string, unknown> = {
     iss: vc.issuer,
     sub: view.uid,
@@ -84,7 +89,8 @@ export function signUserToken(vc: ViewContext, view: UserToken, sid: string, now
     iat: Math.floor(now / 1000),
     exp: Math.floor(view.expireTime!.getTime() / 1000),
     jti: randomBytes(16).toString('base64url'),
-    sid,
+    sid: s.sid,
+    pref: s.ref,
     acr: String(view.securityLevel),
     auth_time: Math.floor(view.issueTime!.getTime() / 1000),
     roles: view.roles.map((r) => ({ application_id: r.applicationId, organization: r.organizationName, name: r.roleName, value: r.roleValue })),

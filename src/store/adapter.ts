@@ -12,9 +12,11 @@
 
 /**
  * Namespaces of ephemeral records. `credential_jti` holds the SHA-256 of each credential JWE id (jti) STS has
- * accepted, until that JWE expires, so each is accepted once.
+ * accepted, until that JWE expires, so each is accepted once; `third_party_jti` the same for the third-party
+ * tokens CreateUserFromThirdPartyToken has accepted. `participant` holds one record per application's part in
+ * a user session, keyed by the SHA-256 of that application's user token id and grouped by the session.
  */
-export type EphemeralNamespace = 'app_token' | 'user_token' | 'user_ticket' | 'throttle' | 'credential_jti';
+export type EphemeralNamespace = 'app_token' | 'user_token' | 'participant' | 'user_ticket' | 'throttle' | 'credential_jti' | 'third_party_jti';
 /** Namespaces of durable records. */
 export type DurableNamespace = 'key' | 'user_secret';
 

@@ -28,6 +28,8 @@ export function appRecord(id: string, overrides: Partial<ApplicationRecord> = {}
     maxLifetimeMs: 0,
     disabled: false,
     createdAt: 0,
+    transformSources: [],
+    dataKeyGroup: '',
     ...overrides,
   };
 }

@@ -192,8 +192,9 @@ func (x *ApplicationToken) GetExpireTime() *timestamppb.Timestamp {
 // and personal fields only where the application is allowed them.
 type UserToken struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Opaque token id (base64url, 256 bits from a CSPRNG). Identical for every application viewing the
-	// same session; release it with ReleaseUserToken.
+	// Opaque token id (base64url, 256 bits from a CSPRNG) of the viewing application's part in the session:
+	// every participating application has its own, and it authorizes that application only. Empty when the
+	// view was made from a JWT. End it with ReleaseUserToken.
 	UserTokenId string `protobuf:"bytes,1,opt,name=user_token_id,json=userTokenId,proto3" json:"user_token_id,omitempty"`
 	// Stable unique id of the user.
 	Uid string `protobuf:"bytes,2,opt,name=uid,proto3" json:"uid,omitempty"`

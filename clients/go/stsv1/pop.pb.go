@@ -495,7 +495,9 @@ type SignRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Payload bytes, 1 byte to 1 MiB.
 	Payload []byte `protobuf:"bytes,1,opt,name=payload,proto3" json:"payload,omitempty"`
-	// Optional JWS "typ" header, for example "JWT" or "application/example+jwt". At most 128 characters.
+	// JWS "typ" header, for example "JWT" or "application/example+jwt": at most 128 printable ASCII characters,
+	// not starting with "sts-" (with or without "application/"), which is reserved for STS's own tokens. Empty
+	// means "JOSE" (RFC 7515 section 4.1.9).
 	Type string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
 	// Optional JWS "cty" header (content type of the payload). At most 128 characters.
 	ContentType   string `protobuf:"bytes,3,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
@@ -1118,7 +1120,8 @@ func (x *RotateKeysRequest) GetKinds() []KeyKind {
 // RotateKeysResponse lists the keys made by the rotation.
 type RotateKeysResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The new keys (one per rotated kind), STAGED until their not_before_time.
+	// The new keys (one per rotated kind), STAGED until their not_before_time; for a kind whose key was staged
+	// less than a second before the call, that key.
 	Created       []*KeyInfo `protobuf:"bytes,1,rep,name=created,proto3" json:"created,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

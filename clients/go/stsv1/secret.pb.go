@@ -26,7 +26,8 @@ const (
 // IdentityProvider is a trusted issuer of user JWTs.
 type IdentityProvider struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Issuer identifier, exactly as in the tokens' "iss" claim (an https URL in production).
+	// Issuer identifier, exactly as in the tokens' "iss" claim (an https URL in production). Never STS's own
+	// issuer (session.issuer).
 	Issuer string `protobuf:"bytes,1,opt,name=issuer,proto3" json:"issuer,omitempty"`
 	// Where the issuer's public keys come from.
 	//
@@ -35,7 +36,8 @@ type IdentityProvider struct {
 	//	*IdentityProvider_JwksUri
 	//	*IdentityProvider_JwksJson
 	JwksSource isIdentityProvider_JwksSource `protobuf_oneof:"jwks_source"`
-	// Accepted "aud" values; a token must name at least one.
+	// Accepted "aud" values of tokens presented by resource servers (GetUserSecret, ExchangeToken); a token must
+	// name at least one. May be empty when application_audiences is set (the provider then serves logons only).
 	Audiences []string `protobuf:"bytes,4,rep,name=audiences,proto3" json:"audiences,omitempty"`
 	// Accepted JWS algorithms, for example "RS256", "ES256", "EdDSA". "none" and HMAC algorithms are refused.
 	Algorithms []string `protobuf:"bytes,5,rep,name=algorithms,proto3" json:"algorithms,omitempty"`
@@ -45,8 +47,22 @@ type IdentityProvider struct {
 	SubjectClaim string `protobuf:"bytes,7,opt,name=subject_claim,json=subjectClaim,proto3" json:"subject_claim,omitempty"`
 	// Security level given to sessions started with this provider's tokens (SessionService); 0 means 1.
 	SecurityLevel uint32 `protobuf:"varint,8,opt,name=security_level,json=securityLevel,proto3" json:"security_level,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Per application, the "aud" values of this provider's tokens meant for it (usually its client id at the
+	// provider). SessionService.CreateUserFromThirdPartyToken accepts a token only for an application listed
+	// here, and only if the token's "aud" holds one of its audiences or its "azp" names the application (its
+	// id or one of these audiences): a token issued to another client or to a resource server starts no
+	// session. At most 100 applications.
+	ApplicationAudiences []*ApplicationAudiences `protobuf:"bytes,9,rep,name=application_audiences,json=applicationAudiences,proto3" json:"application_audiences,omitempty"`
+	// The provider's tokens carry no "jti" claim. Normally CreateUserFromThirdPartyToken remembers each token's
+	// "jti" until its "exp" and refuses it a second time, and refuses a token without "jti". For a provider
+	// marked here tokens cannot be told apart, so each is accepted only while it has at most
+	// session.thirdPartyTokenWithoutJtiMaxLifetimeMs to live (a replay is possible within that short time).
+	TokensWithoutJti bool `protobuf:"varint,10,opt,name=tokens_without_jti,json=tokensWithoutJti,proto3" json:"tokens_without_jti,omitempty"`
+	// Accept tokens without an "iat" claim. False (default): a token without "iat" is refused (RFC 7519
+	// section 4.1.6 makes it optional; STS asks for it so that a token's age is known).
+	AcceptTokensWithoutIat bool `protobuf:"varint,11,opt,name=accept_tokens_without_iat,json=acceptTokensWithoutIat,proto3" json:"accept_tokens_without_iat,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *IdentityProvider) Reset() {
@@ -146,23 +162,100 @@ func (x *IdentityProvider) GetSecurityLevel() uint32 {
 	return 0
 }
 
+func (x *IdentityProvider) GetApplicationAudiences() []*ApplicationAudiences {
+	if x != nil {
+		return x.ApplicationAudiences
+	}
+	return nil
+}
+
+func (x *IdentityProvider) GetTokensWithoutJti() bool {
+	if x != nil {
+		return x.TokensWithoutJti
+	}
+	return false
+}
+
+func (x *IdentityProvider) GetAcceptTokensWithoutIat() bool {
+	if x != nil {
+		return x.AcceptTokensWithoutIat
+	}
+	return false
+}
+
 type isIdentityProvider_JwksSource interface {
 	isIdentityProvider_JwksSource()
 }
 
 type IdentityProvider_JwksUri struct {
 	// URL of the issuer's JWKS, fetched with a timeout and size limit, cached, refreshed on an unknown kid.
+	// A fetched key that is one of STS's own is never used.
 	JwksUri string `protobuf:"bytes,2,opt,name=jwks_uri,json=jwksUri,proto3,oneof"`
 }
 
 type IdentityProvider_JwksJson struct {
-	// The issuer's JWKS as JSON text, given inline.
+	// The issuer's JWKS as JSON text, given inline. It must not hold one of STS's own keys.
 	JwksJson string `protobuf:"bytes,3,opt,name=jwks_json,json=jwksJson,proto3,oneof"`
 }
 
 func (*IdentityProvider_JwksUri) isIdentityProvider_JwksSource() {}
 
 func (*IdentityProvider_JwksJson) isIdentityProvider_JwksSource() {}
+
+// ApplicationAudiences lists the audiences of an identity provider's tokens meant for one application.
+type ApplicationAudiences struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The SessionService application id.
+	ApplicationId string `protobuf:"bytes,1,opt,name=application_id,json=applicationId,proto3" json:"application_id,omitempty"`
+	// Its "aud" values at the provider, 1 to 50, each at most 512 characters.
+	Audiences     []string `protobuf:"bytes,2,rep,name=audiences,proto3" json:"audiences,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplicationAudiences) Reset() {
+	*x = ApplicationAudiences{}
+	mi := &file_sts_v1_secret_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplicationAudiences) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplicationAudiences) ProtoMessage() {}
+
+func (x *ApplicationAudiences) ProtoReflect() protoreflect.Message {
+	mi := &file_sts_v1_secret_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplicationAudiences.ProtoReflect.Descriptor instead.
+func (*ApplicationAudiences) Descriptor() ([]byte, []int) {
+	return file_sts_v1_secret_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ApplicationAudiences) GetApplicationId() string {
+	if x != nil {
+		return x.ApplicationId
+	}
+	return ""
+}
+
+func (x *ApplicationAudiences) GetAudiences() []string {
+	if x != nil {
+		return x.Audiences
+	}
+	return nil
+}
 
 // ResourceServer is a registered backend allowed to fetch user secrets.
 type ResourceServer struct {
@@ -191,7 +284,7 @@ type ResourceServer struct {
 
 func (x *ResourceServer) Reset() {
 	*x = ResourceServer{}
-	mi := &file_sts_v1_secret_proto_msgTypes[1]
+	mi := &file_sts_v1_secret_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -203,7 +296,7 @@ func (x *ResourceServer) String() string {
 func (*ResourceServer) ProtoMessage() {}
 
 func (x *ResourceServer) ProtoReflect() protoreflect.Message {
-	mi := &file_sts_v1_secret_proto_msgTypes[1]
+	mi := &file_sts_v1_secret_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -216,7 +309,7 @@ func (x *ResourceServer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceServer.ProtoReflect.Descriptor instead.
 func (*ResourceServer) Descriptor() ([]byte, []int) {
-	return file_sts_v1_secret_proto_rawDescGZIP(), []int{1}
+	return file_sts_v1_secret_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *ResourceServer) GetResourceServerId() string {
@@ -330,7 +423,7 @@ type GetUserSecretRequest struct {
 
 func (x *GetUserSecretRequest) Reset() {
 	*x = GetUserSecretRequest{}
-	mi := &file_sts_v1_secret_proto_msgTypes[2]
+	mi := &file_sts_v1_secret_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -342,7 +435,7 @@ func (x *GetUserSecretRequest) String() string {
 func (*GetUserSecretRequest) ProtoMessage() {}
 
 func (x *GetUserSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sts_v1_secret_proto_msgTypes[2]
+	mi := &file_sts_v1_secret_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -355,7 +448,7 @@ func (x *GetUserSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUserSecretRequest.ProtoReflect.Descriptor instead.
 func (*GetUserSecretRequest) Descriptor() ([]byte, []int) {
-	return file_sts_v1_secret_proto_rawDescGZIP(), []int{2}
+	return file_sts_v1_secret_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *GetUserSecretRequest) GetSubjectToken() string {
@@ -384,7 +477,7 @@ type GetUserSecretResponse struct {
 
 func (x *GetUserSecretResponse) Reset() {
 	*x = GetUserSecretResponse{}
-	mi := &file_sts_v1_secret_proto_msgTypes[3]
+	mi := &file_sts_v1_secret_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -396,7 +489,7 @@ func (x *GetUserSecretResponse) String() string {
 func (*GetUserSecretResponse) ProtoMessage() {}
 
 func (x *GetUserSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sts_v1_secret_proto_msgTypes[3]
+	mi := &file_sts_v1_secret_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -409,7 +502,7 @@ func (x *GetUserSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUserSecretResponse.ProtoReflect.Descriptor instead.
 func (*GetUserSecretResponse) Descriptor() ([]byte, []int) {
-	return file_sts_v1_secret_proto_rawDescGZIP(), []int{3}
+	return file_sts_v1_secret_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetUserSecretResponse) GetSecretJwe() string {
@@ -474,7 +567,7 @@ type ExchangeTokenRequest struct {
 
 func (x *ExchangeTokenRequest) Reset() {
 	*x = ExchangeTokenRequest{}
-	mi := &file_sts_v1_secret_proto_msgTypes[4]
+	mi := &file_sts_v1_secret_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -486,7 +579,7 @@ func (x *ExchangeTokenRequest) String() string {
 func (*ExchangeTokenRequest) ProtoMessage() {}
 
 func (x *ExchangeTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sts_v1_secret_proto_msgTypes[4]
+	mi := &file_sts_v1_secret_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -499,7 +592,7 @@ func (x *ExchangeTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExchangeTokenRequest.ProtoReflect.Descriptor instead.
 func (*ExchangeTokenRequest) Descriptor() ([]byte, []int) {
-	return file_sts_v1_secret_proto_rawDescGZIP(), []int{4}
+	return file_sts_v1_secret_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ExchangeTokenRequest) GetGrantType() string {
@@ -584,7 +677,7 @@ type ExchangeTokenResponse struct {
 
 func (x *ExchangeTokenResponse) Reset() {
 	*x = ExchangeTokenResponse{}
-	mi := &file_sts_v1_secret_proto_msgTypes[5]
+	mi := &file_sts_v1_secret_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -596,7 +689,7 @@ func (x *ExchangeTokenResponse) String() string {
 func (*ExchangeTokenResponse) ProtoMessage() {}
 
 func (x *ExchangeTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sts_v1_secret_proto_msgTypes[5]
+	mi := &file_sts_v1_secret_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -609,7 +702,7 @@ func (x *ExchangeTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExchangeTokenResponse.ProtoReflect.Descriptor instead.
 func (*ExchangeTokenResponse) Descriptor() ([]byte, []int) {
-	return file_sts_v1_secret_proto_rawDescGZIP(), []int{5}
+	return file_sts_v1_secret_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ExchangeTokenResponse) GetAccessToken() string {
@@ -658,7 +751,7 @@ type PutIdentityProviderRequest struct {
 
 func (x *PutIdentityProviderRequest) Reset() {
 	*x = PutIdentityProviderRequest{}
-	mi := &file_sts_v1_secret_proto_msgTypes[6]
+	mi := &file_sts_v1_secret_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -670,7 +763,7 @@ func (x *PutIdentityProviderRequest) String() string {
 func (*PutIdentityProviderRequest) ProtoMessage() {}
 
 func (x *PutIdentityProviderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sts_v1_secret_proto_msgTypes[6]
+	mi := &file_sts_v1_secret_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -683,7 +776,7 @@ func (x *PutIdentityProviderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutIdentityProviderRequest.ProtoReflect.Descriptor instead.
 func (*PutIdentityProviderRequest) Descriptor() ([]byte, []int) {
-	return file_sts_v1_secret_proto_rawDescGZIP(), []int{6}
+	return file_sts_v1_secret_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PutIdentityProviderRequest) GetIdentityProvider() *IdentityProvider {
@@ -704,7 +797,7 @@ type PutIdentityProviderResponse struct {
 
 func (x *PutIdentityProviderResponse) Reset() {
 	*x = PutIdentityProviderResponse{}
-	mi := &file_sts_v1_secret_proto_msgTypes[7]
+	mi := &file_sts_v1_secret_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -716,7 +809,7 @@ func (x *PutIdentityProviderResponse) String() string {
 func (*PutIdentityProviderResponse) ProtoMessage() {}
 
 func (x *PutIdentityProviderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sts_v1_secret_proto_msgTypes[7]
+	mi := &file_sts_v1_secret_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -729,7 +822,7 @@ func (x *PutIdentityProviderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutIdentityProviderResponse.ProtoReflect.Descriptor instead.
 func (*PutIdentityProviderResponse) Descriptor() ([]byte, []int) {
-	return file_sts_v1_secret_proto_rawDescGZIP(), []int{7}
+	return file_sts_v1_secret_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PutIdentityProviderResponse) GetIdentityProvider() *IdentityProvider {
@@ -748,7 +841,7 @@ type ListIdentityProvidersRequest struct {
 
 func (x *ListIdentityProvidersRequest) Reset() {
 	*x = ListIdentityProvidersRequest{}
-	mi := &file_sts_v1_secret_proto_msgTypes[8]
+	mi := &file_sts_v1_secret_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -760,7 +853,7 @@ func (x *ListIdentityProvidersRequest) String() string {
 func (*ListIdentityProvidersRequest) ProtoMessage() {}
 
 func (x *ListIdentityProvidersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sts_v1_secret_proto_msgTypes[8]
+	mi := &file_sts_v1_secret_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -773,7 +866,7 @@ func (x *ListIdentityProvidersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListIdentityProvidersRequest.ProtoReflect.Descriptor instead.
 func (*ListIdentityProvidersRequest) Descriptor() ([]byte, []int) {
-	return file_sts_v1_secret_proto_rawDescGZIP(), []int{8}
+	return file_sts_v1_secret_proto_rawDescGZIP(), []int{9}
 }
 
 // ListIdentityProvidersResponse lists providers.
@@ -787,7 +880,7 @@ type ListIdentityProvidersResponse struct {
 
 func (x *ListIdentityProvidersResponse) Reset() {
 	*x = ListIdentityProvidersResponse{}
-	mi := &file_sts_v1_secret_proto_msgTypes[9]
+	mi := &file_sts_v1_secret_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -799,7 +892,7 @@ func (x *ListIdentityProvidersResponse) String() string {
 func (*ListIdentityProvidersResponse) ProtoMessage() {}
 
 func (x *ListIdentityProvidersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sts_v1_secret_proto_msgTypes[9]
+	mi := &file_sts_v1_secret_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -812,7 +905,7 @@ func (x *ListIdentityProvidersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListIdentityProvidersResponse.ProtoReflect.Descriptor instead.
 func (*ListIdentityProvidersResponse) Descriptor() ([]byte, []int) {
-	return file_sts_v1_secret_proto_rawDescGZIP(), []int{9}
+	return file_sts_v1_secret_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListIdentityProvidersResponse) GetIdentityProviders() []*IdentityProvider {
@@ -833,7 +926,7 @@ type DeleteIdentityProviderRequest struct {
 
 func (x *DeleteIdentityProviderRequest) Reset() {
 	*x = DeleteIdentityProviderRequest{}
-	mi := &file_sts_v1_secret_proto_msgTypes[10]
+	mi := &file_sts_v1_secret_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -845,7 +938,7 @@ func (x *DeleteIdentityProviderRequest) String() string {
 func (*DeleteIdentityProviderRequest) ProtoMessage() {}
 
 func (x *DeleteIdentityProviderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sts_v1_secret_proto_msgTypes[10]
+	mi := &file_sts_v1_secret_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -858,7 +951,7 @@ func (x *DeleteIdentityProviderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteIdentityProviderRequest.ProtoReflect.Descriptor instead.
 func (*DeleteIdentityProviderRequest) Descriptor() ([]byte, []int) {
-	return file_sts_v1_secret_proto_rawDescGZIP(), []int{10}
+	return file_sts_v1_secret_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DeleteIdentityProviderRequest) GetIssuer() string {
@@ -877,7 +970,7 @@ type DeleteIdentityProviderResponse struct {
 
 func (x *DeleteIdentityProviderResponse) Reset() {
 	*x = DeleteIdentityProviderResponse{}
-	mi := &file_sts_v1_secret_proto_msgTypes[11]
+	mi := &file_sts_v1_secret_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -889,7 +982,7 @@ func (x *DeleteIdentityProviderResponse) String() string {
 func (*DeleteIdentityProviderResponse) ProtoMessage() {}
 
 func (x *DeleteIdentityProviderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sts_v1_secret_proto_msgTypes[11]
+	mi := &file_sts_v1_secret_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -902,7 +995,7 @@ func (x *DeleteIdentityProviderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteIdentityProviderResponse.ProtoReflect.Descriptor instead.
 func (*DeleteIdentityProviderResponse) Descriptor() ([]byte, []int) {
-	return file_sts_v1_secret_proto_rawDescGZIP(), []int{11}
+	return file_sts_v1_secret_proto_rawDescGZIP(), []int{12}
 }
 
 // PutResourceServerRequest carries the resource server.
@@ -916,7 +1009,7 @@ type PutResourceServerRequest struct {
 
 func (x *PutResourceServerRequest) Reset() {
 	*x = PutResourceServerRequest{}
-	mi := &file_sts_v1_secret_proto_msgTypes[12]
+	mi := &file_sts_v1_secret_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -928,7 +1021,7 @@ func (x *PutResourceServerRequest) String() string {
 func (*PutResourceServerRequest) ProtoMessage() {}
 
 func (x *PutResourceServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sts_v1_secret_proto_msgTypes[12]
+	mi := &file_sts_v1_secret_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -941,7 +1034,7 @@ func (x *PutResourceServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutResourceServerRequest.ProtoReflect.Descriptor instead.
 func (*PutResourceServerRequest) Descriptor() ([]byte, []int) {
-	return file_sts_v1_secret_proto_rawDescGZIP(), []int{12}
+	return file_sts_v1_secret_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PutResourceServerRequest) GetResourceServer() *ResourceServer {
@@ -962,7 +1055,7 @@ type PutResourceServerResponse struct {
 
 func (x *PutResourceServerResponse) Reset() {
 	*x = PutResourceServerResponse{}
-	mi := &file_sts_v1_secret_proto_msgTypes[13]
+	mi := &file_sts_v1_secret_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -974,7 +1067,7 @@ func (x *PutResourceServerResponse) String() string {
 func (*PutResourceServerResponse) ProtoMessage() {}
 
 func (x *PutResourceServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sts_v1_secret_proto_msgTypes[13]
+	mi := &file_sts_v1_secret_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -987,7 +1080,7 @@ func (x *PutResourceServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutResourceServerResponse.ProtoReflect.Descriptor instead.
 func (*PutResourceServerResponse) Descriptor() ([]byte, []int) {
-	return file_sts_v1_secret_proto_rawDescGZIP(), []int{13}
+	return file_sts_v1_secret_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PutResourceServerResponse) GetResourceServer() *ResourceServer {
@@ -1006,7 +1099,7 @@ type ListResourceServersRequest struct {
 
 func (x *ListResourceServersRequest) Reset() {
 	*x = ListResourceServersRequest{}
-	mi := &file_sts_v1_secret_proto_msgTypes[14]
+	mi := &file_sts_v1_secret_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1018,7 +1111,7 @@ func (x *ListResourceServersRequest) String() string {
 func (*ListResourceServersRequest) ProtoMessage() {}
 
 func (x *ListResourceServersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sts_v1_secret_proto_msgTypes[14]
+	mi := &file_sts_v1_secret_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1031,7 +1124,7 @@ func (x *ListResourceServersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResourceServersRequest.ProtoReflect.Descriptor instead.
 func (*ListResourceServersRequest) Descriptor() ([]byte, []int) {
-	return file_sts_v1_secret_proto_rawDescGZIP(), []int{14}
+	return file_sts_v1_secret_proto_rawDescGZIP(), []int{15}
 }
 
 // ListResourceServersResponse lists resource servers.
@@ -1045,7 +1138,7 @@ type ListResourceServersResponse struct {
 
 func (x *ListResourceServersResponse) Reset() {
 	*x = ListResourceServersResponse{}
-	mi := &file_sts_v1_secret_proto_msgTypes[15]
+	mi := &file_sts_v1_secret_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1057,7 +1150,7 @@ func (x *ListResourceServersResponse) String() string {
 func (*ListResourceServersResponse) ProtoMessage() {}
 
 func (x *ListResourceServersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sts_v1_secret_proto_msgTypes[15]
+	mi := &file_sts_v1_secret_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1070,7 +1163,7 @@ func (x *ListResourceServersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResourceServersResponse.ProtoReflect.Descriptor instead.
 func (*ListResourceServersResponse) Descriptor() ([]byte, []int) {
-	return file_sts_v1_secret_proto_rawDescGZIP(), []int{15}
+	return file_sts_v1_secret_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListResourceServersResponse) GetResourceServers() []*ResourceServer {
@@ -1091,7 +1184,7 @@ type DeleteResourceServerRequest struct {
 
 func (x *DeleteResourceServerRequest) Reset() {
 	*x = DeleteResourceServerRequest{}
-	mi := &file_sts_v1_secret_proto_msgTypes[16]
+	mi := &file_sts_v1_secret_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1103,7 +1196,7 @@ func (x *DeleteResourceServerRequest) String() string {
 func (*DeleteResourceServerRequest) ProtoMessage() {}
 
 func (x *DeleteResourceServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sts_v1_secret_proto_msgTypes[16]
+	mi := &file_sts_v1_secret_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1116,7 +1209,7 @@ func (x *DeleteResourceServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResourceServerRequest.ProtoReflect.Descriptor instead.
 func (*DeleteResourceServerRequest) Descriptor() ([]byte, []int) {
-	return file_sts_v1_secret_proto_rawDescGZIP(), []int{16}
+	return file_sts_v1_secret_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DeleteResourceServerRequest) GetResourceServerId() string {
@@ -1135,7 +1228,7 @@ type DeleteResourceServerResponse struct {
 
 func (x *DeleteResourceServerResponse) Reset() {
 	*x = DeleteResourceServerResponse{}
-	mi := &file_sts_v1_secret_proto_msgTypes[17]
+	mi := &file_sts_v1_secret_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1147,7 +1240,7 @@ func (x *DeleteResourceServerResponse) String() string {
 func (*DeleteResourceServerResponse) ProtoMessage() {}
 
 func (x *DeleteResourceServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sts_v1_secret_proto_msgTypes[17]
+	mi := &file_sts_v1_secret_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1160,14 +1253,14 @@ func (x *DeleteResourceServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResourceServerResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResourceServerResponse) Descriptor() ([]byte, []int) {
-	return file_sts_v1_secret_proto_rawDescGZIP(), []int{17}
+	return file_sts_v1_secret_proto_rawDescGZIP(), []int{18}
 }
 
 var File_sts_v1_secret_proto protoreflect.FileDescriptor
 
 const file_sts_v1_secret_proto_rawDesc = "" +
 	"\n" +
-	"\x13sts/v1/secret.proto\x12\x06sts.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb9\x02\n" +
+	"\x13sts/v1/secret.proto\x12\x06sts.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf5\x03\n" +
 	"\x10IdentityProvider\x12\x16\n" +
 	"\x06issuer\x18\x01 \x01(\tR\x06issuer\x12\x1b\n" +
 	"\bjwks_uri\x18\x02 \x01(\tH\x00R\ajwksUri\x12\x1d\n" +
@@ -1179,8 +1272,15 @@ const file_sts_v1_secret_proto_rawDesc = "" +
 	"\n" +
 	"clock_skew\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\tclockSkew\x12#\n" +
 	"\rsubject_claim\x18\a \x01(\tR\fsubjectClaim\x12%\n" +
-	"\x0esecurity_level\x18\b \x01(\rR\rsecurityLevelB\r\n" +
-	"\vjwks_source\"\x99\x02\n" +
+	"\x0esecurity_level\x18\b \x01(\rR\rsecurityLevel\x12Q\n" +
+	"\x15application_audiences\x18\t \x03(\v2\x1c.sts.v1.ApplicationAudiencesR\x14applicationAudiences\x12,\n" +
+	"\x12tokens_without_jti\x18\n" +
+	" \x01(\bR\x10tokensWithoutJti\x129\n" +
+	"\x19accept_tokens_without_iat\x18\v \x01(\bR\x16acceptTokensWithoutIatB\r\n" +
+	"\vjwks_source\"[\n" +
+	"\x14ApplicationAudiences\x12%\n" +
+	"\x0eapplication_id\x18\x01 \x01(\tR\rapplicationId\x12\x1c\n" +
+	"\taudiences\x18\x02 \x03(\tR\taudiences\"\x99\x02\n" +
 	"\x0eResourceServer\x12,\n" +
 	"\x12resource_server_id\x18\x01 \x01(\tR\x10resourceServerId\x12'\n" +
 	"\x0eapplication_id\x18\x02 \x01(\tH\x00R\rapplicationId\x12/\n" +
@@ -1263,59 +1363,61 @@ func file_sts_v1_secret_proto_rawDescGZIP() []byte {
 	return file_sts_v1_secret_proto_rawDescData
 }
 
-var file_sts_v1_secret_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_sts_v1_secret_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_sts_v1_secret_proto_goTypes = []any{
 	(*IdentityProvider)(nil),               // 0: sts.v1.IdentityProvider
-	(*ResourceServer)(nil),                 // 1: sts.v1.ResourceServer
-	(*GetUserSecretRequest)(nil),           // 2: sts.v1.GetUserSecretRequest
-	(*GetUserSecretResponse)(nil),          // 3: sts.v1.GetUserSecretResponse
-	(*ExchangeTokenRequest)(nil),           // 4: sts.v1.ExchangeTokenRequest
-	(*ExchangeTokenResponse)(nil),          // 5: sts.v1.ExchangeTokenResponse
-	(*PutIdentityProviderRequest)(nil),     // 6: sts.v1.PutIdentityProviderRequest
-	(*PutIdentityProviderResponse)(nil),    // 7: sts.v1.PutIdentityProviderResponse
-	(*ListIdentityProvidersRequest)(nil),   // 8: sts.v1.ListIdentityProvidersRequest
-	(*ListIdentityProvidersResponse)(nil),  // 9: sts.v1.ListIdentityProvidersResponse
-	(*DeleteIdentityProviderRequest)(nil),  // 10: sts.v1.DeleteIdentityProviderRequest
-	(*DeleteIdentityProviderResponse)(nil), // 11: sts.v1.DeleteIdentityProviderResponse
-	(*PutResourceServerRequest)(nil),       // 12: sts.v1.PutResourceServerRequest
-	(*PutResourceServerResponse)(nil),      // 13: sts.v1.PutResourceServerResponse
-	(*ListResourceServersRequest)(nil),     // 14: sts.v1.ListResourceServersRequest
-	(*ListResourceServersResponse)(nil),    // 15: sts.v1.ListResourceServersResponse
-	(*DeleteResourceServerRequest)(nil),    // 16: sts.v1.DeleteResourceServerRequest
-	(*DeleteResourceServerResponse)(nil),   // 17: sts.v1.DeleteResourceServerResponse
-	(*durationpb.Duration)(nil),            // 18: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),          // 19: google.protobuf.Timestamp
+	(*ApplicationAudiences)(nil),           // 1: sts.v1.ApplicationAudiences
+	(*ResourceServer)(nil),                 // 2: sts.v1.ResourceServer
+	(*GetUserSecretRequest)(nil),           // 3: sts.v1.GetUserSecretRequest
+	(*GetUserSecretResponse)(nil),          // 4: sts.v1.GetUserSecretResponse
+	(*ExchangeTokenRequest)(nil),           // 5: sts.v1.ExchangeTokenRequest
+	(*ExchangeTokenResponse)(nil),          // 6: sts.v1.ExchangeTokenResponse
+	(*PutIdentityProviderRequest)(nil),     // 7: sts.v1.PutIdentityProviderRequest
+	(*PutIdentityProviderResponse)(nil),    // 8: sts.v1.PutIdentityProviderResponse
+	(*ListIdentityProvidersRequest)(nil),   // 9: sts.v1.ListIdentityProvidersRequest
+	(*ListIdentityProvidersResponse)(nil),  // 10: sts.v1.ListIdentityProvidersResponse
+	(*DeleteIdentityProviderRequest)(nil),  // 11: sts.v1.DeleteIdentityProviderRequest
+	(*DeleteIdentityProviderResponse)(nil), // 12: sts.v1.DeleteIdentityProviderResponse
+	(*PutResourceServerRequest)(nil),       // 13: sts.v1.PutResourceServerRequest
+	(*PutResourceServerResponse)(nil),      // 14: sts.v1.PutResourceServerResponse
+	(*ListResourceServersRequest)(nil),     // 15: sts.v1.ListResourceServersRequest
+	(*ListResourceServersResponse)(nil),    // 16: sts.v1.ListResourceServersResponse
+	(*DeleteResourceServerRequest)(nil),    // 17: sts.v1.DeleteResourceServerRequest
+	(*DeleteResourceServerResponse)(nil),   // 18: sts.v1.DeleteResourceServerResponse
+	(*durationpb.Duration)(nil),            // 19: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),          // 20: google.protobuf.Timestamp
 }
 var file_sts_v1_secret_proto_depIdxs = []int32{
-	18, // 0: sts.v1.IdentityProvider.clock_skew:type_name -> google.protobuf.Duration
-	19, // 1: sts.v1.GetUserSecretResponse.create_time:type_name -> google.protobuf.Timestamp
-	0,  // 2: sts.v1.PutIdentityProviderRequest.identity_provider:type_name -> sts.v1.IdentityProvider
-	0,  // 3: sts.v1.PutIdentityProviderResponse.identity_provider:type_name -> sts.v1.IdentityProvider
-	0,  // 4: sts.v1.ListIdentityProvidersResponse.identity_providers:type_name -> sts.v1.IdentityProvider
-	1,  // 5: sts.v1.PutResourceServerRequest.resource_server:type_name -> sts.v1.ResourceServer
-	1,  // 6: sts.v1.PutResourceServerResponse.resource_server:type_name -> sts.v1.ResourceServer
-	1,  // 7: sts.v1.ListResourceServersResponse.resource_servers:type_name -> sts.v1.ResourceServer
-	2,  // 8: sts.v1.SecretService.GetUserSecret:input_type -> sts.v1.GetUserSecretRequest
-	4,  // 9: sts.v1.SecretService.ExchangeToken:input_type -> sts.v1.ExchangeTokenRequest
-	6,  // 10: sts.v1.SecretService.PutIdentityProvider:input_type -> sts.v1.PutIdentityProviderRequest
-	8,  // 11: sts.v1.SecretService.ListIdentityProviders:input_type -> sts.v1.ListIdentityProvidersRequest
-	10, // 12: sts.v1.SecretService.DeleteIdentityProvider:input_type -> sts.v1.DeleteIdentityProviderRequest
-	12, // 13: sts.v1.SecretService.PutResourceServer:input_type -> sts.v1.PutResourceServerRequest
-	14, // 14: sts.v1.SecretService.ListResourceServers:input_type -> sts.v1.ListResourceServersRequest
-	16, // 15: sts.v1.SecretService.DeleteResourceServer:input_type -> sts.v1.DeleteResourceServerRequest
-	3,  // 16: sts.v1.SecretService.GetUserSecret:output_type -> sts.v1.GetUserSecretResponse
-	5,  // 17: sts.v1.SecretService.ExchangeToken:output_type -> sts.v1.ExchangeTokenResponse
-	7,  // 18: sts.v1.SecretService.PutIdentityProvider:output_type -> sts.v1.PutIdentityProviderResponse
-	9,  // 19: sts.v1.SecretService.ListIdentityProviders:output_type -> sts.v1.ListIdentityProvidersResponse
-	11, // 20: sts.v1.SecretService.DeleteIdentityProvider:output_type -> sts.v1.DeleteIdentityProviderResponse
-	13, // 21: sts.v1.SecretService.PutResourceServer:output_type -> sts.v1.PutResourceServerResponse
-	15, // 22: sts.v1.SecretService.ListResourceServers:output_type -> sts.v1.ListResourceServersResponse
-	17, // 23: sts.v1.SecretService.DeleteResourceServer:output_type -> sts.v1.DeleteResourceServerResponse
-	16, // [16:24] is the sub-list for method output_type
-	8,  // [8:16] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	19, // 0: sts.v1.IdentityProvider.clock_skew:type_name -> google.protobuf.Duration
+	1,  // 1: sts.v1.IdentityProvider.application_audiences:type_name -> sts.v1.ApplicationAudiences
+	20, // 2: sts.v1.GetUserSecretResponse.create_time:type_name -> google.protobuf.Timestamp
+	0,  // 3: sts.v1.PutIdentityProviderRequest.identity_provider:type_name -> sts.v1.IdentityProvider
+	0,  // 4: sts.v1.PutIdentityProviderResponse.identity_provider:type_name -> sts.v1.IdentityProvider
+	0,  // 5: sts.v1.ListIdentityProvidersResponse.identity_providers:type_name -> sts.v1.IdentityProvider
+	2,  // 6: sts.v1.PutResourceServerRequest.resource_server:type_name -> sts.v1.ResourceServer
+	2,  // 7: sts.v1.PutResourceServerResponse.resource_server:type_name -> sts.v1.ResourceServer
+	2,  // 8: sts.v1.ListResourceServersResponse.resource_servers:type_name -> sts.v1.ResourceServer
+	3,  // 9: sts.v1.SecretService.GetUserSecret:input_type -> sts.v1.GetUserSecretRequest
+	5,  // 10: sts.v1.SecretService.ExchangeToken:input_type -> sts.v1.ExchangeTokenRequest
+	7,  // 11: sts.v1.SecretService.PutIdentityProvider:input_type -> sts.v1.PutIdentityProviderRequest
+	9,  // 12: sts.v1.SecretService.ListIdentityProviders:input_type -> sts.v1.ListIdentityProvidersRequest
+	11, // 13: sts.v1.SecretService.DeleteIdentityProvider:input_type -> sts.v1.DeleteIdentityProviderRequest
+	13, // 14: sts.v1.SecretService.PutResourceServer:input_type -> sts.v1.PutResourceServerRequest
+	15, // 15: sts.v1.SecretService.ListResourceServers:input_type -> sts.v1.ListResourceServersRequest
+	17, // 16: sts.v1.SecretService.DeleteResourceServer:input_type -> sts.v1.DeleteResourceServerRequest
+	4,  // 17: sts.v1.SecretService.GetUserSecret:output_type -> sts.v1.GetUserSecretResponse
+	6,  // 18: sts.v1.SecretService.ExchangeToken:output_type -> sts.v1.ExchangeTokenResponse
+	8,  // 19: sts.v1.SecretService.PutIdentityProvider:output_type -> sts.v1.PutIdentityProviderResponse
+	10, // 20: sts.v1.SecretService.ListIdentityProviders:output_type -> sts.v1.ListIdentityProvidersResponse
+	12, // 21: sts.v1.SecretService.DeleteIdentityProvider:output_type -> sts.v1.DeleteIdentityProviderResponse
+	14, // 22: sts.v1.SecretService.PutResourceServer:output_type -> sts.v1.PutResourceServerResponse
+	16, // 23: sts.v1.SecretService.ListResourceServers:output_type -> sts.v1.ListResourceServersResponse
+	18, // 24: sts.v1.SecretService.DeleteResourceServer:output_type -> sts.v1.DeleteResourceServerResponse
+	17, // [17:25] is the sub-list for method output_type
+	9,  // [9:17] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_sts_v1_secret_proto_init() }
@@ -1327,7 +1429,7 @@ func file_sts_v1_secret_proto_init() {
 		(*IdentityProvider_JwksUri)(nil),
 		(*IdentityProvider_JwksJson)(nil),
 	}
-	file_sts_v1_secret_proto_msgTypes[1].OneofWrappers = []any{
+	file_sts_v1_secret_proto_msgTypes[2].OneofWrappers = []any{
 		(*ResourceServer_ApplicationId)(nil),
 		(*ResourceServer_CertificateSha256)(nil),
 		(*ResourceServer_JwksUri)(nil),
@@ -1339,7 +1441,7 @@ func file_sts_v1_secret_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sts_v1_secret_proto_rawDesc), len(file_sts_v1_secret_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

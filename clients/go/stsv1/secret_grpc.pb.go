@@ -43,6 +43,8 @@ const (
 // administrator application.
 type SecretServiceClient interface {
 	// GetUserSecret verifies the user's JWT and returns the user's secret as a compact JWE to the caller.
+	// Tokens typed as STS's own ("typ" starting with "sts-") and tokens signed with one of STS's own keys are
+	// refused, whatever the provider.
 	// Errors: UNAUTHENTICATED (token expired, not yet valid, bad signature, unknown kid, alg not allowed),
 	// PERMISSION_DENIED (caller not a registered resource server or not allowed for the token's audience),
 	// INVALID_ARGUMENT (malformed token, unknown issuer), UNAVAILABLE (identity provider's JWKS unreachable),
@@ -53,6 +55,8 @@ type SecretServiceClient interface {
 	// invalid_target, unsupported_token_type) is in the trailing metadata `sts-oauth-error`.
 	ExchangeToken(ctx context.Context, in *ExchangeTokenRequest, opts ...grpc.CallOption) (*ExchangeTokenResponse, error)
 	// PutIdentityProvider creates or replaces a trusted identity provider. Caller: administrator.
+	// Errors: INVALID_ARGUMENT naming the field, also for STS's own issuer (session.issuer) or a JWKS holding one
+	// of STS's own keys: STS never trusts itself as an identity provider.
 	PutIdentityProvider(ctx context.Context, in *PutIdentityProviderRequest, opts ...grpc.CallOption) (*PutIdentityProviderResponse, error)
 	// ListIdentityProviders lists trusted identity providers. Caller: administrator.
 	ListIdentityProviders(ctx context.Context, in *ListIdentityProvidersRequest, opts ...grpc.CallOption) (*ListIdentityProvidersResponse, error)
@@ -168,6 +172,8 @@ func (c *secretServiceClient) DeleteResourceServer(ctx context.Context, in *Dele
 // administrator application.
 type SecretServiceServer interface {
 	// GetUserSecret verifies the user's JWT and returns the user's secret as a compact JWE to the caller.
+	// Tokens typed as STS's own ("typ" starting with "sts-") and tokens signed with one of STS's own keys are
+	// refused, whatever the provider.
 	// Errors: UNAUTHENTICATED (token expired, not yet valid, bad signature, unknown kid, alg not allowed),
 	// PERMISSION_DENIED (caller not a registered resource server or not allowed for the token's audience),
 	// INVALID_ARGUMENT (malformed token, unknown issuer), UNAVAILABLE (identity provider's JWKS unreachable),
@@ -178,6 +184,8 @@ type SecretServiceServer interface {
 	// invalid_target, unsupported_token_type) is in the trailing metadata `sts-oauth-error`.
 	ExchangeToken(context.Context, *ExchangeTokenRequest) (*ExchangeTokenResponse, error)
 	// PutIdentityProvider creates or replaces a trusted identity provider. Caller: administrator.
+	// Errors: INVALID_ARGUMENT naming the field, also for STS's own issuer (session.issuer) or a JWKS holding one
+	// of STS's own keys: STS never trusts itself as an identity provider.
 	PutIdentityProvider(context.Context, *PutIdentityProviderRequest) (*PutIdentityProviderResponse, error)
 	// ListIdentityProviders lists trusted identity providers. Caller: administrator.
 	ListIdentityProviders(context.Context, *ListIdentityProvidersRequest) (*ListIdentityProvidersResponse, error)

@@ -640,10 +640,11 @@ type Application struct {
 	Tags []string `protobuf:"bytes,3,rep,name=tags,proto3" json:"tags,omitempty"`
 	// Roles given to new users created through this application (CreateUserFromThirdPartyToken).
 	DefaultRoles []*Role `protobuf:"bytes,4,rep,name=default_roles,json=defaultRoles,proto3" json:"default_roles,omitempty"`
-	// Trusted applications may call privileged RPCs (Decrypt, Sign, GenerateDataKey, ReleaseUserSessions
-	// for others' users).
+	// Trusted applications may use STS's private and secret keys (Decrypt, Sign, GenerateDataKey, Unwrap,
+	// Rewrap). Their data keys are still their own (see data_key_group).
 	Trusted bool `protobuf:"varint,5,opt,name=trusted,proto3" json:"trusted,omitempty"`
-	// Administrator applications may manage the directory and rotate keys.
+	// Administrator applications may manage the directory and rotate keys, and may validate, read and release
+	// any application's user token ids (see Session participation).
 	Admin bool `protobuf:"varint,6,opt,name=admin,proto3" json:"admin,omitempty"`
 	// Sees personal fields (email, cellphone, person_ref) of users.
 	PersonalFieldsAllowed bool `protobuf:"varint,7,opt,name=personal_fields_allowed,json=personalFieldsAllowed,proto3" json:"personal_fields_allowed,omitempty"`
@@ -658,7 +659,16 @@ type Application struct {
 	// Disabled applications cannot log on; their tokens stop working.
 	Disabled bool `protobuf:"varint,12,opt,name=disabled,proto3" json:"disabled,omitempty"`
 	// When the application was registered.
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// Applications allowed to make this application's view of a user session with TransformUserToken (and so
+	// to obtain a JWT this application accepts, with its roles). Empty: none but the application itself.
+	// Application ids, at most 64.
+	TransformSources []string `protobuf:"bytes,14,rep,name=transform_sources,json=transformSources,proto3" json:"transform_sources,omitempty"`
+	// Data keys (PopService GenerateDataKey, Unwrap, Rewrap) are bound to the application that wraps them:
+	// another application's Unwrap fails exactly like a wrong context. Applications with the same non-empty
+	// data_key_group share their data keys instead (set by an administrator for applications that must share).
+	// Empty: the application's data keys are its own. 1 to 128 characters of [A-Za-z0-9._-] when set.
+	DataKeyGroup  string `protobuf:"bytes,15,opt,name=data_key_group,json=dataKeyGroup,proto3" json:"data_key_group,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -782,6 +792,20 @@ func (x *Application) GetCreateTime() *timestamppb.Timestamp {
 		return x.CreateTime
 	}
 	return nil
+}
+
+func (x *Application) GetTransformSources() []string {
+	if x != nil {
+		return x.TransformSources
+	}
+	return nil
+}
+
+func (x *Application) GetDataKeyGroup() string {
+	if x != nil {
+		return x.DataKeyGroup
+	}
+	return ""
 }
 
 // User is a user in the directory. It never carries the password or its hash.
@@ -1623,8 +1647,11 @@ func (x *RefreshUserTokenResponse) GetUserTokenJwt() string {
 // ReleaseUserTokenRequest names a session.
 type ReleaseUserTokenRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// User token id to end.
-	UserTokenId   string `protobuf:"bytes,1,opt,name=user_token_id,json=userTokenId,proto3" json:"user_token_id,omitempty"`
+	// The caller's user token id for the session.
+	UserTokenId string `protobuf:"bytes,1,opt,name=user_token_id,json=userTokenId,proto3" json:"user_token_id,omitempty"`
+	// False (default): end only the caller's part of the session (every token id it holds for it). True: end
+	// the whole SSO session for every participant, with its tickets (force cross-application logout).
+	EndSession    bool `protobuf:"varint,2,opt,name=end_session,json=endSession,proto3" json:"end_session,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1664,6 +1691,13 @@ func (x *ReleaseUserTokenRequest) GetUserTokenId() string {
 		return x.UserTokenId
 	}
 	return ""
+}
+
+func (x *ReleaseUserTokenRequest) GetEndSession() bool {
+	if x != nil {
+		return x.EndSession
+	}
+	return false
 }
 
 // ReleaseUserTokenResponse has no fields.
@@ -1844,7 +1878,9 @@ func (x *ListUserSessionsRequest) GetUid() string {
 // UserSession describes one active session, without its token id.
 type UserSession struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// SHA-256 of the token id, base64url: identifies the session without being usable as a credential.
+	// The session id ("sid" in the user token JWTs), base64url: names the session without being usable as a
+	// credential. A random value for sessions made since participation; for older ones the SHA-256 of the
+	// creator's token id.
 	SessionRef string `protobuf:"bytes,1,opt,name=session_ref,json=sessionRef,proto3" json:"session_ref,omitempty"`
 	// Application that created the session.
 	ApplicationId string `protobuf:"bytes,2,opt,name=application_id,json=applicationId,proto3" json:"application_id,omitempty"`
@@ -1856,8 +1892,10 @@ type UserSession struct {
 	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
 	// Absolute expiry.
 	AbsoluteExpireTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=absolute_expire_time,json=absoluteExpireTime,proto3" json:"absolute_expire_time,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Applications taking part in the session now (each with a user token id of its own), sorted, distinct.
+	ParticipantApplicationIds []string `protobuf:"bytes,7,rep,name=participant_application_ids,json=participantApplicationIds,proto3" json:"participant_application_ids,omitempty"`
+	unknownFields             protoimpl.UnknownFields
+	sizeCache                 protoimpl.SizeCache
 }
 
 func (x *UserSession) Reset() {
@@ -1928,6 +1966,13 @@ func (x *UserSession) GetExpireTime() *timestamppb.Timestamp {
 func (x *UserSession) GetAbsoluteExpireTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.AbsoluteExpireTime
+	}
+	return nil
+}
+
+func (x *UserSession) GetParticipantApplicationIds() []string {
+	if x != nil {
+		return x.ParticipantApplicationIds
 	}
 	return nil
 }
@@ -2070,9 +2115,10 @@ func (*StepUpProof_PasswordJwe) isStepUpProof_Proof() {}
 // TransformUserTokenRequest names a session and a target application.
 type TransformUserTokenRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// User token id of an active session.
+	// The caller's user token id of an active session.
 	UserTokenId string `protobuf:"bytes,1,opt,name=user_token_id,json=userTokenId,proto3" json:"user_token_id,omitempty"`
-	// Application whose view to return.
+	// Application whose view to return: the caller itself, or an application that lists the caller in its
+	// transform_sources.
 	TargetApplicationId string `protobuf:"bytes,2,opt,name=target_application_id,json=targetApplicationId,proto3" json:"target_application_id,omitempty"`
 	// Optional step-up proof.
 	StepUp        *StepUpProof `protobuf:"bytes,3,opt,name=step_up,json=stepUp,proto3" json:"step_up,omitempty"`
@@ -2134,7 +2180,8 @@ func (x *TransformUserTokenRequest) GetStepUp() *StepUpProof {
 // TransformUserTokenResponse carries the target application's view.
 type TransformUserTokenResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The target application's view of the session.
+	// The target application's view of the session, with the target's own user token id (the caller's own
+	// when the target is the caller).
 	UserToken *UserToken `protobuf:"bytes,1,opt,name=user_token,json=userToken,proto3" json:"user_token,omitempty"`
 	// The same view as a signed JWT with "aud" set to the target application.
 	UserTokenJwt  string `protobuf:"bytes,2,opt,name=user_token_jwt,json=userTokenJwt,proto3" json:"user_token_jwt,omitempty"`
@@ -2189,7 +2236,7 @@ func (x *TransformUserTokenResponse) GetUserTokenJwt() string {
 // CreateUserFromThirdPartyTokenRequest carries a third-party token.
 type CreateUserFromThirdPartyTokenRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// A JWT issued by a configured identity provider, at most 16 KiB.
+	// A JWT issued by a configured identity provider for the calling application, at most 16 KiB, used once.
 	ThirdPartyToken string `protobuf:"bytes,1,opt,name=third_party_token,json=thirdPartyToken,proto3" json:"third_party_token,omitempty"`
 	// Application that may redeem the returned ticket; empty means the calling application.
 	TicketApplicationId string `protobuf:"bytes,2,opt,name=ticket_application_id,json=ticketApplicationId,proto3" json:"ticket_application_id,omitempty"`
@@ -3163,7 +3210,7 @@ const file_sts_v1_session_proto_rawDesc = "" +
 	"\x1fReleaseApplicationTokenResponse\"\x1b\n" +
 	"\x19GetApplicationInfoRequest\"S\n" +
 	"\x1aGetApplicationInfoResponse\x125\n" +
-	"\vapplication\x18\x01 \x01(\v2\x13.sts.v1.ApplicationR\vapplication\"\xc9\x04\n" +
+	"\vapplication\x18\x01 \x01(\v2\x13.sts.v1.ApplicationR\vapplication\"\x9c\x05\n" +
 	"\vApplication\x12%\n" +
 	"\x0eapplication_id\x18\x01 \x01(\tR\rapplicationId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
@@ -3180,7 +3227,9 @@ const file_sts_v1_session_proto_rawDesc = "" +
 	"\x17user_token_max_lifetime\x18\v \x01(\v2\x19.google.protobuf.DurationR\x14userTokenMaxLifetime\x12\x1a\n" +
 	"\bdisabled\x18\f \x01(\bR\bdisabled\x12;\n" +
 	"\vcreate_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\x9c\x02\n" +
+	"createTime\x12+\n" +
+	"\x11transform_sources\x18\x0e \x03(\tR\x10transformSources\x12$\n" +
+	"\x0edata_key_group\x18\x0f \x01(\tR\fdataKeyGroup\"\x9c\x02\n" +
 	"\x04User\x12\x10\n" +
 	"\x03uid\x18\x01 \x01(\tR\x03uid\x12\x1a\n" +
 	"\busername\x18\x02 \x01(\tR\busername\x12\x1d\n" +
@@ -3240,16 +3289,18 @@ const file_sts_v1_session_proto_rawDesc = "" +
 	"\x18RefreshUserTokenResponse\x120\n" +
 	"\n" +
 	"user_token\x18\x01 \x01(\v2\x11.sts.v1.UserTokenR\tuserToken\x12$\n" +
-	"\x0euser_token_jwt\x18\x02 \x01(\tR\fuserTokenJwt\"=\n" +
+	"\x0euser_token_jwt\x18\x02 \x01(\tR\fuserTokenJwt\"^\n" +
 	"\x17ReleaseUserTokenRequest\x12\"\n" +
-	"\ruser_token_id\x18\x01 \x01(\tR\vuserTokenId\"\x1a\n" +
+	"\ruser_token_id\x18\x01 \x01(\tR\vuserTokenId\x12\x1f\n" +
+	"\vend_session\x18\x02 \x01(\bR\n" +
+	"endSession\"\x1a\n" +
 	"\x18ReleaseUserTokenResponse\".\n" +
 	"\x1aReleaseUserSessionsRequest\x12\x10\n" +
 	"\x03uid\x18\x01 \x01(\tR\x03uid\"D\n" +
 	"\x1bReleaseUserSessionsResponse\x12%\n" +
 	"\x0ereleased_count\x18\x01 \x01(\rR\rreleasedCount\"+\n" +
 	"\x17ListUserSessionsRequest\x12\x10\n" +
-	"\x03uid\x18\x01 \x01(\tR\x03uid\"\xc2\x02\n" +
+	"\x03uid\x18\x01 \x01(\tR\x03uid\"\x82\x03\n" +
 	"\vUserSession\x12\x1f\n" +
 	"\vsession_ref\x18\x01 \x01(\tR\n" +
 	"sessionRef\x12%\n" +
@@ -3259,7 +3310,8 @@ const file_sts_v1_session_proto_rawDesc = "" +
 	"issue_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tissueTime\x12;\n" +
 	"\vexpire_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"expireTime\x12L\n" +
-	"\x14absolute_expire_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x12absoluteExpireTime\"K\n" +
+	"\x14absolute_expire_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x12absoluteExpireTime\x12>\n" +
+	"\x1bparticipant_application_ids\x18\a \x03(\tR\x19participantApplicationIds\"K\n" +
 	"\x18ListUserSessionsResponse\x12/\n" +
 	"\bsessions\x18\x01 \x03(\v2\x13.sts.v1.UserSessionR\bsessions\"Y\n" +
 	"\vStepUpProof\x12\x1c\n" +

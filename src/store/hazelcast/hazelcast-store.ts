@@ -78,7 +78,7 @@ interface LeaseRecord {
   e: number;
 }
 
-const EPHEMERAL: readonly EphemeralNamespace[] = ['app_token', 'user_token', 'user_ticket', 'throttle', 'credential_jti'];
+const EPHEMERAL: readonly EphemeralNamespace[] = ['app_token', 'user_token', 'participant', 'user_ticket', 'throttle', 'credential_jti', 'third_party_jti'];
 const DURABLE: readonly DurableNamespace[] = ['key', 'user_secret'];
 const REPLICATED = ['sts-directory', 'sts-registry'] as const;
 export type ReplicatedMapName = (typeof REPLICATED)[number];

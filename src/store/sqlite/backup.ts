@@ -24,7 +24,7 @@ import { MIGRATIONS } from './database.js';
 
 const LATEST = MIGRATIONS[MIGRATIONS.length - 1]!.version;
 const META_PREFIX = 'backup.';
-/** The tables a backup must hold (schema version 5). */
+/** The tables a backup must hold (schema version 6). */
 const TABLES = ['meta', 'durable', 'applications', 'users', 'roles', 'identity_providers', 'resource_servers', 'cluster_revisions'];
 
 export interface BackupSummary {

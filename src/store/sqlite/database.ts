@@ -5,7 +5,7 @@
  * durable across power loss, because a user secret, once returned, must never be lost.
  * Migrations are versioned in code (PRAGMA user_version) and each runs in its own transaction.
  */
-import { accessSync, constants, existsSync, mkdirSync, statSync } from 'node:fs';
+import { accessSync, chmodSync, constants, existsSync, mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { StartupError } from '../../errors.js';
@@ -113,9 +113,23 @@ export const MIGRATIONS: readonly Migration[] = [
         PRIMARY KEY (map, key)) STRICT, WITHOUT ROWID;
     `,
   },
+  {
+    version: 6,
+    description: 'session participation and caller-bound data keys: transform sources and data key groups of applications; per-application audiences, jti and iat rules of identity providers',
+    sql: `
+      ALTER TABLE applications ADD COLUMN transform_sources TEXT NOT NULL DEFAULT '[]';
+      ALTER TABLE applications ADD COLUMN data_key_group TEXT NOT NULL DEFAULT '';
+      ALTER TABLE identity_providers ADD COLUMN application_audiences TEXT NOT NULL DEFAULT '[]';
+      ALTER TABLE identity_providers ADD COLUMN tokens_without_jti INTEGER NOT NULL DEFAULT 0;
+      ALTER TABLE identity_providers ADD COLUMN accept_tokens_without_iat INTEGER NOT NULL DEFAULT 0;
+    `,
+  },
 ];
 
-/** Checks that the data directory exists (creating it if needed) and is writable; errors name the path. */
+/**
+ * Checks that the data directory exists (creating it if needed) and is writable, and makes it private (0700)
+ * whatever mode it had: it holds the database, the dev master key and admin token. Errors name the path.
+ */
 export function prepareDataDir(dir: string): void {
   try {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -129,6 +143,26 @@ export function prepareDataDir(dir: string): void {
     if (err instanceof StartupError) throw err;
     throw new StartupError('data_dir_unusable', `dataDir ${dir}: not readable and writable by this process (${(err as NodeJS.ErrnoException).code ?? 'error'})`, { cause: err });
   }
+  makePrivate(dir, 0o700, `dataDir ${dir}`);
+}
+
+/**
+ * Sets `path`'s mode (owner only) when it differs: a directory or file that existed before STS may have been
+ * made group- or world-readable. StartupError naming `what` when it cannot be changed (another owner).
+ */
+function makePrivate(path: string, mode: number, what: string): void {
+  try {
+    if ((statSync(path).mode & 0o777) !== mode) chmodSync(path, mode);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return;
+    throw new StartupError('data_dir_unusable', `${what}: cannot restrict it to its owner (chmod ${mode.toString(8)}: ${code ?? 'error'})`, { cause: err });
+  }
+}
+
+/** The database, its WAL and shared-memory files and the lock file: owner only (0600), whatever existed. */
+function makeDatabaseFilesPrivate(dataDir: string): void {
+  for (const name of ['sts.db', 'sts.db-wal', 'sts.db-shm', 'sts.lock']) makePrivate(join(dataDir, name), 0o600, `dataDir ${dataDir}: ${name}`);
 }
 
 /** What `lockDataDir` returns: call `release` once the process no longer serves from the directory. */
@@ -151,6 +185,7 @@ export function lockDataDir(dataDir: string): DataDirLock {
   const path = join(dataDir, 'sts.lock');
   const lock = new Database(path, { timeout: 0 });
   try {
+    makePrivate(path, 0o600, `dataDir ${dataDir}: sts.lock`);
     lock.exec('BEGIN EXCLUSIVE');
   } catch (err) {
     lock.close();
@@ -178,6 +213,14 @@ export function openDatabase(dataDir: string): Db {
     db.pragma('busy_timeout = 5000');
   } catch (err) {
     throw new StartupError('store_invalid', `dataDir ${dataDir}: cannot open ${path} as an SQLite database (${(err as Error).message})`, { cause: err });
+  }
+  // SQLite creates the -wal and -shm files with the database file's mode, so fixing all three now keeps them
+  // private from here on.
+  try {
+    makeDatabaseFilesPrivate(dataDir);
+  } catch (err) {
+    db.close();
+    throw err;
   }
   try {
     migrate(db, path);

@@ -1,6 +1,7 @@
 /**
- * The in-memory copy of live application tokens and user sessions that the embedded store reads before
- * SQLite: authenticating the caller and finding the session are the two reads every token check makes.
+ * The in-memory copy of live application tokens, user sessions and their participants that the embedded store
+ * reads before SQLite: authenticating the caller, finding the caller's part in a session and the session are
+ * the reads every token check makes.
  *
  * It is exact, not a best effort with a TTL, because of two facts the embedded mode guarantees:
  *  - one process serves a data directory (lockDataDir in database.ts), and every change that process makes
@@ -19,7 +20,7 @@ interface Entry {
 }
 
 /** Namespaces read on every call; tickets are read once, throttling counters rarely: not worth memory. */
-const CACHED_NAMESPACES: ReadonlySet<EphemeralNamespace> = new Set(['app_token', 'user_token']);
+const CACHED_NAMESPACES: ReadonlySet<EphemeralNamespace> = new Set(['app_token', 'user_token', 'participant']);
 
 export class EphemeralCache {
   private readonly maps = new Map<EphemeralNamespace, BoundedMap<Entry>>();

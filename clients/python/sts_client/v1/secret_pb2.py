@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13sts/v1/secret.proto\x12\x06sts.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdf\x01\n\x10IdentityProvider\x12\x0e\n\x06issuer\x18\x01 \x01(\t\x12\x12\n\x08jwks_uri\x18\x02 \x01(\tH\x00\x12\x13\n\tjwks_json\x18\x03 \x01(\tH\x00\x12\x11\n\taudiences\x18\x04 \x03(\t\x12\x12\n\nalgorithms\x18\x05 \x03(\t\x12-\n\nclock_skew\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\rsubject_claim\x18\x07 \x01(\t\x12\x16\n\x0esecurity_level\x18\x08 \x01(\rB\r\n\x0bjwks_source\"\xc7\x01\n\x0eResourceServer\x12\x1a\n\x12resource_server_id\x18\x01 \x01(\t\x12\x18\n\x0e\x61pplication_id\x18\x02 \x01(\tH\x00\x12\x1c\n\x12\x63\x65rtificate_sha256\x18\x03 \x01(\tH\x00\x12\x11\n\taudiences\x18\x04 \x03(\t\x12\x12\n\x08jwks_uri\x18\x05 \x01(\tH\x01\x12\x13\n\tjwks_json\x18\x06 \x01(\tH\x01\x42\x0c\n\ncredentialB\x17\n\x15\x65ncryption_key_source\"-\n\x14GetUserSecretRequest\x12\x15\n\rsubject_token\x18\x01 \x01(\t\"\x94\x01\n\x15GetUserSecretResponse\x12\x12\n\nsecret_jwe\x18\x01 \x01(\t\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12\x0e\n\x06issuer\x18\x03 \x01(\t\x12\x15\n\rrecipient_kid\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xdd\x01\n\x14\x45xchangeTokenRequest\x12\x12\n\ngrant_type\x18\x01 \x01(\t\x12\x15\n\rsubject_token\x18\x02 \x01(\t\x12\x1a\n\x12subject_token_type\x18\x03 \x01(\t\x12\x13\n\x0b\x61\x63tor_token\x18\x04 \x01(\t\x12\x18\n\x10\x61\x63tor_token_type\x18\x05 \x01(\t\x12\x1c\n\x14requested_token_type\x18\x06 \x01(\t\x12\x10\n\x08resource\x18\x07 \x03(\t\x12\x10\n\x08\x61udience\x18\x08 \x03(\t\x12\r\n\x05scope\x18\t \x01(\t\"\x7f\n\x15\x45xchangeTokenResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x19\n\x11issued_token_type\x18\x02 \x01(\t\x12\x12\n\ntoken_type\x18\x03 \x01(\t\x12\x12\n\nexpires_in\x18\x04 \x01(\x03\x12\r\n\x05scope\x18\x05 \x01(\t\"Q\n\x1aPutIdentityProviderRequest\x12\x33\n\x11identity_provider\x18\x01 \x01(\x0b\x32\x18.sts.v1.IdentityProvider\"R\n\x1bPutIdentityProviderResponse\x12\x33\n\x11identity_provider\x18\x01 \x01(\x0b\x32\x18.sts.v1.IdentityProvider\"\x1e\n\x1cListIdentityProvidersRequest\"U\n\x1dListIdentityProvidersResponse\x12\x34\n\x12identity_providers\x18\x01 \x03(\x0b\x32\x18.sts.v1.IdentityProvider\"/\n\x1d\x44\x65leteIdentityProviderRequest\x12\x0e\n\x06issuer\x18\x01 \x01(\t\" \n\x1e\x44\x65leteIdentityProviderResponse\"K\n\x18PutResourceServerRequest\x12/\n\x0fresource_server\x18\x01 \x01(\x0b\x32\x16.sts.v1.ResourceServer\"L\n\x19PutResourceServerResponse\x12/\n\x0fresource_server\x18\x01 \x01(\x0b\x32\x16.sts.v1.ResourceServer\"\x1c\n\x1aListResourceServersRequest\"O\n\x1bListResourceServersResponse\x12\x30\n\x10resource_servers\x18\x01 \x03(\x0b\x32\x16.sts.v1.ResourceServer\"9\n\x1b\x44\x65leteResourceServerRequest\x12\x1a\n\x12resource_server_id\x18\x01 \x01(\t\"\x1e\n\x1c\x44\x65leteResourceServerResponse2\xf7\x05\n\rSecretService\x12L\n\rGetUserSecret\x12\x1c.sts.v1.GetUserSecretRequest\x1a\x1d.sts.v1.GetUserSecretResponse\x12L\n\rExchangeToken\x12\x1c.sts.v1.ExchangeTokenRequest\x1a\x1d.sts.v1.ExchangeTokenResponse\x12^\n\x13PutIdentityProvider\x12\".sts.v1.PutIdentityProviderRequest\x1a#.sts.v1.PutIdentityProviderResponse\x12\x64\n\x15ListIdentityProviders\x12$.sts.v1.ListIdentityProvidersRequest\x1a%.sts.v1.ListIdentityProvidersResponse\x12g\n\x16\x44\x65leteIdentityProvider\x12%.sts.v1.DeleteIdentityProviderRequest\x1a&.sts.v1.DeleteIdentityProviderResponse\x12X\n\x11PutResourceServer\x12 .sts.v1.PutResourceServerRequest\x1a!.sts.v1.PutResourceServerResponse\x12^\n\x13ListResourceServers\x12\".sts.v1.ListResourceServersRequest\x1a#.sts.v1.ListResourceServersResponse\x12\x61\n\x14\x44\x65leteResourceServer\x12#.sts.v1.DeleteResourceServerRequest\x1a$.sts.v1.DeleteResourceServerResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13sts/v1/secret.proto\x12\x06sts.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdb\x02\n\x10IdentityProvider\x12\x0e\n\x06issuer\x18\x01 \x01(\t\x12\x12\n\x08jwks_uri\x18\x02 \x01(\tH\x00\x12\x13\n\tjwks_json\x18\x03 \x01(\tH\x00\x12\x11\n\taudiences\x18\x04 \x03(\t\x12\x12\n\nalgorithms\x18\x05 \x03(\t\x12-\n\nclock_skew\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\rsubject_claim\x18\x07 \x01(\t\x12\x16\n\x0esecurity_level\x18\x08 \x01(\r\x12;\n\x15\x61pplication_audiences\x18\t \x03(\x0b\x32\x1c.sts.v1.ApplicationAudiences\x12\x1a\n\x12tokens_without_jti\x18\n \x01(\x08\x12!\n\x19\x61\x63\x63\x65pt_tokens_without_iat\x18\x0b \x01(\x08\x42\r\n\x0bjwks_source\"A\n\x14\x41pplicationAudiences\x12\x16\n\x0e\x61pplication_id\x18\x01 \x01(\t\x12\x11\n\taudiences\x18\x02 \x03(\t\"\xc7\x01\n\x0eResourceServer\x12\x1a\n\x12resource_server_id\x18\x01 \x01(\t\x12\x18\n\x0e\x61pplication_id\x18\x02 \x01(\tH\x00\x12\x1c\n\x12\x63\x65rtificate_sha256\x18\x03 \x01(\tH\x00\x12\x11\n\taudiences\x18\x04 \x03(\t\x12\x12\n\x08jwks_uri\x18\x05 \x01(\tH\x01\x12\x13\n\tjwks_json\x18\x06 \x01(\tH\x01\x42\x0c\n\ncredentialB\x17\n\x15\x65ncryption_key_source\"-\n\x14GetUserSecretRequest\x12\x15\n\rsubject_token\x18\x01 \x01(\t\"\x94\x01\n\x15GetUserSecretResponse\x12\x12\n\nsecret_jwe\x18\x01 \x01(\t\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12\x0e\n\x06issuer\x18\x03 \x01(\t\x12\x15\n\rrecipient_kid\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xdd\x01\n\x14\x45xchangeTokenRequest\x12\x12\n\ngrant_type\x18\x01 \x01(\t\x12\x15\n\rsubject_token\x18\x02 \x01(\t\x12\x1a\n\x12subject_token_type\x18\x03 \x01(\t\x12\x13\n\x0b\x61\x63tor_token\x18\x04 \x01(\t\x12\x18\n\x10\x61\x63tor_token_type\x18\x05 \x01(\t\x12\x1c\n\x14requested_token_type\x18\x06 \x01(\t\x12\x10\n\x08resource\x18\x07 \x03(\t\x12\x10\n\x08\x61udience\x18\x08 \x03(\t\x12\r\n\x05scope\x18\t \x01(\t\"\x7f\n\x15\x45xchangeTokenResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x19\n\x11issued_token_type\x18\x02 \x01(\t\x12\x12\n\ntoken_type\x18\x03 \x01(\t\x12\x12\n\nexpires_in\x18\x04 \x01(\x03\x12\r\n\x05scope\x18\x05 \x01(\t\"Q\n\x1aPutIdentityProviderRequest\x12\x33\n\x11identity_provider\x18\x01 \x01(\x0b\x32\x18.sts.v1.IdentityProvider\"R\n\x1bPutIdentityProviderResponse\x12\x33\n\x11identity_provider\x18\x01 \x01(\x0b\x32\x18.sts.v1.IdentityProvider\"\x1e\n\x1cListIdentityProvidersRequest\"U\n\x1dListIdentityProvidersResponse\x12\x34\n\x12identity_providers\x18\x01 \x03(\x0b\x32\x18.sts.v1.IdentityProvider\"/\n\x1d\x44\x65leteIdentityProviderRequest\x12\x0e\n\x06issuer\x18\x01 \x01(\t\" \n\x1e\x44\x65leteIdentityProviderResponse\"K\n\x18PutResourceServerRequest\x12/\n\x0fresource_server\x18\x01 \x01(\x0b\x32\x16.sts.v1.ResourceServer\"L\n\x19PutResourceServerResponse\x12/\n\x0fresource_server\x18\x01 \x01(\x0b\x32\x16.sts.v1.ResourceServer\"\x1c\n\x1aListResourceServersRequest\"O\n\x1bListResourceServersResponse\x12\x30\n\x10resource_servers\x18\x01 \x03(\x0b\x32\x16.sts.v1.ResourceServer\"9\n\x1b\x44\x65leteResourceServerRequest\x12\x1a\n\x12resource_server_id\x18\x01 \x01(\t\"\x1e\n\x1c\x44\x65leteResourceServerResponse2\xf7\x05\n\rSecretService\x12L\n\rGetUserSecret\x12\x1c.sts.v1.GetUserSecretRequest\x1a\x1d.sts.v1.GetUserSecretResponse\x12L\n\rExchangeToken\x12\x1c.sts.v1.ExchangeTokenRequest\x1a\x1d.sts.v1.ExchangeTokenResponse\x12^\n\x13PutIdentityProvider\x12\".sts.v1.PutIdentityProviderRequest\x1a#.sts.v1.PutIdentityProviderResponse\x12\x64\n\x15ListIdentityProviders\x12$.sts.v1.ListIdentityProvidersRequest\x1a%.sts.v1.ListIdentityProvidersResponse\x12g\n\x16\x44\x65leteIdentityProvider\x12%.sts.v1.DeleteIdentityProviderRequest\x1a&.sts.v1.DeleteIdentityProviderResponse\x12X\n\x11PutResourceServer\x12 .sts.v1.PutResourceServerRequest\x1a!.sts.v1.PutResourceServerResponse\x12^\n\x13ListResourceServers\x12\".sts.v1.ListResourceServersRequest\x1a#.sts.v1.ListResourceServersResponse\x12\x61\n\x14\x44\x65leteResourceServer\x12#.sts.v1.DeleteResourceServerRequest\x1a$.sts.v1.DeleteResourceServerResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,41 +34,43 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sts_client.v1.secret_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_IDENTITYPROVIDER']._serialized_start=97
-  _globals['_IDENTITYPROVIDER']._serialized_end=320
-  _globals['_RESOURCESERVER']._serialized_start=323
-  _globals['_RESOURCESERVER']._serialized_end=522
-  _globals['_GETUSERSECRETREQUEST']._serialized_start=524
-  _globals['_GETUSERSECRETREQUEST']._serialized_end=569
-  _globals['_GETUSERSECRETRESPONSE']._serialized_start=572
-  _globals['_GETUSERSECRETRESPONSE']._serialized_end=720
-  _globals['_EXCHANGETOKENREQUEST']._serialized_start=723
-  _globals['_EXCHANGETOKENREQUEST']._serialized_end=944
-  _globals['_EXCHANGETOKENRESPONSE']._serialized_start=946
-  _globals['_EXCHANGETOKENRESPONSE']._serialized_end=1073
-  _globals['_PUTIDENTITYPROVIDERREQUEST']._serialized_start=1075
-  _globals['_PUTIDENTITYPROVIDERREQUEST']._serialized_end=1156
-  _globals['_PUTIDENTITYPROVIDERRESPONSE']._serialized_start=1158
-  _globals['_PUTIDENTITYPROVIDERRESPONSE']._serialized_end=1240
-  _globals['_LISTIDENTITYPROVIDERSREQUEST']._serialized_start=1242
-  _globals['_LISTIDENTITYPROVIDERSREQUEST']._serialized_end=1272
-  _globals['_LISTIDENTITYPROVIDERSRESPONSE']._serialized_start=1274
-  _globals['_LISTIDENTITYPROVIDERSRESPONSE']._serialized_end=1359
-  _globals['_DELETEIDENTITYPROVIDERREQUEST']._serialized_start=1361
-  _globals['_DELETEIDENTITYPROVIDERREQUEST']._serialized_end=1408
-  _globals['_DELETEIDENTITYPROVIDERRESPONSE']._serialized_start=1410
-  _globals['_DELETEIDENTITYPROVIDERRESPONSE']._serialized_end=1442
-  _globals['_PUTRESOURCESERVERREQUEST']._serialized_start=1444
-  _globals['_PUTRESOURCESERVERREQUEST']._serialized_end=1519
-  _globals['_PUTRESOURCESERVERRESPONSE']._serialized_start=1521
-  _globals['_PUTRESOURCESERVERRESPONSE']._serialized_end=1597
-  _globals['_LISTRESOURCESERVERSREQUEST']._serialized_start=1599
-  _globals['_LISTRESOURCESERVERSREQUEST']._serialized_end=1627
-  _globals['_LISTRESOURCESERVERSRESPONSE']._serialized_start=1629
-  _globals['_LISTRESOURCESERVERSRESPONSE']._serialized_end=1708
-  _globals['_DELETERESOURCESERVERREQUEST']._serialized_start=1710
-  _globals['_DELETERESOURCESERVERREQUEST']._serialized_end=1767
-  _globals['_DELETERESOURCESERVERRESPONSE']._serialized_start=1769
-  _globals['_DELETERESOURCESERVERRESPONSE']._serialized_end=1799
-  _globals['_SECRETSERVICE']._serialized_start=1802
-  _globals['_SECRETSERVICE']._serialized_end=2561
+  _globals['_IDENTITYPROVIDER']._serialized_end=444
+  _globals['_APPLICATIONAUDIENCES']._serialized_start=446
+  _globals['_APPLICATIONAUDIENCES']._serialized_end=511
+  _globals['_RESOURCESERVER']._serialized_start=514
+  _globals['_RESOURCESERVER']._serialized_end=713
+  _globals['_GETUSERSECRETREQUEST']._serialized_start=715
+  _globals['_GETUSERSECRETREQUEST']._serialized_end=760
+  _globals['_GETUSERSECRETRESPONSE']._serialized_start=763
+  _globals['_GETUSERSECRETRESPONSE']._serialized_end=911
+  _globals['_EXCHANGETOKENREQUEST']._serialized_start=914
+  _globals['_EXCHANGETOKENREQUEST']._serialized_end=1135
+  _globals['_EXCHANGETOKENRESPONSE']._serialized_start=1137
+  _globals['_EXCHANGETOKENRESPONSE']._serialized_end=1264
+  _globals['_PUTIDENTITYPROVIDERREQUEST']._serialized_start=1266
+  _globals['_PUTIDENTITYPROVIDERREQUEST']._serialized_end=1347
+  _globals['_PUTIDENTITYPROVIDERRESPONSE']._serialized_start=1349
+  _globals['_PUTIDENTITYPROVIDERRESPONSE']._serialized_end=1431
+  _globals['_LISTIDENTITYPROVIDERSREQUEST']._serialized_start=1433
+  _globals['_LISTIDENTITYPROVIDERSREQUEST']._serialized_end=1463
+  _globals['_LISTIDENTITYPROVIDERSRESPONSE']._serialized_start=1465
+  _globals['_LISTIDENTITYPROVIDERSRESPONSE']._serialized_end=1550
+  _globals['_DELETEIDENTITYPROVIDERREQUEST']._serialized_start=1552
+  _globals['_DELETEIDENTITYPROVIDERREQUEST']._serialized_end=1599
+  _globals['_DELETEIDENTITYPROVIDERRESPONSE']._serialized_start=1601
+  _globals['_DELETEIDENTITYPROVIDERRESPONSE']._serialized_end=1633
+  _globals['_PUTRESOURCESERVERREQUEST']._serialized_start=1635
+  _globals['_PUTRESOURCESERVERREQUEST']._serialized_end=1710
+  _globals['_PUTRESOURCESERVERRESPONSE']._serialized_start=1712
+  _globals['_PUTRESOURCESERVERRESPONSE']._serialized_end=1788
+  _globals['_LISTRESOURCESERVERSREQUEST']._serialized_start=1790
+  _globals['_LISTRESOURCESERVERSREQUEST']._serialized_end=1818
+  _globals['_LISTRESOURCESERVERSRESPONSE']._serialized_start=1820
+  _globals['_LISTRESOURCESERVERSRESPONSE']._serialized_end=1899
+  _globals['_DELETERESOURCESERVERREQUEST']._serialized_start=1901
+  _globals['_DELETERESOURCESERVERREQUEST']._serialized_end=1958
+  _globals['_DELETERESOURCESERVERRESPONSE']._serialized_start=1960
+  _globals['_DELETERESOURCESERVERRESPONSE']._serialized_end=1990
+  _globals['_SECRETSERVICE']._serialized_start=1993
+  _globals['_SECRETSERVICE']._serialized_end=2752
 # @@protoc_insertion_point(module_scope)

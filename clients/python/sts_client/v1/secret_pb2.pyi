@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class IdentityProvider(_message.Message):
-    __slots__ = ("issuer", "jwks_uri", "jwks_json", "audiences", "algorithms", "clock_skew", "subject_claim", "security_level")
+    __slots__ = ("issuer", "jwks_uri", "jwks_json", "audiences", "algorithms", "clock_skew", "subject_claim", "security_level", "application_audiences", "tokens_without_jti", "accept_tokens_without_iat")
     ISSUER_FIELD_NUMBER: _ClassVar[int]
     JWKS_URI_FIELD_NUMBER: _ClassVar[int]
     JWKS_JSON_FIELD_NUMBER: _ClassVar[int]
@@ -20,6 +20,9 @@ class IdentityProvider(_message.Message):
     CLOCK_SKEW_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_CLAIM_FIELD_NUMBER: _ClassVar[int]
     SECURITY_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    APPLICATION_AUDIENCES_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_WITHOUT_JTI_FIELD_NUMBER: _ClassVar[int]
+    ACCEPT_TOKENS_WITHOUT_IAT_FIELD_NUMBER: _ClassVar[int]
     issuer: str
     jwks_uri: str
     jwks_json: str
@@ -28,7 +31,18 @@ class IdentityProvider(_message.Message):
     clock_skew: _duration_pb2.Duration
     subject_claim: str
     security_level: int
-    def __init__(self, issuer: _Optional[str] = ..., jwks_uri: _Optional[str] = ..., jwks_json: _Optional[str] = ..., audiences: _Optional[_Iterable[str]] = ..., algorithms: _Optional[_Iterable[str]] = ..., clock_skew: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., subject_claim: _Optional[str] = ..., security_level: _Optional[int] = ...) -> None: ...
+    application_audiences: _containers.RepeatedCompositeFieldContainer[ApplicationAudiences]
+    tokens_without_jti: bool
+    accept_tokens_without_iat: bool
+    def __init__(self, issuer: _Optional[str] = ..., jwks_uri: _Optional[str] = ..., jwks_json: _Optional[str] = ..., audiences: _Optional[_Iterable[str]] = ..., algorithms: _Optional[_Iterable[str]] = ..., clock_skew: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., subject_claim: _Optional[str] = ..., security_level: _Optional[int] = ..., application_audiences: _Optional[_Iterable[_Union[ApplicationAudiences, _Mapping]]] = ..., tokens_without_jti: _Optional[bool] = ..., accept_tokens_without_iat: _Optional[bool] = ...) -> None: ...
+
+class ApplicationAudiences(_message.Message):
+    __slots__ = ("application_id", "audiences")
+    APPLICATION_ID_FIELD_NUMBER: _ClassVar[int]
+    AUDIENCES_FIELD_NUMBER: _ClassVar[int]
+    application_id: str
+    audiences: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, application_id: _Optional[str] = ..., audiences: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ResourceServer(_message.Message):
     __slots__ = ("resource_server_id", "application_id", "certificate_sha256", "audiences", "jwks_uri", "jwks_json")

@@ -97,6 +97,8 @@ class SecretServiceServicer:
 
     def GetUserSecret(self, request, context):
         """GetUserSecret verifies the user's JWT and returns the user's secret as a compact JWE to the caller.
+        Tokens typed as STS's own ("typ" starting with "sts-") and tokens signed with one of STS's own keys are
+        refused, whatever the provider.
         Errors: UNAUTHENTICATED (token expired, not yet valid, bad signature, unknown kid, alg not allowed),
         PERMISSION_DENIED (caller not a registered resource server or not allowed for the token's audience),
         INVALID_ARGUMENT (malformed token, unknown issuer), UNAVAILABLE (identity provider's JWKS unreachable),
@@ -117,6 +119,8 @@ class SecretServiceServicer:
 
     def PutIdentityProvider(self, request, context):
         """PutIdentityProvider creates or replaces a trusted identity provider. Caller: administrator.
+        Errors: INVALID_ARGUMENT naming the field, also for STS's own issuer (session.issuer) or a JWKS holding one
+        of STS's own keys: STS never trusts itself as an identity provider.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

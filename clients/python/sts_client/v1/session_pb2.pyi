@@ -89,7 +89,7 @@ class GetApplicationInfoResponse(_message.Message):
     def __init__(self, application: _Optional[_Union[Application, _Mapping]] = ...) -> None: ...
 
 class Application(_message.Message):
-    __slots__ = ("application_id", "name", "tags", "default_roles", "trusted", "admin", "personal_fields_allowed", "full_token", "minimum_security_level", "user_token_idle_timeout", "user_token_max_lifetime", "disabled", "create_time")
+    __slots__ = ("application_id", "name", "tags", "default_roles", "trusted", "admin", "personal_fields_allowed", "full_token", "minimum_security_level", "user_token_idle_timeout", "user_token_max_lifetime", "disabled", "create_time", "transform_sources", "data_key_group")
     APPLICATION_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +103,8 @@ class Application(_message.Message):
     USER_TOKEN_MAX_LIFETIME_FIELD_NUMBER: _ClassVar[int]
     DISABLED_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    TRANSFORM_SOURCES_FIELD_NUMBER: _ClassVar[int]
+    DATA_KEY_GROUP_FIELD_NUMBER: _ClassVar[int]
     application_id: str
     name: str
     tags: _containers.RepeatedScalarFieldContainer[str]
@@ -116,7 +118,9 @@ class Application(_message.Message):
     user_token_max_lifetime: _duration_pb2.Duration
     disabled: bool
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, application_id: _Optional[str] = ..., name: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., default_roles: _Optional[_Iterable[_Union[_common_pb2.Role, _Mapping]]] = ..., trusted: _Optional[bool] = ..., admin: _Optional[bool] = ..., personal_fields_allowed: _Optional[bool] = ..., full_token: _Optional[bool] = ..., minimum_security_level: _Optional[int] = ..., user_token_idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., user_token_max_lifetime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., disabled: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    transform_sources: _containers.RepeatedScalarFieldContainer[str]
+    data_key_group: str
+    def __init__(self, application_id: _Optional[str] = ..., name: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., default_roles: _Optional[_Iterable[_Union[_common_pb2.Role, _Mapping]]] = ..., trusted: _Optional[bool] = ..., admin: _Optional[bool] = ..., personal_fields_allowed: _Optional[bool] = ..., full_token: _Optional[bool] = ..., minimum_security_level: _Optional[int] = ..., user_token_idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., user_token_max_lifetime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., disabled: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., transform_sources: _Optional[_Iterable[str]] = ..., data_key_group: _Optional[str] = ...) -> None: ...
 
 class User(_message.Message):
     __slots__ = ("uid", "username", "first_name", "last_name", "email", "cellphone", "person_ref", "disabled", "create_time")
@@ -235,10 +239,12 @@ class RefreshUserTokenResponse(_message.Message):
     def __init__(self, user_token: _Optional[_Union[_common_pb2.UserToken, _Mapping]] = ..., user_token_jwt: _Optional[str] = ...) -> None: ...
 
 class ReleaseUserTokenRequest(_message.Message):
-    __slots__ = ("user_token_id",)
+    __slots__ = ("user_token_id", "end_session")
     USER_TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    END_SESSION_FIELD_NUMBER: _ClassVar[int]
     user_token_id: str
-    def __init__(self, user_token_id: _Optional[str] = ...) -> None: ...
+    end_session: bool
+    def __init__(self, user_token_id: _Optional[str] = ..., end_session: _Optional[bool] = ...) -> None: ...
 
 class ReleaseUserTokenResponse(_message.Message):
     __slots__ = ()
@@ -263,20 +269,22 @@ class ListUserSessionsRequest(_message.Message):
     def __init__(self, uid: _Optional[str] = ...) -> None: ...
 
 class UserSession(_message.Message):
-    __slots__ = ("session_ref", "application_id", "security_level", "issue_time", "expire_time", "absolute_expire_time")
+    __slots__ = ("session_ref", "application_id", "security_level", "issue_time", "expire_time", "absolute_expire_time", "participant_application_ids")
     SESSION_REF_FIELD_NUMBER: _ClassVar[int]
     APPLICATION_ID_FIELD_NUMBER: _ClassVar[int]
     SECURITY_LEVEL_FIELD_NUMBER: _ClassVar[int]
     ISSUE_TIME_FIELD_NUMBER: _ClassVar[int]
     EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
     ABSOLUTE_EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANT_APPLICATION_IDS_FIELD_NUMBER: _ClassVar[int]
     session_ref: str
     application_id: str
     security_level: int
     issue_time: _timestamp_pb2.Timestamp
     expire_time: _timestamp_pb2.Timestamp
     absolute_expire_time: _timestamp_pb2.Timestamp
-    def __init__(self, session_ref: _Optional[str] = ..., application_id: _Optional[str] = ..., security_level: _Optional[int] = ..., issue_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., absolute_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    participant_application_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, session_ref: _Optional[str] = ..., application_id: _Optional[str] = ..., security_level: _Optional[int] = ..., issue_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., absolute_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., participant_application_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListUserSessionsResponse(_message.Message):
     __slots__ = ("sessions",)

@@ -46,8 +46,9 @@ export interface ApplicationToken {
  */
 export interface UserToken {
   /**
-   * Opaque token id (base64url, 256 bits from a CSPRNG). Identical for every application viewing the
-   * same session; release it with ReleaseUserToken.
+   * Opaque token id (base64url, 256 bits from a CSPRNG) of the viewing application's part in the session:
+   * every participating application has its own, and it authorizes that application only. Empty when the
+   * view was made from a JWT. End it with ReleaseUserToken.
    */
   userTokenId: string;
   /** Stable unique id of the user. */

@@ -27,18 +27,27 @@ export const protobufFileName = "sts/v1/secret.proto";
 
 /** IdentityProvider is a trusted issuer of user JWTs. */
 export interface IdentityProvider {
-  /** Issuer identifier, exactly as in the tokens' "iss" claim (an https URL in production). */
+  /**
+   * Issuer identifier, exactly as in the tokens' "iss" claim (an https URL in production). Never STS's own
+   * issuer (session.issuer).
+   */
   issuer: string;
   /** Where the issuer's public keys come from. */
   jwksSource?:
     | //
-    /** URL of the issuer's JWKS, fetched with a timeout and size limit, cached, refreshed on an unknown kid. */
+    /**
+     * URL of the issuer's JWKS, fetched with a timeout and size limit, cached, refreshed on an unknown kid.
+     * A fetched key that is one of STS's own is never used.
+     */
     { $case: "jwksUri"; value: string }
     | //
-    /** The issuer's JWKS as JSON text, given inline. */
+    /** The issuer's JWKS as JSON text, given inline. It must not hold one of STS's own keys. */
     { $case: "jwksJson"; value: string }
     | undefined;
-  /** Accepted "aud" values; a token must name at least one. */
+  /**
+   * Accepted "aud" values of tokens presented by resource servers (GetUserSecret, ExchangeToken); a token must
+   * name at least one. May be empty when application_audiences is set (the provider then serves logons only).
+   */
   audiences: string[];
   /** Accepted JWS algorithms, for example "RS256", "ES256", "EdDSA". "none" and HMAC algorithms are refused. */
   algorithms: string[];
@@ -50,6 +59,34 @@ export interface IdentityProvider {
   subjectClaim: string;
   /** Security level given to sessions started with this provider's tokens (SessionService); 0 means 1. */
   securityLevel: number;
+  /**
+   * Per application, the "aud" values of this provider's tokens meant for it (usually its client id at the
+   * provider). SessionService.CreateUserFromThirdPartyToken accepts a token only for an application listed
+   * here, and only if the token's "aud" holds one of its audiences or its "azp" names the application (its
+   * id or one of these audiences): a token issued to another client or to a resource server starts no
+   * session. At most 100 applications.
+   */
+  applicationAudiences: ApplicationAudiences[];
+  /**
+   * The provider's tokens carry no "jti" claim. Normally CreateUserFromThirdPartyToken remembers each token's
+   * "jti" until its "exp" and refuses it a second time, and refuses a token without "jti". For a provider
+   * marked here tokens cannot be told apart, so each is accepted only while it has at most
+   * session.thirdPartyTokenWithoutJtiMaxLifetimeMs to live (a replay is possible within that short time).
+   */
+  tokensWithoutJti: boolean;
+  /**
+   * Accept tokens without an "iat" claim. False (default): a token without "iat" is refused (RFC 7519
+   * section 4.1.6 makes it optional; STS asks for it so that a token's age is known).
+   */
+  acceptTokensWithoutIat: boolean;
+}
+
+/** ApplicationAudiences lists the audiences of an identity provider's tokens meant for one application. */
+export interface ApplicationAudiences {
+  /** The SessionService application id. */
+  applicationId: string;
+  /** Its "aud" values at the provider, 1 to 50, each at most 512 characters. */
+  audiences: string[];
 }
 
 /** ResourceServer is a registered backend allowed to fetch user secrets. */
@@ -207,6 +244,9 @@ function createBaseIdentityProvider(): IdentityProvider {
     clockSkew: undefined,
     subjectClaim: "",
     securityLevel: 0,
+    applicationAudiences: [],
+    tokensWithoutJti: false,
+    acceptTokensWithoutIat: false,
   };
 }
 
@@ -237,6 +277,15 @@ export const IdentityProvider: MessageFns<IdentityProvider> = {
     }
     if (message.securityLevel !== 0) {
       writer.uint32(64).uint32(message.securityLevel);
+    }
+    for (const v of message.applicationAudiences) {
+      ApplicationAudiences.encode(v!, writer.uint32(74).fork()).join();
+    }
+    if (message.tokensWithoutJti !== false) {
+      writer.uint32(80).bool(message.tokensWithoutJti);
+    }
+    if (message.acceptTokensWithoutIat !== false) {
+      writer.uint32(88).bool(message.acceptTokensWithoutIat);
     }
     return writer;
   },
@@ -318,6 +367,30 @@ export const IdentityProvider: MessageFns<IdentityProvider> = {
             message.securityLevel = reader.uint32();
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.applicationAudiences.push(ApplicationAudiences.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.tokensWithoutJti = reader.bool();
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.acceptTokensWithoutIat = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -363,6 +436,21 @@ export const IdentityProvider: MessageFns<IdentityProvider> = {
         : isSet(object.security_level)
         ? globalThis.Number(object.security_level)
         : 0,
+      applicationAudiences: globalThis.Array.isArray(object?.applicationAudiences)
+        ? object.applicationAudiences.map((e: any) => ApplicationAudiences.fromJSON(e))
+        : globalThis.Array.isArray(object?.application_audiences)
+        ? object.application_audiences.map((e: any) => ApplicationAudiences.fromJSON(e))
+        : [],
+      tokensWithoutJti: isSet(object.tokensWithoutJti)
+        ? globalThis.Boolean(object.tokensWithoutJti)
+        : isSet(object.tokens_without_jti)
+        ? globalThis.Boolean(object.tokens_without_jti)
+        : false,
+      acceptTokensWithoutIat: isSet(object.acceptTokensWithoutIat)
+        ? globalThis.Boolean(object.acceptTokensWithoutIat)
+        : isSet(object.accept_tokens_without_iat)
+        ? globalThis.Boolean(object.accept_tokens_without_iat)
+        : false,
     };
   },
 
@@ -390,6 +478,15 @@ export const IdentityProvider: MessageFns<IdentityProvider> = {
     }
     if (message.securityLevel !== 0) {
       obj.securityLevel = Math.round(message.securityLevel);
+    }
+    if (message.applicationAudiences?.length) {
+      obj.applicationAudiences = message.applicationAudiences.map((e) => ApplicationAudiences.toJSON(e));
+    }
+    if (message.tokensWithoutJti !== false) {
+      obj.tokensWithoutJti = message.tokensWithoutJti;
+    }
+    if (message.acceptTokensWithoutIat !== false) {
+      obj.acceptTokensWithoutIat = message.acceptTokensWithoutIat;
     }
     return obj;
   },
@@ -421,6 +518,100 @@ export const IdentityProvider: MessageFns<IdentityProvider> = {
       : undefined;
     message.subjectClaim = object.subjectClaim ?? "";
     message.securityLevel = object.securityLevel ?? 0;
+    message.applicationAudiences = object.applicationAudiences?.map((e) => ApplicationAudiences.fromPartial(e)) || [];
+    message.tokensWithoutJti = object.tokensWithoutJti ?? false;
+    message.acceptTokensWithoutIat = object.acceptTokensWithoutIat ?? false;
+    return message;
+  },
+};
+
+function createBaseApplicationAudiences(): ApplicationAudiences {
+  return { applicationId: "", audiences: [] };
+}
+
+export const ApplicationAudiences: MessageFns<ApplicationAudiences> = {
+  encode(message: ApplicationAudiences, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.applicationId !== "") {
+      writer.uint32(10).string(message.applicationId);
+    }
+    for (const v of message.audiences) {
+      writer.uint32(18).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ApplicationAudiences {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseApplicationAudiences();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.applicationId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.audiences.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ApplicationAudiences {
+    return {
+      applicationId: isSet(object.applicationId)
+        ? globalThis.String(object.applicationId)
+        : isSet(object.application_id)
+        ? globalThis.String(object.application_id)
+        : "",
+      audiences: globalThis.Array.isArray(object?.audiences)
+        ? object.audiences.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: ApplicationAudiences): unknown {
+    const obj: any = {};
+    if (message.applicationId !== "") {
+      obj.applicationId = message.applicationId;
+    }
+    if (message.audiences?.length) {
+      obj.audiences = message.audiences;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ApplicationAudiences>, I>>(base?: I): ApplicationAudiences {
+    return ApplicationAudiences.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ApplicationAudiences>, I>>(object: I): ApplicationAudiences {
+    const message = createBaseApplicationAudiences();
+    message.applicationId = object.applicationId ?? "";
+    message.audiences = object.audiences?.map((e) => e) || [];
     return message;
   },
 };
@@ -2034,6 +2225,8 @@ export type SecretServiceService = typeof SecretServiceService;
 export const SecretServiceService = {
   /**
    * GetUserSecret verifies the user's JWT and returns the user's secret as a compact JWE to the caller.
+   * Tokens typed as STS's own ("typ" starting with "sts-") and tokens signed with one of STS's own keys are
+   * refused, whatever the provider.
    * Errors: UNAUTHENTICATED (token expired, not yet valid, bad signature, unknown kid, alg not allowed),
    * PERMISSION_DENIED (caller not a registered resource server or not allowed for the token's audience),
    * INVALID_ARGUMENT (malformed token, unknown issuer), UNAVAILABLE (identity provider's JWKS unreachable),
@@ -2064,7 +2257,11 @@ export const SecretServiceService = {
       Buffer.from(ExchangeTokenResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ExchangeTokenResponse => ExchangeTokenResponse.decode(value),
   },
-  /** PutIdentityProvider creates or replaces a trusted identity provider. Caller: administrator. */
+  /**
+   * PutIdentityProvider creates or replaces a trusted identity provider. Caller: administrator.
+   * Errors: INVALID_ARGUMENT naming the field, also for STS's own issuer (session.issuer) or a JWKS holding one
+   * of STS's own keys: STS never trusts itself as an identity provider.
+   */
   putIdentityProvider: {
     path: "/sts.v1.SecretService/PutIdentityProvider" as const,
     requestStream: false as const,
@@ -2142,6 +2339,8 @@ export const SecretServiceService = {
 export interface SecretServiceServer extends UntypedServiceImplementation {
   /**
    * GetUserSecret verifies the user's JWT and returns the user's secret as a compact JWE to the caller.
+   * Tokens typed as STS's own ("typ" starting with "sts-") and tokens signed with one of STS's own keys are
+   * refused, whatever the provider.
    * Errors: UNAUTHENTICATED (token expired, not yet valid, bad signature, unknown kid, alg not allowed),
    * PERMISSION_DENIED (caller not a registered resource server or not allowed for the token's audience),
    * INVALID_ARGUMENT (malformed token, unknown issuer), UNAVAILABLE (identity provider's JWKS unreachable),
@@ -2154,7 +2353,11 @@ export interface SecretServiceServer extends UntypedServiceImplementation {
    * invalid_target, unsupported_token_type) is in the trailing metadata `sts-oauth-error`.
    */
   exchangeToken: handleUnaryCall<ExchangeTokenRequest, ExchangeTokenResponse>;
-  /** PutIdentityProvider creates or replaces a trusted identity provider. Caller: administrator. */
+  /**
+   * PutIdentityProvider creates or replaces a trusted identity provider. Caller: administrator.
+   * Errors: INVALID_ARGUMENT naming the field, also for STS's own issuer (session.issuer) or a JWKS holding one
+   * of STS's own keys: STS never trusts itself as an identity provider.
+   */
   putIdentityProvider: handleUnaryCall<PutIdentityProviderRequest, PutIdentityProviderResponse>;
   /** ListIdentityProviders lists trusted identity providers. Caller: administrator. */
   listIdentityProviders: handleUnaryCall<ListIdentityProvidersRequest, ListIdentityProvidersResponse>;
@@ -2171,6 +2374,8 @@ export interface SecretServiceServer extends UntypedServiceImplementation {
 export interface SecretServiceClient extends Client {
   /**
    * GetUserSecret verifies the user's JWT and returns the user's secret as a compact JWE to the caller.
+   * Tokens typed as STS's own ("typ" starting with "sts-") and tokens signed with one of STS's own keys are
+   * refused, whatever the provider.
    * Errors: UNAUTHENTICATED (token expired, not yet valid, bad signature, unknown kid, alg not allowed),
    * PERMISSION_DENIED (caller not a registered resource server or not allowed for the token's audience),
    * INVALID_ARGUMENT (malformed token, unknown issuer), UNAVAILABLE (identity provider's JWKS unreachable),
@@ -2211,7 +2416,11 @@ export interface SecretServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ExchangeTokenResponse) => void,
   ): ClientUnaryCall;
-  /** PutIdentityProvider creates or replaces a trusted identity provider. Caller: administrator. */
+  /**
+   * PutIdentityProvider creates or replaces a trusted identity provider. Caller: administrator.
+   * Errors: INVALID_ARGUMENT naming the field, also for STS's own issuer (session.issuer) or a JWKS holding one
+   * of STS's own keys: STS never trusts itself as an identity provider.
+   */
   putIdentityProvider(
     request: PutIdentityProviderRequest,
     callback: (error: ServiceError | null, response: PutIdentityProviderResponse) => void,

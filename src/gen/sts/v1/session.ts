@@ -124,11 +124,14 @@ export interface Application {
   /** Roles given to new users created through this application (CreateUserFromThirdPartyToken). */
   defaultRoles: Role[];
   /**
-   * Trusted applications may call privileged RPCs (Decrypt, Sign, GenerateDataKey, ReleaseUserSessions
-   * for others' users).
+   * Trusted applications may use STS's private and secret keys (Decrypt, Sign, GenerateDataKey, Unwrap,
+   * Rewrap). Their data keys are still their own (see data_key_group).
    */
   trusted: boolean;
-  /** Administrator applications may manage the directory and rotate keys. */
+  /**
+   * Administrator applications may manage the directory and rotate keys, and may validate, read and release
+   * any application's user token ids (see Session participation).
+   */
   admin: boolean;
   /** Sees personal fields (email, cellphone, person_ref) of users. */
   personalFieldsAllowed: boolean;
@@ -147,7 +150,22 @@ export interface Application {
   /** Disabled applications cannot log on; their tokens stop working. */
   disabled: boolean;
   /** When the application was registered. */
-  createTime?: Date | undefined;
+  createTime?:
+    | Date
+    | undefined;
+  /**
+   * Applications allowed to make this application's view of a user session with TransformUserToken (and so
+   * to obtain a JWT this application accepts, with its roles). Empty: none but the application itself.
+   * Application ids, at most 64.
+   */
+  transformSources: string[];
+  /**
+   * Data keys (PopService GenerateDataKey, Unwrap, Rewrap) are bound to the application that wraps them:
+   * another application's Unwrap fails exactly like a wrong context. Applications with the same non-empty
+   * data_key_group share their data keys instead (set by an administrator for applications that must share).
+   * Empty: the application's data keys are its own. 1 to 128 characters of [A-Za-z0-9._-] when set.
+   */
+  dataKeyGroup: string;
 }
 
 /** User is a user in the directory. It never carries the password or its hash. */
@@ -291,8 +309,13 @@ export interface RefreshUserTokenResponse {
 
 /** ReleaseUserTokenRequest names a session. */
 export interface ReleaseUserTokenRequest {
-  /** User token id to end. */
+  /** The caller's user token id for the session. */
   userTokenId: string;
+  /**
+   * False (default): end only the caller's part of the session (every token id it holds for it). True: end
+   * the whole SSO session for every participant, with its tickets (force cross-application logout).
+   */
+  endSession: boolean;
 }
 
 /** ReleaseUserTokenResponse has no fields. */
@@ -319,7 +342,11 @@ export interface ListUserSessionsRequest {
 
 /** UserSession describes one active session, without its token id. */
 export interface UserSession {
-  /** SHA-256 of the token id, base64url: identifies the session without being usable as a credential. */
+  /**
+   * The session id ("sid" in the user token JWTs), base64url: names the session without being usable as a
+   * credential. A random value for sessions made since participation; for older ones the SHA-256 of the
+   * creator's token id.
+   */
   sessionRef: string;
   /** Application that created the session. */
   applicationId: string;
@@ -334,7 +361,11 @@ export interface UserSession {
     | Date
     | undefined;
   /** Absolute expiry. */
-  absoluteExpireTime?: Date | undefined;
+  absoluteExpireTime?:
+    | Date
+    | undefined;
+  /** Applications taking part in the session now (each with a user token id of its own), sorted, distinct. */
+  participantApplicationIds: string[];
 }
 
 /** ListUserSessionsResponse lists sessions. */
@@ -362,9 +393,12 @@ export interface StepUpProof {
 
 /** TransformUserTokenRequest names a session and a target application. */
 export interface TransformUserTokenRequest {
-  /** User token id of an active session. */
+  /** The caller's user token id of an active session. */
   userTokenId: string;
-  /** Application whose view to return. */
+  /**
+   * Application whose view to return: the caller itself, or an application that lists the caller in its
+   * transform_sources.
+   */
   targetApplicationId: string;
   /** Optional step-up proof. */
   stepUp?: StepUpProof | undefined;
@@ -372,7 +406,10 @@ export interface TransformUserTokenRequest {
 
 /** TransformUserTokenResponse carries the target application's view. */
 export interface TransformUserTokenResponse {
-  /** The target application's view of the session. */
+  /**
+   * The target application's view of the session, with the target's own user token id (the caller's own
+   * when the target is the caller).
+   */
   userToken?:
     | UserToken
     | undefined;
@@ -382,7 +419,7 @@ export interface TransformUserTokenResponse {
 
 /** CreateUserFromThirdPartyTokenRequest carries a third-party token. */
 export interface CreateUserFromThirdPartyTokenRequest {
-  /** A JWT issued by a configured identity provider, at most 16 KiB. */
+  /** A JWT issued by a configured identity provider for the calling application, at most 16 KiB, used once. */
   thirdPartyToken: string;
   /** Application that may redeem the returned ticket; empty means the calling application. */
   ticketApplicationId: string;
@@ -1477,6 +1514,8 @@ function createBaseApplication(): Application {
     userTokenMaxLifetime: undefined,
     disabled: false,
     createTime: undefined,
+    transformSources: [],
+    dataKeyGroup: "",
   };
 }
 
@@ -1520,6 +1559,12 @@ export const Application: MessageFns<Application> = {
     }
     if (message.createTime !== undefined) {
       Timestamp.encode(toTimestamp(message.createTime), writer.uint32(106).fork()).join();
+    }
+    for (const v of message.transformSources) {
+      writer.uint32(114).string(v!);
+    }
+    if (message.dataKeyGroup !== "") {
+      writer.uint32(122).string(message.dataKeyGroup);
     }
     return writer;
   },
@@ -1641,6 +1686,22 @@ export const Application: MessageFns<Application> = {
             message.createTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.transformSources.push(reader.string());
+            continue;
+          }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.dataKeyGroup = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1700,6 +1761,16 @@ export const Application: MessageFns<Application> = {
         : isSet(object.create_time)
         ? fromJsonTimestamp(object.create_time)
         : undefined,
+      transformSources: globalThis.Array.isArray(object?.transformSources)
+        ? object.transformSources.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.transform_sources)
+        ? object.transform_sources.map((e: any) => globalThis.String(e))
+        : [],
+      dataKeyGroup: isSet(object.dataKeyGroup)
+        ? globalThis.String(object.dataKeyGroup)
+        : isSet(object.data_key_group)
+        ? globalThis.String(object.data_key_group)
+        : "",
     };
   },
 
@@ -1744,6 +1815,12 @@ export const Application: MessageFns<Application> = {
     if (message.createTime !== undefined) {
       obj.createTime = message.createTime.toISOString();
     }
+    if (message.transformSources?.length) {
+      obj.transformSources = message.transformSources;
+    }
+    if (message.dataKeyGroup !== "") {
+      obj.dataKeyGroup = message.dataKeyGroup;
+    }
     return obj;
   },
 
@@ -1769,6 +1846,8 @@ export const Application: MessageFns<Application> = {
       : undefined;
     message.disabled = object.disabled ?? false;
     message.createTime = object.createTime ?? undefined;
+    message.transformSources = object.transformSources?.map((e) => e) || [];
+    message.dataKeyGroup = object.dataKeyGroup ?? "";
     return message;
   },
 };
@@ -3137,13 +3216,16 @@ export const RefreshUserTokenResponse: MessageFns<RefreshUserTokenResponse> = {
 };
 
 function createBaseReleaseUserTokenRequest(): ReleaseUserTokenRequest {
-  return { userTokenId: "" };
+  return { userTokenId: "", endSession: false };
 }
 
 export const ReleaseUserTokenRequest: MessageFns<ReleaseUserTokenRequest> = {
   encode(message: ReleaseUserTokenRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.userTokenId !== "") {
       writer.uint32(10).string(message.userTokenId);
+    }
+    if (message.endSession !== false) {
+      writer.uint32(16).bool(message.endSession);
     }
     return writer;
   },
@@ -3169,6 +3251,14 @@ export const ReleaseUserTokenRequest: MessageFns<ReleaseUserTokenRequest> = {
             message.userTokenId = reader.string();
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.endSession = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3188,6 +3278,11 @@ export const ReleaseUserTokenRequest: MessageFns<ReleaseUserTokenRequest> = {
         : isSet(object.user_token_id)
         ? globalThis.String(object.user_token_id)
         : "",
+      endSession: isSet(object.endSession)
+        ? globalThis.Boolean(object.endSession)
+        : isSet(object.end_session)
+        ? globalThis.Boolean(object.end_session)
+        : false,
     };
   },
 
@@ -3195,6 +3290,9 @@ export const ReleaseUserTokenRequest: MessageFns<ReleaseUserTokenRequest> = {
     const obj: any = {};
     if (message.userTokenId !== "") {
       obj.userTokenId = message.userTokenId;
+    }
+    if (message.endSession !== false) {
+      obj.endSession = message.endSession;
     }
     return obj;
   },
@@ -3205,6 +3303,7 @@ export const ReleaseUserTokenRequest: MessageFns<ReleaseUserTokenRequest> = {
   fromPartial<I extends Exact<DeepPartial<ReleaseUserTokenRequest>, I>>(object: I): ReleaseUserTokenRequest {
     const message = createBaseReleaseUserTokenRequest();
     message.userTokenId = object.userTokenId ?? "";
+    message.endSession = object.endSession ?? false;
     return message;
   },
 };
@@ -3476,6 +3575,7 @@ function createBaseUserSession(): UserSession {
     issueTime: undefined,
     expireTime: undefined,
     absoluteExpireTime: undefined,
+    participantApplicationIds: [],
   };
 }
 
@@ -3498,6 +3598,9 @@ export const UserSession: MessageFns<UserSession> = {
     }
     if (message.absoluteExpireTime !== undefined) {
       Timestamp.encode(toTimestamp(message.absoluteExpireTime), writer.uint32(50).fork()).join();
+    }
+    for (const v of message.participantApplicationIds) {
+      writer.uint32(58).string(v!);
     }
     return writer;
   },
@@ -3563,6 +3666,14 @@ export const UserSession: MessageFns<UserSession> = {
             message.absoluteExpireTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.participantApplicationIds.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3607,6 +3718,11 @@ export const UserSession: MessageFns<UserSession> = {
         : isSet(object.absolute_expire_time)
         ? fromJsonTimestamp(object.absolute_expire_time)
         : undefined,
+      participantApplicationIds: globalThis.Array.isArray(object?.participantApplicationIds)
+        ? object.participantApplicationIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.participant_application_ids)
+        ? object.participant_application_ids.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -3630,6 +3746,9 @@ export const UserSession: MessageFns<UserSession> = {
     if (message.absoluteExpireTime !== undefined) {
       obj.absoluteExpireTime = message.absoluteExpireTime.toISOString();
     }
+    if (message.participantApplicationIds?.length) {
+      obj.participantApplicationIds = message.participantApplicationIds;
+    }
     return obj;
   },
 
@@ -3644,6 +3763,7 @@ export const UserSession: MessageFns<UserSession> = {
     message.issueTime = object.issueTime ?? undefined;
     message.expireTime = object.expireTime ?? undefined;
     message.absoluteExpireTime = object.absoluteExpireTime ?? undefined;
+    message.participantApplicationIds = object.participantApplicationIds?.map((e) => e) || [];
     return message;
   },
 };
@@ -5561,6 +5681,16 @@ export const RemoveUserRoleResponse: MessageFns<RemoveUserRoleResponse> = {
  * (`authorization: Bearer <application token id>`). Directory administration RPCs need an application
  * marked as an administrator. Tokens that are unknown, expired or released give UNAUTHENTICATED when used
  * as the caller's credential, and `active: false` when asked about in a Validate RPC.
+ *
+ * Session participation: a user session belongs to the applications that take part in it, its participants:
+ * the application that logged the user on, each application that redeemed a ticket for it, and each
+ * application a TransformUserToken made a view for. Every participant has its own user token id for the
+ * shared session (the session id, "sid" in the JWTs, is the same for all). A user token id authorizes only
+ * the application it was issued to: presented by any other application it gets exactly the answer an
+ * unknown id gets (NOT_FOUND, or `active: false`), so nobody learns that it exists. The one exception is an
+ * application marked `admin` (it may manage the directory, so it could take over any account anyway): it
+ * may validate, read and release any application's user token id (ValidateUserToken,
+ * GetUserTokenByUserTokenId, ReleaseUserToken), but never refresh it, make tickets with it or transform it.
  */
 export type SessionServiceService = typeof SessionServiceService;
 export const SessionServiceService = {
@@ -5651,7 +5781,11 @@ export const SessionServiceService = {
     responseSerialize: (value: LogonUserResponse): Buffer => Buffer.from(LogonUserResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): LogonUserResponse => LogonUserResponse.decode(value),
   },
-  /** ValidateUserToken reports whether a user session is active, by token id or by STS-signed JWT. */
+  /**
+   * ValidateUserToken reports whether a user session is active, by token id or by STS-signed JWT. A token id
+   * issued to another application, and a JWT whose "aud" is not the caller, are not active (see Session
+   * participation above; an administrator application may validate any token id).
+   */
   validateUserToken: {
     path: "/sts.v1.SessionService/ValidateUserToken" as const,
     requestStream: false as const,
@@ -5665,7 +5799,8 @@ export const SessionServiceService = {
   },
   /**
    * GetUserTokenByUserTokenId returns the calling application's view of an active session.
-   * Errors: NOT_FOUND when the session is unknown, expired or released.
+   * Errors: NOT_FOUND when the session is unknown, expired or released, or the token id was issued to
+   * another application (indistinguishable; an administrator application may read any token id).
    */
   getUserTokenByUserTokenId: {
     path: "/sts.v1.SessionService/GetUserTokenByUserTokenId" as const,
@@ -5681,8 +5816,11 @@ export const SessionServiceService = {
       GetUserTokenByUserTokenIdResponse.decode(value),
   },
   /**
-   * CreateUserTicket makes a one-time ticket for an active session, to be redeemed by one application.
-   * Errors: NOT_FOUND when the session is not active, NOT_FOUND when the target application is unknown.
+   * CreateUserTicket makes a one-time ticket for an active session, to be redeemed by one application, which
+   * then takes part in the session with a user token id of its own. Only a participant may make tickets, with
+   * its own token id.
+   * Errors: NOT_FOUND when the session is not active or the token id is not the caller's, NOT_FOUND when the
+   * target application is unknown.
    */
   createUserTicket: {
     path: "/sts.v1.SessionService/CreateUserTicket" as const,
@@ -5696,7 +5834,9 @@ export const SessionServiceService = {
     responseDeserialize: (value: Buffer): CreateUserTicketResponse => CreateUserTicketResponse.decode(value),
   },
   /**
-   * GetUserTokenByUserTicket redeems a ticket once: concurrent redemptions have exactly one winner.
+   * GetUserTokenByUserTicket redeems a ticket once: concurrent redemptions have exactly one winner. The
+   * redeeming application joins the session with a new user token id of its own (never the id of the
+   * application that made the ticket).
    * Errors: NOT_FOUND when the ticket is unknown, used, expired, bound to another application or its
    * session ended (all indistinguishable).
    */
@@ -5714,8 +5854,8 @@ export const SessionServiceService = {
       GetUserTokenByUserTicketResponse.decode(value),
   },
   /**
-   * RefreshUserToken slides the idle timeout of a session, capped by its absolute lifetime.
-   * Errors: NOT_FOUND when the session is not active.
+   * RefreshUserToken slides the idle timeout of a session (shared by all its participants), capped by its
+   * absolute lifetime. Errors: NOT_FOUND when the session is not active or the token id is not the caller's.
    */
   refreshUserToken: {
     path: "/sts.v1.SessionService/RefreshUserToken" as const,
@@ -5729,8 +5869,12 @@ export const SessionServiceService = {
     responseDeserialize: (value: Buffer): RefreshUserTokenResponse => RefreshUserTokenResponse.decode(value),
   },
   /**
-   * ReleaseUserToken logs out: the session and all its tickets stop working at once, on every node.
-   * Idempotent.
+   * ReleaseUserToken logs the user out of the caller's part of the session: every user token id the
+   * application holds for it stops working at once, on every node, while the other participants keep theirs;
+   * when no participant is left the session ends with its tickets. With `end_session` it ends the whole SSO
+   * session for every participant (Whydah's "force cross-application logout"), open to any participant.
+   * Idempotent; a token id that is unknown, ended or another application's is answered the same way and
+   * changes nothing (an administrator application may release any token id).
    */
   releaseUserToken: {
     path: "/sts.v1.SessionService/ReleaseUserToken" as const,
@@ -5743,7 +5887,7 @@ export const SessionServiceService = {
       Buffer.from(ReleaseUserTokenResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ReleaseUserTokenResponse => ReleaseUserTokenResponse.decode(value),
   },
-  /** ReleaseUserSessions ends every session of a user. Caller: an administrator. */
+  /** ReleaseUserSessions ends every session of a user, for every participant. Caller: an administrator. */
   releaseUserSessions: {
     path: "/sts.v1.SessionService/ReleaseUserSessions" as const,
     requestStream: false as const,
@@ -5769,9 +5913,15 @@ export const SessionServiceService = {
   },
   /**
    * TransformUserToken returns the same session as seen by another application (its roles only), raising
-   * the security level when a step-up proof is given. Errors: NOT_FOUND (session not active or unknown
-   * target application), UNAUTHENTICATED (step-up proof wrong), PERMISSION_DENIED (target requires a
-   * higher security level than the session has).
+   * the security level when a step-up proof is given. The result is a credential for the target: its JWT has
+   * "aud" = the target and carries the target's roles. So the rule: the caller must take part in the session
+   * (its own token id), and the target must be the caller itself (a step-up of its own view) or list the
+   * caller in its `transform_sources`. Being trusted or an administrator does not widen this. The target then
+   * takes part in the session with a user token id of its own, returned in the view.
+   * Errors: NOT_FOUND (session not active, the token id is not the caller's, or unknown target
+   * application), PERMISSION_DENIED (the target does not list the caller in transform_sources, `permission_
+   * denied`; or the target requires a higher security level than the session has, `security_level_too_low`),
+   * UNAUTHENTICATED (step-up proof wrong).
    */
   transformUserToken: {
     path: "/sts.v1.SessionService/TransformUserToken" as const,
@@ -5787,7 +5937,16 @@ export const SessionServiceService = {
   /**
    * CreateUserFromThirdPartyToken verifies a JWT from a configured identity provider, creates the user on
    * first sight with the calling application's default roles, starts a session and returns a ticket.
-   * Errors: UNAUTHENTICATED (token invalid), UNAVAILABLE (identity provider's JWKS unreachable).
+   * The token must be meant for the calling application: its "aud" holds one of the audiences the identity
+   * provider entry registers for this application (IdentityProvider.application_audiences), or its "azp"
+   * names the application (its id or one of those audiences). Each token is used once: its "jti" is
+   * remembered until its "exp" (a provider marked `tokens_without_jti` instead has each token accepted only
+   * while it has at most session.thirdPartyTokenWithoutJtiMaxLifetimeMs left). Claims that become user fields
+   * pass the same checks as an administrator's input (no control characters, at most 256 characters).
+   * Errors: UNAUTHENTICATED (token invalid, meant for another audience, or already used: `token_invalid`),
+   * FAILED_PRECONDITION (the provider registers no audience for the calling application), INVALID_ARGUMENT
+   * (a claim that would become a user field is not valid text), UNAVAILABLE (identity provider's JWKS
+   * unreachable).
    */
   createUserFromThirdPartyToken: {
     path: "/sts.v1.SessionService/CreateUserFromThirdPartyToken" as const,
@@ -5925,49 +6084,78 @@ export interface SessionServiceServer extends UntypedServiceImplementation {
    * requires a higher security level than a password gives.
    */
   logonUser: handleUnaryCall<LogonUserRequest, LogonUserResponse>;
-  /** ValidateUserToken reports whether a user session is active, by token id or by STS-signed JWT. */
+  /**
+   * ValidateUserToken reports whether a user session is active, by token id or by STS-signed JWT. A token id
+   * issued to another application, and a JWT whose "aud" is not the caller, are not active (see Session
+   * participation above; an administrator application may validate any token id).
+   */
   validateUserToken: handleUnaryCall<ValidateUserTokenRequest, ValidateUserTokenResponse>;
   /**
    * GetUserTokenByUserTokenId returns the calling application's view of an active session.
-   * Errors: NOT_FOUND when the session is unknown, expired or released.
+   * Errors: NOT_FOUND when the session is unknown, expired or released, or the token id was issued to
+   * another application (indistinguishable; an administrator application may read any token id).
    */
   getUserTokenByUserTokenId: handleUnaryCall<GetUserTokenByUserTokenIdRequest, GetUserTokenByUserTokenIdResponse>;
   /**
-   * CreateUserTicket makes a one-time ticket for an active session, to be redeemed by one application.
-   * Errors: NOT_FOUND when the session is not active, NOT_FOUND when the target application is unknown.
+   * CreateUserTicket makes a one-time ticket for an active session, to be redeemed by one application, which
+   * then takes part in the session with a user token id of its own. Only a participant may make tickets, with
+   * its own token id.
+   * Errors: NOT_FOUND when the session is not active or the token id is not the caller's, NOT_FOUND when the
+   * target application is unknown.
    */
   createUserTicket: handleUnaryCall<CreateUserTicketRequest, CreateUserTicketResponse>;
   /**
-   * GetUserTokenByUserTicket redeems a ticket once: concurrent redemptions have exactly one winner.
+   * GetUserTokenByUserTicket redeems a ticket once: concurrent redemptions have exactly one winner. The
+   * redeeming application joins the session with a new user token id of its own (never the id of the
+   * application that made the ticket).
    * Errors: NOT_FOUND when the ticket is unknown, used, expired, bound to another application or its
    * session ended (all indistinguishable).
    */
   getUserTokenByUserTicket: handleUnaryCall<GetUserTokenByUserTicketRequest, GetUserTokenByUserTicketResponse>;
   /**
-   * RefreshUserToken slides the idle timeout of a session, capped by its absolute lifetime.
-   * Errors: NOT_FOUND when the session is not active.
+   * RefreshUserToken slides the idle timeout of a session (shared by all its participants), capped by its
+   * absolute lifetime. Errors: NOT_FOUND when the session is not active or the token id is not the caller's.
    */
   refreshUserToken: handleUnaryCall<RefreshUserTokenRequest, RefreshUserTokenResponse>;
   /**
-   * ReleaseUserToken logs out: the session and all its tickets stop working at once, on every node.
-   * Idempotent.
+   * ReleaseUserToken logs the user out of the caller's part of the session: every user token id the
+   * application holds for it stops working at once, on every node, while the other participants keep theirs;
+   * when no participant is left the session ends with its tickets. With `end_session` it ends the whole SSO
+   * session for every participant (Whydah's "force cross-application logout"), open to any participant.
+   * Idempotent; a token id that is unknown, ended or another application's is answered the same way and
+   * changes nothing (an administrator application may release any token id).
    */
   releaseUserToken: handleUnaryCall<ReleaseUserTokenRequest, ReleaseUserTokenResponse>;
-  /** ReleaseUserSessions ends every session of a user. Caller: an administrator. */
+  /** ReleaseUserSessions ends every session of a user, for every participant. Caller: an administrator. */
   releaseUserSessions: handleUnaryCall<ReleaseUserSessionsRequest, ReleaseUserSessionsResponse>;
   /** ListUserSessions lists the active sessions of a user (ASVS 7.4.5). Caller: an administrator. */
   listUserSessions: handleUnaryCall<ListUserSessionsRequest, ListUserSessionsResponse>;
   /**
    * TransformUserToken returns the same session as seen by another application (its roles only), raising
-   * the security level when a step-up proof is given. Errors: NOT_FOUND (session not active or unknown
-   * target application), UNAUTHENTICATED (step-up proof wrong), PERMISSION_DENIED (target requires a
-   * higher security level than the session has).
+   * the security level when a step-up proof is given. The result is a credential for the target: its JWT has
+   * "aud" = the target and carries the target's roles. So the rule: the caller must take part in the session
+   * (its own token id), and the target must be the caller itself (a step-up of its own view) or list the
+   * caller in its `transform_sources`. Being trusted or an administrator does not widen this. The target then
+   * takes part in the session with a user token id of its own, returned in the view.
+   * Errors: NOT_FOUND (session not active, the token id is not the caller's, or unknown target
+   * application), PERMISSION_DENIED (the target does not list the caller in transform_sources, `permission_
+   * denied`; or the target requires a higher security level than the session has, `security_level_too_low`),
+   * UNAUTHENTICATED (step-up proof wrong).
    */
   transformUserToken: handleUnaryCall<TransformUserTokenRequest, TransformUserTokenResponse>;
   /**
    * CreateUserFromThirdPartyToken verifies a JWT from a configured identity provider, creates the user on
    * first sight with the calling application's default roles, starts a session and returns a ticket.
-   * Errors: UNAUTHENTICATED (token invalid), UNAVAILABLE (identity provider's JWKS unreachable).
+   * The token must be meant for the calling application: its "aud" holds one of the audiences the identity
+   * provider entry registers for this application (IdentityProvider.application_audiences), or its "azp"
+   * names the application (its id or one of those audiences). Each token is used once: its "jti" is
+   * remembered until its "exp" (a provider marked `tokens_without_jti` instead has each token accepted only
+   * while it has at most session.thirdPartyTokenWithoutJtiMaxLifetimeMs left). Claims that become user fields
+   * pass the same checks as an administrator's input (no control characters, at most 256 characters).
+   * Errors: UNAUTHENTICATED (token invalid, meant for another audience, or already used: `token_invalid`),
+   * FAILED_PRECONDITION (the provider registers no audience for the calling application), INVALID_ARGUMENT
+   * (a claim that would become a user field is not valid text), UNAVAILABLE (identity provider's JWKS
+   * unreachable).
    */
   createUserFromThirdPartyToken: handleUnaryCall<
     CreateUserFromThirdPartyTokenRequest,
@@ -6108,7 +6296,11 @@ export interface SessionServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: LogonUserResponse) => void,
   ): ClientUnaryCall;
-  /** ValidateUserToken reports whether a user session is active, by token id or by STS-signed JWT. */
+  /**
+   * ValidateUserToken reports whether a user session is active, by token id or by STS-signed JWT. A token id
+   * issued to another application, and a JWT whose "aud" is not the caller, are not active (see Session
+   * participation above; an administrator application may validate any token id).
+   */
   validateUserToken(
     request: ValidateUserTokenRequest,
     callback: (error: ServiceError | null, response: ValidateUserTokenResponse) => void,
@@ -6126,7 +6318,8 @@ export interface SessionServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * GetUserTokenByUserTokenId returns the calling application's view of an active session.
-   * Errors: NOT_FOUND when the session is unknown, expired or released.
+   * Errors: NOT_FOUND when the session is unknown, expired or released, or the token id was issued to
+   * another application (indistinguishable; an administrator application may read any token id).
    */
   getUserTokenByUserTokenId(
     request: GetUserTokenByUserTokenIdRequest,
@@ -6144,8 +6337,11 @@ export interface SessionServiceClient extends Client {
     callback: (error: ServiceError | null, response: GetUserTokenByUserTokenIdResponse) => void,
   ): ClientUnaryCall;
   /**
-   * CreateUserTicket makes a one-time ticket for an active session, to be redeemed by one application.
-   * Errors: NOT_FOUND when the session is not active, NOT_FOUND when the target application is unknown.
+   * CreateUserTicket makes a one-time ticket for an active session, to be redeemed by one application, which
+   * then takes part in the session with a user token id of its own. Only a participant may make tickets, with
+   * its own token id.
+   * Errors: NOT_FOUND when the session is not active or the token id is not the caller's, NOT_FOUND when the
+   * target application is unknown.
    */
   createUserTicket(
     request: CreateUserTicketRequest,
@@ -6163,7 +6359,9 @@ export interface SessionServiceClient extends Client {
     callback: (error: ServiceError | null, response: CreateUserTicketResponse) => void,
   ): ClientUnaryCall;
   /**
-   * GetUserTokenByUserTicket redeems a ticket once: concurrent redemptions have exactly one winner.
+   * GetUserTokenByUserTicket redeems a ticket once: concurrent redemptions have exactly one winner. The
+   * redeeming application joins the session with a new user token id of its own (never the id of the
+   * application that made the ticket).
    * Errors: NOT_FOUND when the ticket is unknown, used, expired, bound to another application or its
    * session ended (all indistinguishable).
    */
@@ -6183,8 +6381,8 @@ export interface SessionServiceClient extends Client {
     callback: (error: ServiceError | null, response: GetUserTokenByUserTicketResponse) => void,
   ): ClientUnaryCall;
   /**
-   * RefreshUserToken slides the idle timeout of a session, capped by its absolute lifetime.
-   * Errors: NOT_FOUND when the session is not active.
+   * RefreshUserToken slides the idle timeout of a session (shared by all its participants), capped by its
+   * absolute lifetime. Errors: NOT_FOUND when the session is not active or the token id is not the caller's.
    */
   refreshUserToken(
     request: RefreshUserTokenRequest,
@@ -6202,8 +6400,12 @@ export interface SessionServiceClient extends Client {
     callback: (error: ServiceError | null, response: RefreshUserTokenResponse) => void,
   ): ClientUnaryCall;
   /**
-   * ReleaseUserToken logs out: the session and all its tickets stop working at once, on every node.
-   * Idempotent.
+   * ReleaseUserToken logs the user out of the caller's part of the session: every user token id the
+   * application holds for it stops working at once, on every node, while the other participants keep theirs;
+   * when no participant is left the session ends with its tickets. With `end_session` it ends the whole SSO
+   * session for every participant (Whydah's "force cross-application logout"), open to any participant.
+   * Idempotent; a token id that is unknown, ended or another application's is answered the same way and
+   * changes nothing (an administrator application may release any token id).
    */
   releaseUserToken(
     request: ReleaseUserTokenRequest,
@@ -6220,7 +6422,7 @@ export interface SessionServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ReleaseUserTokenResponse) => void,
   ): ClientUnaryCall;
-  /** ReleaseUserSessions ends every session of a user. Caller: an administrator. */
+  /** ReleaseUserSessions ends every session of a user, for every participant. Caller: an administrator. */
   releaseUserSessions(
     request: ReleaseUserSessionsRequest,
     callback: (error: ServiceError | null, response: ReleaseUserSessionsResponse) => void,
@@ -6254,9 +6456,15 @@ export interface SessionServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * TransformUserToken returns the same session as seen by another application (its roles only), raising
-   * the security level when a step-up proof is given. Errors: NOT_FOUND (session not active or unknown
-   * target application), UNAUTHENTICATED (step-up proof wrong), PERMISSION_DENIED (target requires a
-   * higher security level than the session has).
+   * the security level when a step-up proof is given. The result is a credential for the target: its JWT has
+   * "aud" = the target and carries the target's roles. So the rule: the caller must take part in the session
+   * (its own token id), and the target must be the caller itself (a step-up of its own view) or list the
+   * caller in its `transform_sources`. Being trusted or an administrator does not widen this. The target then
+   * takes part in the session with a user token id of its own, returned in the view.
+   * Errors: NOT_FOUND (session not active, the token id is not the caller's, or unknown target
+   * application), PERMISSION_DENIED (the target does not list the caller in transform_sources, `permission_
+   * denied`; or the target requires a higher security level than the session has, `security_level_too_low`),
+   * UNAUTHENTICATED (step-up proof wrong).
    */
   transformUserToken(
     request: TransformUserTokenRequest,
@@ -6276,7 +6484,16 @@ export interface SessionServiceClient extends Client {
   /**
    * CreateUserFromThirdPartyToken verifies a JWT from a configured identity provider, creates the user on
    * first sight with the calling application's default roles, starts a session and returns a ticket.
-   * Errors: UNAUTHENTICATED (token invalid), UNAVAILABLE (identity provider's JWKS unreachable).
+   * The token must be meant for the calling application: its "aud" holds one of the audiences the identity
+   * provider entry registers for this application (IdentityProvider.application_audiences), or its "azp"
+   * names the application (its id or one of those audiences). Each token is used once: its "jti" is
+   * remembered until its "exp" (a provider marked `tokens_without_jti` instead has each token accepted only
+   * while it has at most session.thirdPartyTokenWithoutJtiMaxLifetimeMs left). Claims that become user fields
+   * pass the same checks as an administrator's input (no control characters, at most 256 characters).
+   * Errors: UNAUTHENTICATED (token invalid, meant for another audience, or already used: `token_invalid`),
+   * FAILED_PRECONDITION (the provider registers no audience for the calling application), INVALID_ARGUMENT
+   * (a claim that would become a user field is not valid text), UNAVAILABLE (identity provider's JWKS
+   * unreachable).
    */
   createUserFromThirdPartyToken(
     request: CreateUserFromThirdPartyTokenRequest,

@@ -208,7 +208,11 @@ export interface DecryptResponse {
 export interface SignRequest {
   /** Payload bytes, 1 byte to 1 MiB. */
   payload: Buffer;
-  /** Optional JWS "typ" header, for example "JWT" or "application/example+jwt". At most 128 characters. */
+  /**
+   * JWS "typ" header, for example "JWT" or "application/example+jwt": at most 128 printable ASCII characters,
+   * not starting with "sts-" (with or without "application/"), which is reserved for STS's own tokens. Empty
+   * means "JOSE" (RFC 7515 section 4.1.9).
+   */
   type: string;
   /** Optional JWS "cty" header (content type of the payload). At most 128 characters. */
   contentType: string;
@@ -304,7 +308,10 @@ export interface RotateKeysRequest {
 
 /** RotateKeysResponse lists the keys made by the rotation. */
 export interface RotateKeysResponse {
-  /** The new keys (one per rotated kind), STAGED until their not_before_time. */
+  /**
+   * The new keys (one per rotated kind), STAGED until their not_before_time; for a kind whose key was staged
+   * less than a second before the call, that key.
+   */
   created: KeyInfo[];
 }
 
@@ -2312,7 +2319,7 @@ export const PopServiceService = {
   /**
    * Decrypt decrypts a compact JWE encrypted to any non-destroyed STS encryption key, except JWEs typed for
    * STS's own use ("typ" or "cty" starting with "sts-", such as credential JWEs).
-   * Caller: an authenticated application. Errors: INVALID_ARGUMENT "decryption failed" for every crypto
+   * Caller: a trusted application. Errors: INVALID_ARGUMENT "decryption failed" for every crypto
    * failure (wrong key, tampered data, unknown or destroyed kid) and for those reserved types,
    * UNAUTHENTICATED without a valid token.
    */
@@ -2326,8 +2333,11 @@ export const PopServiceService = {
     responseDeserialize: (value: Buffer): DecryptResponse => DecryptResponse.decode(value),
   },
   /**
-   * Sign signs a payload as a compact JWS (RFC 7515) with the PRIMARY signing key.
-   * Caller: an authenticated application. Errors: INVALID_ARGUMENT for an empty or oversized payload.
+   * Sign signs a payload as a compact JWS (RFC 7515) with the PRIMARY signing key. Every JWS STS signs carries
+   * an explicit "typ" (RFC 8725 section 3.11): the caller's `type`, which must lie outside the "sts-" namespace
+   * of STS's own tokens, or "JOSE" when none is given.
+   * Caller: a trusted application. Errors: INVALID_ARGUMENT for an empty or oversized payload, or a reserved
+   * type.
    */
   sign: {
     path: "/sts.v1.PopService/Sign" as const,
@@ -2354,8 +2364,10 @@ export const PopServiceService = {
   },
   /**
    * GenerateDataKey returns a fresh AES data key in plaintext and wrapped under the PRIMARY secret key,
-   * like AWS KMS GenerateDataKey. Store the wrapped form; Unwrap it when needed. Caller: an authenticated
-   * application. Errors: INVALID_ARGUMENT for an unsupported key length.
+   * like AWS KMS GenerateDataKey. Store the wrapped form; Unwrap it when needed. The wrapped key is bound to
+   * the calling application (or to its data_key_group, when an administrator set one): no other
+   * application can Unwrap or Rewrap it. Caller: a trusted application. Errors: INVALID_ARGUMENT for an
+   * unsupported key length.
    */
   generateDataKey: {
     path: "/sts.v1.PopService/GenerateDataKey" as const,
@@ -2369,9 +2381,11 @@ export const PopServiceService = {
     responseDeserialize: (value: Buffer): GenerateDataKeyResponse => GenerateDataKeyResponse.decode(value),
   },
   /**
-   * Unwrap returns the plaintext of a data key wrapped by GenerateDataKey or Rewrap. Caller: an
-   * authenticated application. Errors: INVALID_ARGUMENT "unwrap failed" for every crypto failure
-   * (including a wrong context).
+   * Unwrap returns the plaintext of a data key wrapped by GenerateDataKey or Rewrap for the calling
+   * application (or its data_key_group). Caller: a trusted application. Errors: INVALID_ARGUMENT "unwrap
+   * failed" for every crypto failure, including a wrong context and a key wrapped for another application
+   * (indistinguishable). Keys wrapped before data keys were bound to applications (no "own" header) still
+   * unwrap for any trusted application with the right context; Rewrap binds them to the caller.
    */
   unwrap: {
     path: "/sts.v1.PopService/Unwrap" as const,
@@ -2383,8 +2397,9 @@ export const PopServiceService = {
     responseDeserialize: (value: Buffer): UnwrapResponse => UnwrapResponse.decode(value),
   },
   /**
-   * Rewrap re-wraps a wrapped data key under the current PRIMARY secret key without revealing the plaintext.
-   * Caller: an authenticated application. Errors: as Unwrap.
+   * Rewrap re-wraps a wrapped data key under the current PRIMARY secret key without revealing the plaintext,
+   * bound to the calling application (or its data_key_group). Caller: a trusted application. Errors: as
+   * Unwrap.
    */
   rewrap: {
     path: "/sts.v1.PopService/Rewrap" as const,
@@ -2396,7 +2411,9 @@ export const PopServiceService = {
     responseDeserialize: (value: Buffer): RewrapResponse => RewrapResponse.decode(value),
   },
   /**
-   * RotateKeys creates new keys now instead of waiting for the schedule. Caller: an administrator.
+   * RotateKeys creates new keys now instead of waiting for the schedule. Calls that arrive while a key of the
+   * same kind was staged less than a second ago return that key instead of making another (so concurrent or
+   * repeated calls coalesce into one rotation per kind, on every node). Caller: an administrator.
    * Errors: PERMISSION_DENIED for non-administrators, UNAVAILABLE when the key ring cannot be written
    * (nothing changes then).
    */
@@ -2430,14 +2447,17 @@ export interface PopServiceServer extends UntypedServiceImplementation {
   /**
    * Decrypt decrypts a compact JWE encrypted to any non-destroyed STS encryption key, except JWEs typed for
    * STS's own use ("typ" or "cty" starting with "sts-", such as credential JWEs).
-   * Caller: an authenticated application. Errors: INVALID_ARGUMENT "decryption failed" for every crypto
+   * Caller: a trusted application. Errors: INVALID_ARGUMENT "decryption failed" for every crypto
    * failure (wrong key, tampered data, unknown or destroyed kid) and for those reserved types,
    * UNAUTHENTICATED without a valid token.
    */
   decrypt: handleUnaryCall<DecryptRequest, DecryptResponse>;
   /**
-   * Sign signs a payload as a compact JWS (RFC 7515) with the PRIMARY signing key.
-   * Caller: an authenticated application. Errors: INVALID_ARGUMENT for an empty or oversized payload.
+   * Sign signs a payload as a compact JWS (RFC 7515) with the PRIMARY signing key. Every JWS STS signs carries
+   * an explicit "typ" (RFC 8725 section 3.11): the caller's `type`, which must lie outside the "sts-" namespace
+   * of STS's own tokens, or "JOSE" when none is given.
+   * Caller: a trusted application. Errors: INVALID_ARGUMENT for an empty or oversized payload, or a reserved
+   * type.
    */
   sign: handleUnaryCall<SignRequest, SignResponse>;
   /**
@@ -2448,23 +2468,30 @@ export interface PopServiceServer extends UntypedServiceImplementation {
   verify: handleUnaryCall<VerifyRequest, VerifyResponse>;
   /**
    * GenerateDataKey returns a fresh AES data key in plaintext and wrapped under the PRIMARY secret key,
-   * like AWS KMS GenerateDataKey. Store the wrapped form; Unwrap it when needed. Caller: an authenticated
-   * application. Errors: INVALID_ARGUMENT for an unsupported key length.
+   * like AWS KMS GenerateDataKey. Store the wrapped form; Unwrap it when needed. The wrapped key is bound to
+   * the calling application (or to its data_key_group, when an administrator set one): no other
+   * application can Unwrap or Rewrap it. Caller: a trusted application. Errors: INVALID_ARGUMENT for an
+   * unsupported key length.
    */
   generateDataKey: handleUnaryCall<GenerateDataKeyRequest, GenerateDataKeyResponse>;
   /**
-   * Unwrap returns the plaintext of a data key wrapped by GenerateDataKey or Rewrap. Caller: an
-   * authenticated application. Errors: INVALID_ARGUMENT "unwrap failed" for every crypto failure
-   * (including a wrong context).
+   * Unwrap returns the plaintext of a data key wrapped by GenerateDataKey or Rewrap for the calling
+   * application (or its data_key_group). Caller: a trusted application. Errors: INVALID_ARGUMENT "unwrap
+   * failed" for every crypto failure, including a wrong context and a key wrapped for another application
+   * (indistinguishable). Keys wrapped before data keys were bound to applications (no "own" header) still
+   * unwrap for any trusted application with the right context; Rewrap binds them to the caller.
    */
   unwrap: handleUnaryCall<UnwrapRequest, UnwrapResponse>;
   /**
-   * Rewrap re-wraps a wrapped data key under the current PRIMARY secret key without revealing the plaintext.
-   * Caller: an authenticated application. Errors: as Unwrap.
+   * Rewrap re-wraps a wrapped data key under the current PRIMARY secret key without revealing the plaintext,
+   * bound to the calling application (or its data_key_group). Caller: a trusted application. Errors: as
+   * Unwrap.
    */
   rewrap: handleUnaryCall<RewrapRequest, RewrapResponse>;
   /**
-   * RotateKeys creates new keys now instead of waiting for the schedule. Caller: an administrator.
+   * RotateKeys creates new keys now instead of waiting for the schedule. Calls that arrive while a key of the
+   * same kind was staged less than a second ago return that key instead of making another (so concurrent or
+   * repeated calls coalesce into one rotation per kind, on every node). Caller: an administrator.
    * Errors: PERMISSION_DENIED for non-administrators, UNAVAILABLE when the key ring cannot be written
    * (nothing changes then).
    */
@@ -2496,7 +2523,7 @@ export interface PopServiceClient extends Client {
   /**
    * Decrypt decrypts a compact JWE encrypted to any non-destroyed STS encryption key, except JWEs typed for
    * STS's own use ("typ" or "cty" starting with "sts-", such as credential JWEs).
-   * Caller: an authenticated application. Errors: INVALID_ARGUMENT "decryption failed" for every crypto
+   * Caller: a trusted application. Errors: INVALID_ARGUMENT "decryption failed" for every crypto
    * failure (wrong key, tampered data, unknown or destroyed kid) and for those reserved types,
    * UNAUTHENTICATED without a valid token.
    */
@@ -2516,8 +2543,11 @@ export interface PopServiceClient extends Client {
     callback: (error: ServiceError | null, response: DecryptResponse) => void,
   ): ClientUnaryCall;
   /**
-   * Sign signs a payload as a compact JWS (RFC 7515) with the PRIMARY signing key.
-   * Caller: an authenticated application. Errors: INVALID_ARGUMENT for an empty or oversized payload.
+   * Sign signs a payload as a compact JWS (RFC 7515) with the PRIMARY signing key. Every JWS STS signs carries
+   * an explicit "typ" (RFC 8725 section 3.11): the caller's `type`, which must lie outside the "sts-" namespace
+   * of STS's own tokens, or "JOSE" when none is given.
+   * Caller: a trusted application. Errors: INVALID_ARGUMENT for an empty or oversized payload, or a reserved
+   * type.
    */
   sign(request: SignRequest, callback: (error: ServiceError | null, response: SignResponse) => void): ClientUnaryCall;
   sign(
@@ -2553,8 +2583,10 @@ export interface PopServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * GenerateDataKey returns a fresh AES data key in plaintext and wrapped under the PRIMARY secret key,
-   * like AWS KMS GenerateDataKey. Store the wrapped form; Unwrap it when needed. Caller: an authenticated
-   * application. Errors: INVALID_ARGUMENT for an unsupported key length.
+   * like AWS KMS GenerateDataKey. Store the wrapped form; Unwrap it when needed. The wrapped key is bound to
+   * the calling application (or to its data_key_group, when an administrator set one): no other
+   * application can Unwrap or Rewrap it. Caller: a trusted application. Errors: INVALID_ARGUMENT for an
+   * unsupported key length.
    */
   generateDataKey(
     request: GenerateDataKeyRequest,
@@ -2572,9 +2604,11 @@ export interface PopServiceClient extends Client {
     callback: (error: ServiceError | null, response: GenerateDataKeyResponse) => void,
   ): ClientUnaryCall;
   /**
-   * Unwrap returns the plaintext of a data key wrapped by GenerateDataKey or Rewrap. Caller: an
-   * authenticated application. Errors: INVALID_ARGUMENT "unwrap failed" for every crypto failure
-   * (including a wrong context).
+   * Unwrap returns the plaintext of a data key wrapped by GenerateDataKey or Rewrap for the calling
+   * application (or its data_key_group). Caller: a trusted application. Errors: INVALID_ARGUMENT "unwrap
+   * failed" for every crypto failure, including a wrong context and a key wrapped for another application
+   * (indistinguishable). Keys wrapped before data keys were bound to applications (no "own" header) still
+   * unwrap for any trusted application with the right context; Rewrap binds them to the caller.
    */
   unwrap(
     request: UnwrapRequest,
@@ -2592,8 +2626,9 @@ export interface PopServiceClient extends Client {
     callback: (error: ServiceError | null, response: UnwrapResponse) => void,
   ): ClientUnaryCall;
   /**
-   * Rewrap re-wraps a wrapped data key under the current PRIMARY secret key without revealing the plaintext.
-   * Caller: an authenticated application. Errors: as Unwrap.
+   * Rewrap re-wraps a wrapped data key under the current PRIMARY secret key without revealing the plaintext,
+   * bound to the calling application (or its data_key_group). Caller: a trusted application. Errors: as
+   * Unwrap.
    */
   rewrap(
     request: RewrapRequest,
@@ -2611,7 +2646,9 @@ export interface PopServiceClient extends Client {
     callback: (error: ServiceError | null, response: RewrapResponse) => void,
   ): ClientUnaryCall;
   /**
-   * RotateKeys creates new keys now instead of waiting for the schedule. Caller: an administrator.
+   * RotateKeys creates new keys now instead of waiting for the schedule. Calls that arrive while a key of the
+   * same kind was staged less than a second ago return that key instead of making another (so concurrent or
+   * repeated calls coalesce into one rotation per kind, on every node). Caller: an administrator.
    * Errors: PERMISSION_DENIED for non-administrators, UNAVAILABLE when the key ring cannot be written
    * (nothing changes then).
    */
