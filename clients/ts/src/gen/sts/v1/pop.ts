@@ -2194,7 +2194,7 @@ export const PopServiceDefinition = {
     /**
      * Decrypt decrypts a compact JWE encrypted to any non-destroyed STS encryption key, except JWEs typed for
      * STS's own use ("typ" or "cty" starting with "sts-", such as credential JWEs).
-     * Caller: an authenticated application. Errors: INVALID_ARGUMENT "decryption failed" for every crypto
+     * Caller: a trusted application. Errors: INVALID_ARGUMENT "decryption failed" for every crypto
      * failure (wrong key, tampered data, unknown or destroyed kid) and for those reserved types,
      * UNAUTHENTICATED without a valid token.
      */
@@ -2207,8 +2207,11 @@ export const PopServiceDefinition = {
       options: {},
     },
     /**
-     * Sign signs a payload as a compact JWS (RFC 7515) with the PRIMARY signing key.
-     * Caller: an authenticated application. Errors: INVALID_ARGUMENT for an empty or oversized payload.
+     * Sign signs a payload as a compact JWS (RFC 7515) with the PRIMARY signing key. Every JWS STS signs carries
+     * an explicit "typ" (RFC 8725 section 3.11): the caller's `type`, which must lie outside the "sts-" namespace
+     * of STS's own tokens, or "JOSE" when none is given.
+     * Caller: a trusted application. Errors: INVALID_ARGUMENT for an empty or oversized payload, or a reserved
+     * type.
      */
     sign: {
       name: "Sign",
@@ -2233,8 +2236,10 @@ export const PopServiceDefinition = {
     },
     /**
      * GenerateDataKey returns a fresh AES data key in plaintext and wrapped under the PRIMARY secret key,
-     * like AWS KMS GenerateDataKey. Store the wrapped form; Unwrap it when needed. Caller: an authenticated
-     * application. Errors: INVALID_ARGUMENT for an unsupported key length.
+     * like AWS KMS GenerateDataKey. Store the wrapped form; Unwrap it when needed. The wrapped key is bound to
+     * the calling application (or to its data_key_group, when an administrator set one): no other
+     * application can Unwrap or Rewrap it. Caller: a trusted application. Errors: INVALID_ARGUMENT for an
+     * unsupported key length.
      */
     generateDataKey: {
       name: "GenerateDataKey",
@@ -2245,9 +2250,11 @@ export const PopServiceDefinition = {
       options: {},
     },
     /**
-     * Unwrap returns the plaintext of a data key wrapped by GenerateDataKey or Rewrap. Caller: an
-     * authenticated application. Errors: INVALID_ARGUMENT "unwrap failed" for every crypto failure
-     * (including a wrong context).
+     * Unwrap returns the plaintext of a data key wrapped by GenerateDataKey or Rewrap for the calling
+     * application (or its data_key_group). Caller: a trusted application. Errors: INVALID_ARGUMENT "unwrap
+     * failed" for every crypto failure, including a wrong context and a key wrapped for another application
+     * (indistinguishable). Keys wrapped before data keys were bound to applications (no "own" header) still
+     * unwrap for any trusted application with the right context; Rewrap binds them to the caller.
      */
     unwrap: {
       name: "Unwrap",
@@ -2258,8 +2265,9 @@ export const PopServiceDefinition = {
       options: {},
     },
     /**
-     * Rewrap re-wraps a wrapped data key under the current PRIMARY secret key without revealing the plaintext.
-     * Caller: an authenticated application. Errors: as Unwrap.
+     * Rewrap re-wraps a wrapped data key under the current PRIMARY secret key without revealing the plaintext,
+     * bound to the calling application (or its data_key_group). Caller: a trusted application. Errors: as
+     * Unwrap.
      */
     rewrap: {
       name: "Rewrap",
@@ -2270,7 +2278,9 @@ export const PopServiceDefinition = {
       options: {},
     },
     /**
-     * RotateKeys creates new keys now instead of waiting for the schedule. Caller: an administrator.
+     * RotateKeys creates new keys now instead of waiting for the schedule. Calls that arrive while a key of the
+     * same kind was staged less than a second ago return that key instead of making another (so concurrent or
+     * repeated calls coalesce into one rotation per kind, on every node). Caller: an administrator.
      * Errors: PERMISSION_DENIED for non-administrators, UNAVAILABLE when the key ring cannot be written
      * (nothing changes then).
      */

@@ -2228,6 +2228,8 @@ export const SecretServiceDefinition = {
   methods: {
     /**
      * GetUserSecret verifies the user's JWT and returns the user's secret as a compact JWE to the caller.
+     * Tokens typed as STS's own ("typ" starting with "sts-") and tokens signed with one of STS's own keys are
+     * refused, whatever the provider.
      * Errors: UNAUTHENTICATED (token expired, not yet valid, bad signature, unknown kid, alg not allowed),
      * PERMISSION_DENIED (caller not a registered resource server or not allowed for the token's audience),
      * INVALID_ARGUMENT (malformed token, unknown issuer), UNAVAILABLE (identity provider's JWKS unreachable),
@@ -2254,7 +2256,11 @@ export const SecretServiceDefinition = {
       responseStream: false,
       options: {},
     },
-    /** PutIdentityProvider creates or replaces a trusted identity provider. Caller: administrator. */
+    /**
+     * PutIdentityProvider creates or replaces a trusted identity provider. Caller: administrator.
+     * Errors: INVALID_ARGUMENT naming the field, also for STS's own issuer (session.issuer) or a JWKS holding one
+     * of STS's own keys: STS never trusts itself as an identity provider.
+     */
     putIdentityProvider: {
       name: "PutIdentityProvider",
       requestType: PutIdentityProviderRequest as typeof PutIdentityProviderRequest,

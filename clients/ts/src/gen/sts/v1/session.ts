@@ -5765,7 +5765,11 @@ export const SessionServiceDefinition = {
       responseStream: false,
       options: {},
     },
-    /** ValidateUserToken reports whether a user session is active, by token id or by STS-signed JWT. */
+    /**
+     * ValidateUserToken reports whether a user session is active, by token id or by STS-signed JWT. A token id
+     * issued to another application, and a JWT whose "aud" is not the caller, are not active (see Session
+     * participation above; an administrator application may validate any token id).
+     */
     validateUserToken: {
       name: "ValidateUserToken",
       requestType: ValidateUserTokenRequest as typeof ValidateUserTokenRequest,
@@ -5776,7 +5780,8 @@ export const SessionServiceDefinition = {
     },
     /**
      * GetUserTokenByUserTokenId returns the calling application's view of an active session.
-     * Errors: NOT_FOUND when the session is unknown, expired or released.
+     * Errors: NOT_FOUND when the session is unknown, expired or released, or the token id was issued to
+     * another application (indistinguishable; an administrator application may read any token id).
      */
     getUserTokenByUserTokenId: {
       name: "GetUserTokenByUserTokenId",
@@ -5787,8 +5792,11 @@ export const SessionServiceDefinition = {
       options: {},
     },
     /**
-     * CreateUserTicket makes a one-time ticket for an active session, to be redeemed by one application.
-     * Errors: NOT_FOUND when the session is not active, NOT_FOUND when the target application is unknown.
+     * CreateUserTicket makes a one-time ticket for an active session, to be redeemed by one application, which
+     * then takes part in the session with a user token id of its own. Only a participant may make tickets, with
+     * its own token id.
+     * Errors: NOT_FOUND when the session is not active or the token id is not the caller's, NOT_FOUND when the
+     * target application is unknown.
      */
     createUserTicket: {
       name: "CreateUserTicket",
@@ -5799,7 +5807,9 @@ export const SessionServiceDefinition = {
       options: {},
     },
     /**
-     * GetUserTokenByUserTicket redeems a ticket once: concurrent redemptions have exactly one winner.
+     * GetUserTokenByUserTicket redeems a ticket once: concurrent redemptions have exactly one winner. The
+     * redeeming application joins the session with a new user token id of its own (never the id of the
+     * application that made the ticket).
      * Errors: NOT_FOUND when the ticket is unknown, used, expired, bound to another application or its
      * session ended (all indistinguishable).
      */
@@ -5812,8 +5822,8 @@ export const SessionServiceDefinition = {
       options: {},
     },
     /**
-     * RefreshUserToken slides the idle timeout of a session, capped by its absolute lifetime.
-     * Errors: NOT_FOUND when the session is not active.
+     * RefreshUserToken slides the idle timeout of a session (shared by all its participants), capped by its
+     * absolute lifetime. Errors: NOT_FOUND when the session is not active or the token id is not the caller's.
      */
     refreshUserToken: {
       name: "RefreshUserToken",
@@ -5824,8 +5834,12 @@ export const SessionServiceDefinition = {
       options: {},
     },
     /**
-     * ReleaseUserToken logs out: the session and all its tickets stop working at once, on every node.
-     * Idempotent.
+     * ReleaseUserToken logs the user out of the caller's part of the session: every user token id the
+     * application holds for it stops working at once, on every node, while the other participants keep theirs;
+     * when no participant is left the session ends with its tickets. With `end_session` it ends the whole SSO
+     * session for every participant (Whydah's "force cross-application logout"), open to any participant.
+     * Idempotent; a token id that is unknown, ended or another application's is answered the same way and
+     * changes nothing (an administrator application may release any token id).
      */
     releaseUserToken: {
       name: "ReleaseUserToken",
@@ -5835,7 +5849,7 @@ export const SessionServiceDefinition = {
       responseStream: false,
       options: {},
     },
-    /** ReleaseUserSessions ends every session of a user. Caller: an administrator. */
+    /** ReleaseUserSessions ends every session of a user, for every participant. Caller: an administrator. */
     releaseUserSessions: {
       name: "ReleaseUserSessions",
       requestType: ReleaseUserSessionsRequest as typeof ReleaseUserSessionsRequest,
@@ -5855,9 +5869,15 @@ export const SessionServiceDefinition = {
     },
     /**
      * TransformUserToken returns the same session as seen by another application (its roles only), raising
-     * the security level when a step-up proof is given. Errors: NOT_FOUND (session not active or unknown
-     * target application), UNAUTHENTICATED (step-up proof wrong), PERMISSION_DENIED (target requires a
-     * higher security level than the session has).
+     * the security level when a step-up proof is given. The result is a credential for the target: its JWT has
+     * "aud" = the target and carries the target's roles. So the rule: the caller must take part in the session
+     * (its own token id), and the target must be the caller itself (a step-up of its own view) or list the
+     * caller in its `transform_sources`. Being trusted or an administrator does not widen this. The target then
+     * takes part in the session with a user token id of its own, returned in the view.
+     * Errors: NOT_FOUND (session not active, the token id is not the caller's, or unknown target
+     * application), PERMISSION_DENIED (the target does not list the caller in transform_sources, `permission_
+     * denied`; or the target requires a higher security level than the session has, `security_level_too_low`),
+     * UNAUTHENTICATED (step-up proof wrong).
      */
     transformUserToken: {
       name: "TransformUserToken",
@@ -5870,7 +5890,16 @@ export const SessionServiceDefinition = {
     /**
      * CreateUserFromThirdPartyToken verifies a JWT from a configured identity provider, creates the user on
      * first sight with the calling application's default roles, starts a session and returns a ticket.
-     * Errors: UNAUTHENTICATED (token invalid), UNAVAILABLE (identity provider's JWKS unreachable).
+     * The token must be meant for the calling application: its "aud" holds one of the audiences the identity
+     * provider entry registers for this application (IdentityProvider.application_audiences), or its "azp"
+     * names the application (its id or one of those audiences). Each token is used once: its "jti" is
+     * remembered until its "exp" (a provider marked `tokens_without_jti` instead has each token accepted only
+     * while it has at most session.thirdPartyTokenWithoutJtiMaxLifetimeMs left). Claims that become user fields
+     * pass the same checks as an administrator's input (no control characters, at most 256 characters).
+     * Errors: UNAUTHENTICATED (token invalid, meant for another audience, or already used: `token_invalid`),
+     * FAILED_PRECONDITION (the provider registers no audience for the calling application), INVALID_ARGUMENT
+     * (a claim that would become a user field is not valid text), UNAVAILABLE (identity provider's JWKS
+     * unreachable).
      */
     createUserFromThirdPartyToken: {
       name: "CreateUserFromThirdPartyToken",
@@ -5969,6 +5998,16 @@ export const SessionServiceDefinition = {
  * (`authorization: Bearer <application token id>`). Directory administration RPCs need an application
  * marked as an administrator. Tokens that are unknown, expired or released give UNAUTHENTICATED when used
  * as the caller's credential, and `active: false` when asked about in a Validate RPC.
+ *
+ * Session participation: a user session belongs to the applications that take part in it, its participants:
+ * the application that logged the user on, each application that redeemed a ticket for it, and each
+ * application a TransformUserToken made a view for. Every participant has its own user token id for the
+ * shared session (the session id, "sid" in the JWTs, is the same for all). A user token id authorizes only
+ * the application it was issued to: presented by any other application it gets exactly the answer an
+ * unknown id gets (NOT_FOUND, or `active: false`), so nobody learns that it exists. The one exception is an
+ * application marked `admin` (it may manage the directory, so it could take over any account anyway): it
+ * may validate, read and release any application's user token id (ValidateUserToken,
+ * GetUserTokenByUserTokenId, ReleaseUserToken), but never refresh it, make tickets with it or transform it.
  */
 export type SessionServiceService = typeof SessionServiceService;
 export const SessionServiceService = {
