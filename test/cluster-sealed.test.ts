@@ -31,7 +31,7 @@ const ISSUER = 'https://idp.sealed.test';
 const AUDIENCE = 'notes-api';
 const APP = 'notes';
 const SUBJECTS = ['alice', 'bob', 'carol'];
-const MAPS = ['sts-directory', 'sts-registry', 'sts-key', 'sts-user_secret', 'sts-app_token', 'sts-user_token', 'sts-user_ticket', 'sts-throttle', 'sts-credential_jti', 'sts-lock'];
+const MAPS = ['sts-directory', 'sts-registry', 'sts-key', 'sts-user_secret', 'sts-app_token', 'sts-user_token', 'sts-participant', 'sts-user_ticket', 'sts-throttle', 'sts-credential_jti', 'sts-third_party_jti', 'sts-lock'];
 
 const clock = new ManualClock(Date.now());
 let cluster: Cluster;
@@ -229,7 +229,18 @@ describe('a hostile client on the member network', () => {
         expect((await callError(call(node.pop.rotateKeys, node.pop, { kinds: [KeyKind.KEY_KIND_SIGNING] }, token))).code).toBe(status.UNAUTHENTICATED);
       }
     }
-    await refusedBy(counted, 'sts-app_token');
+    // A user token id of the attacker's, made a participant of a real session (the session ids are the keys of
+    // sts-user_token, which anyone on the member network can list).
+    const participants = await map('sts-participant');
+    const [sid] = await (await map('sts-user_token')).keySet();
+    const stolen = `chosen-${randomBytes(16).toString('hex')}`;
+    await participants.put(refOf(stolen), { value: JSON.stringify({ sid, applicationId: APP, joinedAt: clock.now(), via: 'logon' }), grp: sid, exp: clock.now() + 60 * MIN });
+    for (const node of nodes()) {
+      expect((await call(node.session.validateUserToken, node.session, { token: { $case: 'userTokenId', value: stolen } }, app.token)).active).toBe(false);
+      // The control: the real user's own token id is active.
+      expect((await call(node.session.validateUserToken, node.session, { token: { $case: 'userTokenId', value: user.tokenId } }, app.token)).active).toBe(true);
+    }
+    await refusedBy(counted, 'sts-app_token', 'sts-participant');
     await expectIntact(before);
   });
 
