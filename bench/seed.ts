@@ -109,7 +109,7 @@ async function main(): Promise<void> {
         systemClock,
         silentLogger,
         () => {},
-        clusterProtection(master, db, new ClusterRejections(silentLogger), config),
+        clusterProtection(master, db, new ClusterRejections(silentLogger), { ...config, 'cluster.name': values['cluster-name'] ?? 'sts' }),
       );
       try {
         const sessions = new SessionStore(hz.ephemeral, systemClock);

@@ -23,6 +23,7 @@ import { replicateTables, replicated } from './secret/registry-replication.js';
 import { ClusterSeal } from './cluster/cluster-seal.js';
 import { ClusterRejections } from './cluster/rejections.js';
 import { RevisionStore } from './cluster/revisions.js';
+import { coalesced } from './coalesce.js';
 import { randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import type { Server as HttpServer } from 'node:http';
@@ -191,25 +192,10 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
     if (cluster) {
       // Keys created or erased by another node take effect here at once, not at the next timer tick. An
       // event during a reload triggers one more reload, so no change is missed.
-      let reloading = false;
-      let again = false;
-      const reload = (): void => {
-        if (reloading) {
-          again = true;
-          return;
-        }
-        reloading = true;
-        ring
-          .refresh()
-          .catch((err: unknown) => logger.error('reloading the key ring after a cluster change failed', { err }))
-          .finally(() => {
-            reloading = false;
-            if (again) {
-              again = false;
-              reload();
-            }
-          });
-      };
+      const reload = coalesced(
+        () => ring.refresh(),
+        (err) => logger.error('reloading the key ring after a cluster change failed', { err }),
+      );
       cluster.onDurableChange((ns) => {
         if (ns === 'key') reload();
       });
@@ -421,9 +407,9 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
  * How a node protects itself from the grid: the cluster data key derived from the master keys, the record of
  * refusals, the revisions this node holds, and the same validation of each replicated record as its admin RPC.
  */
-export function clusterProtection(master: MasterKeyRing, db: Db, rejections: ClusterRejections, config: Pick<Config, 'cluster.unsealedRecords' | 'cluster.leaseMs'>): ClusterProtection {
+export function clusterProtection(master: MasterKeyRing, db: Db, rejections: ClusterRejections, config: Pick<Config, 'cluster.name' | 'cluster.unsealedRecords' | 'cluster.leaseMs'>): ClusterProtection {
   return {
-    seal: new ClusterSeal(master),
+    seal: new ClusterSeal(master, config['cluster.name']),
     rejections,
     revisions: new RevisionStore(db),
     validate: { key: (id, value) => validateKeyRecord(id, value, master), user_secret: validateUserSecretRecord },

@@ -22,7 +22,7 @@ function reason(fn: () => unknown): RejectReason | undefined {
 
 describe('ClusterSeal', () => {
   const k1 = key('mk-1');
-  const seal = new ClusterSeal(new MasterKeyRing([k1]));
+  const seal = new ClusterSeal(new MasterKeyRing([k1]), 'sts');
 
   it('opens what it sealed, only at the same map, kind and key', () => {
     const raw = seal.seal(at, 'record');
@@ -40,10 +40,16 @@ describe('ClusterSeal', () => {
     const i = raw.length - 10;
     expect(reason(() => seal.open(at, raw.slice(0, i) + (raw[i] === 'A' ? 'B' : 'A') + raw.slice(i + 1)))).toBe('forged');
     expect(reason(() => seal.open(at, 'sts1.'))).toBe('forged');
-    const other = new ClusterSeal(new MasterKeyRing([key('mk-other')]));
+    const other = new ClusterSeal(new MasterKeyRing([key('mk-other')]), 'sts');
     expect(reason(() => seal.open(at, other.seal(at, 'record')))).toBe('unknown_key');
     // The same id with another key is not "unknown": it does not authenticate.
-    expect(reason(() => seal.open(at, new ClusterSeal(new MasterKeyRing([key('mk-1')])).seal(at, 'record')))).toBe('forged');
+    expect(reason(() => seal.open(at, new ClusterSeal(new MasterKeyRing([key('mk-1')]), 'sts').seal(at, 'record')))).toBe('forged');
+  });
+
+  it('is bound to its cluster: a value sealed for another cluster with the same master keys does not open', () => {
+    const staging = new ClusterSeal(new MasterKeyRing([k1]), 'sts-staging');
+    expect(reason(() => seal.open(at, staging.seal(at, 'record')))).toBe('forged');
+    expect(staging.groupTag('uid-1')).not.toBe(seal.groupTag('uid-1'));
   });
 
   it('is not the master key: a value sealed with the master key itself does not open', () => {
@@ -53,7 +59,7 @@ describe('ClusterSeal', () => {
 
   it('after a master key rotation the new key seals, the old one still opens, and stale values are told apart', () => {
     const k2 = key('mk-2');
-    const rotated = new ClusterSeal(new MasterKeyRing([k2, k1]));
+    const rotated = new ClusterSeal(new MasterKeyRing([k2, k1]), 'sts');
     const old = seal.seal(at, 'old');
     expect(rotated.open(at, old)).toBe('old');
     expect(rotated.isStale(old)).toBe(true);
@@ -67,8 +73,8 @@ describe('ClusterSeal', () => {
     expect(tag).not.toContain('uid-1');
     expect(seal.groupTag('uid-1')).toBe(tag);
     expect(seal.groupTag('uid-2')).not.toBe(tag);
-    expect(new ClusterSeal(new MasterKeyRing([key('mk-1')])).groupTag('uid-1')).not.toBe(tag);
-    const rotated = new ClusterSeal(new MasterKeyRing([key('mk-2'), k1]));
+    expect(new ClusterSeal(new MasterKeyRing([key('mk-1')]), 'sts').groupTag('uid-1')).not.toBe(tag);
+    const rotated = new ClusterSeal(new MasterKeyRing([key('mk-2'), k1]), 'sts');
     expect(rotated.groupTags('uid-1')).toHaveLength(2);
     expect(rotated.groupTags('uid-1')[1]).toBe(tag);
     expect(rotated.groupTags('uid-1')[0]).toBe(rotated.groupTag('uid-1'));

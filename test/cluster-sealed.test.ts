@@ -148,7 +148,7 @@ function opened(name: string, kind: string, key: string, raw: unknown): string {
 beforeAll(async () => {
   cluster = await startCluster(1);
   deployment = newDeployment();
-  seal = new ClusterSeal(new MasterKeyRing(parseMasterKeys(deployment.masterKey, 'test')));
+  seal = new ClusterSeal(new MasterKeyRing(parseMasterKeys(deployment.masterKey, 'test')), cluster.name);
   a = await startNode();
   b = await startNode();
   hostile = await HazelcastClient.newHazelcastClient({
@@ -437,16 +437,58 @@ describe('after all of it', () => {
 });
 
 describe('leases and the member configuration', () => {
-  it('a forged rotation lease counts as expired after its bound (cluster.leaseMs), so rotation goes on', async () => {
+  it('a forged rotation lease counts as expired after its bound (cluster.leaseMs), so rotation goes on, however often it is rewritten', async () => {
     const locks = await map('sts-lock');
     await locks.put('key-ring', `sts1.${randomBytes(64).toString('base64url')}`);
-    await locks.put('key-ring', 'attacker'); // the unsealed form too: whichever is there
     const err = await callError(call(a.pop.rotateKeys, a.pop, { kinds: [KeyKind.KEY_KIND_SIGNING] }, deployment.adminKey));
     expect(err.code).toBe(status.UNAVAILABLE);
-    clock.advance(2000); // cluster.leaseMs
+    // The forger writes a new value before the bound ends (the unsealed form this time): the bound runs on.
+    clock.advance(1500);
+    await locks.put('key-ring', 'attacker');
+    expect((await callError(call(a.pop.rotateKeys, a.pop, { kinds: [KeyKind.KEY_KIND_SIGNING] }, deployment.adminKey))).code).toBe(status.UNAVAILABLE);
+    clock.advance(600); // 2.1 s since the first unreadable lease: past cluster.leaseMs (2 s)
+    await locks.put('key-ring', `sts1.${randomBytes(64).toString('base64url')}`);
     const rotated = await call(a.pop.rotateKeys, a.pop, { kinds: [KeyKind.KEY_KIND_SIGNING] }, deployment.adminKey);
     expect(rotated.created).toHaveLength(1);
     expect(await rejected(a, 'sts-lock')).toBeGreaterThan(0);
+  });
+
+  it('entries no table knows, keys that are not strings and values no client can read stop no node from starting', async () => {
+    const before = await snapshot();
+    // A client with a serializer of its own: its values are bytes the nodes' clients cannot turn into objects.
+    class Planted {
+      factoryId = 4242;
+      classId = 1;
+      readData(): void {}
+      writeData(out: { writeString(s: string): void }): void {
+        out.writeString('planted');
+      }
+    }
+    const planter = await HazelcastClient.newHazelcastClient({
+      clusterName: cluster.name,
+      network: { clusterMembers: [cluster.memberList] },
+      serialization: { dataSerializableFactories: { 4242: () => new Planted() } },
+      properties: { 'hazelcast.logging.level': 'OFF' },
+    });
+    const planted: [string, unknown][] = [
+      ['sts-registry', 'no-such-table:x'],
+      ['sts-directory', 42],
+      ['sts-key', 'planted'],
+      ['sts-user_secret', 'planted'],
+      ['sts-directory', 'app:planted'],
+    ];
+    try {
+      for (const [name, key] of planted) await (await planter.getMap<unknown, unknown>(name)).put(key, name === 'sts-registry' ? 'y' : new Planted());
+      await a.stop();
+      a = await startNode(a.dataDir);
+      await b.stop();
+      b = await startNode(b.dataDir);
+      app.token = (await logonApp(a)).applicationToken!.applicationTokenId;
+      await expectIntact(before);
+    } finally {
+      for (const [name, key] of planted) await (await planter.getMap<unknown, unknown>(name)).delete(key);
+      await planter.shutdown();
+    }
   });
 
   it('the shipped member configuration answers neither REST nor memcache on the member port', async () => {

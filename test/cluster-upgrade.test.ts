@@ -49,13 +49,13 @@ afterAll(async () => {
 
 describe('a cluster from before sealing', () => {
   it('is refused by default, naming the option, and sealed once with cluster.unsealedRecords=reseal', async () => {
-    const seal = new ClusterSeal(new MasterKeyRing(parseMasterKeys(deployment.masterKey, 'test')));
+    const seal = new ClusterSeal(new MasterKeyRing(parseMasterKeys(deployment.masterKey, 'test')), cluster.name);
     // What an earlier STS left: a node's keys, directory and a live application token, all without a seal.
     const first = await startNode();
     const { applicationSecret } = await call(first.session.createApplication, first.session, { application: appDefaults('legacy-app'), applicationSecret: '' }, deployment.adminKey);
     const token = (await call(first.session.logonApplication, first.session, { credential: { $case: 'applicationCredential', value: { applicationId: 'legacy-app', applicationSecret } } })).applicationToken!.applicationTokenId;
     const jwks = (await call(first.pop.getJwks, first.pop, {})).jwksJson;
-    await first.stop(true);
+    await first.stop();
     const unsealed = new Map<string, Map<string, unknown>>();
     for (const name of VERSIONED) {
       const map = await hostile.getMap<string, unknown>(name);
@@ -84,6 +84,15 @@ describe('a cluster from before sealing', () => {
       for (const [key, value] of unsealed.get(name)!) expect(await (await hostile.getMap<string, unknown>(name)).get(key)).toBe(value);
     }
 
+    // A node that has run in a sealed cluster (the first one: it holds revisions) never vouches, whatever the
+    // option says: the grid may have been emptied and refilled by someone else.
+    const vouched = await startNode({ dataDir: first.dataDir, overrides: { 'cluster.unsealedRecords': 'reseal' } }).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect((vouched as Error).message).toMatch(/already run in a sealed cluster/);
+    for (const [key, value] of unsealed.get('sts-key')!) expect(await (await hostile.getMap<string, unknown>('sts-key')).get(key)).toBe(value);
+
     // Once, vouching for it: everything is sealed, and the node serves the old keys, directory and token.
     const upgraded = await startNode({ dataDir, overrides: { 'cluster.unsealedRecords': 'reseal' } });
     expect((await call(upgraded.pop.getJwks, upgraded.pop, {})).jwksJson).toBe(jwks);
@@ -106,8 +115,8 @@ describe('a master key rotation', () => {
   it('a node started with the new master key first re-seals every record it syncs under the new cluster key', async () => {
     const newKey = `mk-new:${randomBytes(32).toString('base64url')}`;
     const both = `${newKey},${deployment.masterKey}`;
-    const oldSeal = new ClusterSeal(new MasterKeyRing(parseMasterKeys(deployment.masterKey, 'test')));
-    const newSeal = new ClusterSeal(new MasterKeyRing(parseMasterKeys(newKey, 'test')));
+    const oldSeal = new ClusterSeal(new MasterKeyRing(parseMasterKeys(deployment.masterKey, 'test')), cluster.name);
+    const newSeal = new ClusterSeal(new MasterKeyRing(parseMasterKeys(newKey, 'test')), cluster.name);
     const node = await startNode();
     const jwks = (await call(node.pop.getJwks, node.pop, {})).jwksJson;
     const sealedUnder = async (sealer: ClusterSeal): Promise<number> => {

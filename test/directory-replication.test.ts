@@ -35,13 +35,15 @@ describe('ReplicatedDirectory', () => {
     const { store, close } = await connectStore(member.cluster(), clock);
     member.cleanup(close);
     const real = await store.replicationMap('sts-directory');
-    // Node A's view of the real map, whose writes fail while `failing` (the cluster unreachable for a moment).
+    // Node A's view of the real map, whose calls fail while `failing` (the cluster unreachable for a moment).
     let failing = false;
     const flaky = new Proxy(real.imap, {
       get(target, prop, receiver) {
-        if (prop === 'set') return (k: string, v: unknown) => (failing ? Promise.reject(new Error('cluster unreachable')) : target.set(k, v));
         const value = Reflect.get(target, prop, receiver) as unknown;
-        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+        if (typeof value !== 'function') return value;
+        const f = (value as (...a: unknown[]) => unknown).bind(target);
+        // Every read and write of the entries fails while `failing` (the listener stays registered).
+        return prop === 'addEntryListener' ? f : (...a: unknown[]) => (failing ? Promise.reject(new Error('cluster unreachable')) : f(...a));
       },
     });
     const a = await node(real.with({ imap: flaky }));

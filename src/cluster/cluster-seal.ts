@@ -6,9 +6,11 @@
  * the cluster data key, and a value that does not open is never used: it may have been lost or withheld, but
  * STS never believes something it did not write.
  *
- * - The cluster data key is derived from each master key with HKDF (RFC 5869) under its own purpose label, so
- *   it is shared by every node that shares the master keys, changes when the master key rotates, and the
- *   older master keys still configured keep opening what was sealed under them until it is re-sealed.
+ * - The cluster data key is derived from each master key with HKDF (RFC 5869) under its own purpose label and
+ *   the cluster's name, so it is shared by every node of the cluster that shares the master keys, changes when
+ *   the master key rotates (the older master keys still configured keep opening what was sealed under them
+ *   until it is re-sealed), and differs between clusters: a staging cluster made from a production backup
+ *   shares the master keys, yet what it seals does not open in production.
  * - The associated data binds a sealed value to its map, its record kind and its entry key (RFC 5116 section
  *   3: AAD is authenticated, not encrypted), so an authentic value moved to another key or map does not open.
  * - Group attributes that Hazelcast must index (the uid of a session, so that all of a user's sessions can be
@@ -64,6 +66,8 @@ const PREFIX = 'sts1.';
 const OPENED_CACHE_ENTRIES = 10_000;
 const DATA_KEY_INFO = 'sts cluster data key v1';
 const INDEX_KEY_INFO = 'sts cluster index key v1';
+/** The HKDF info of a purpose for one cluster: the name is the last part, so the encoding is unambiguous. */
+const info = (purpose: string, clusterName: string) => `${purpose}\0${clusterName}`;
 
 function aad(a: RecordAddress): string {
   // NUL cannot occur in map names or kinds, and keys are the last part: the encoding is unambiguous.
@@ -76,9 +80,9 @@ export class ClusterSeal {
   private readonly index: readonly Buffer[];
   private readonly opened = new BoundedMap<string>(OPENED_CACHE_ENTRIES);
 
-  constructor(master: MasterKeyRing) {
-    this.data = master.derive(DATA_KEY_INFO);
-    this.index = master.derive(INDEX_KEY_INFO).keys.map((k) => k.key);
+  constructor(master: MasterKeyRing, clusterName: string) {
+    this.data = master.derive(info(DATA_KEY_INFO, clusterName));
+    this.index = master.derive(info(INDEX_KEY_INFO, clusterName)).keys.map((k) => k.key);
   }
 
   seal(address: RecordAddress, plaintext: string): string {

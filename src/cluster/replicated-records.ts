@@ -11,6 +11,7 @@
  * On start and after every reconnect a node publishes what the cluster missed from it, then takes what it
  * missed from the cluster.
  */
+import { coalesced } from '../coalesce.js';
 import type { Logger } from '../log.js';
 import type { Version, VersionedMap } from './versioned-map.js';
 
@@ -53,9 +54,11 @@ export class ReplicatedRecords {
     const onRemoved = (e: { key: string }) => {
       this.republish(e.key, null).catch((err: unknown) => this.failed('restore', e.key, err));
     };
-    const onCleared = () => {
-      this.resync().catch((err: unknown) => this.failed('restore', '*', err));
-    };
+    // A burst of clears costs at most two resyncs, not one per event.
+    const onCleared = coalesced(
+      () => this.resync(),
+      (err) => this.failed('restore', '*', err),
+    );
     await this.map.imap.addEntryListener({ added: onValue, updated: onValue, removed: onRemoved, evicted: onRemoved, mapCleared: onCleared, mapEvicted: onCleared }, undefined, true);
     await this.resync();
   }
@@ -70,8 +73,26 @@ export class ReplicatedRecords {
     );
   }
 
+  /**
+   * Puts a change made here in the grid unless the grid already holds a newer version of the record (another
+   * node's concurrent change, which this node then takes instead): a compare-and-set, so a publish never
+   * overwrites a newer revision.
+   */
   private async send(key: string, v: Version): Promise<void> {
-    await this.map.imap.set(key, this.map.seal(key, v));
+    const sealed = this.map.seal(key, v);
+    for (let round = 0; round < 3; round++) {
+      const raw = await this.map.imap.get(key);
+      if (raw === null) {
+        if ((await this.map.imap.putIfAbsent(key, sealed)) === null) break;
+        continue;
+      }
+      const theirs = this.map.open(key, raw);
+      if (typeof theirs === 'object' && this.map.newer(theirs, v)) {
+        await this.absorb(key, raw);
+        break;
+      }
+      if (await this.map.imap.replaceIfSame(key, raw, sealed)) break;
+    }
     // A later change of the same record may be on its way: only this one is confirmed.
     if (this.unpublished.get(key) === v) this.unpublished.delete(key);
   }
@@ -83,8 +104,15 @@ export class ReplicatedRecords {
    */
   async resync(): Promise<void> {
     for (const [key, v] of [...this.unpublished]) await this.send(key, v);
-    const remote = new Map(await this.map.imap.entrySet());
-    for (const [key, raw] of remote) await this.absorb(key, raw);
+    const remote = new Map(await this.map.entries());
+    for (const [key, raw] of remote) {
+      // One entry planted by someone else (a key no table knows, a value of a shape nobody writes) must not
+      // stop a node from starting or resyncing: it is refused and the rest goes on.
+      await this.absorb(key, raw).catch((err: unknown) => {
+        this.map.reject(key, 'invalid', raw);
+        this.logger.debug('a cluster entry could not be taken', { map: this.map.name, key, err });
+      });
+    }
     for (const key of this.source.keys()) if (!remote.has(key)) await this.republish(key, null);
   }
 
@@ -128,13 +156,26 @@ export class ReplicatedRecords {
     if (this.map.isStale(raw)) await this.map.imap.replaceIfSame(key, raw, this.map.seal(key, theirs));
   }
 
-  /** Puts this node's record back in place of `raw` (a refused value, or nothing: null). */
+  /**
+   * Puts this node's record back in place of `raw` (a refused value, or nothing: null): its unconfirmed change
+   * if it has one, else its record as it stands, at the revision it holds; a few times per window only (two
+   * nodes that disagree for good must not overwrite each other for ever).
+   */
   private async republish(key: string, raw: unknown): Promise<void> {
-    const known = this.map.local(key);
-    const json = this.unpublished.get(key)?.value ?? this.source.get(key) ?? (known && this.source.tombstone?.(key));
-    if (json === undefined) return;
-    const v: Version = { value: json, rev: known?.rev ?? 1 };
-    this.map.remember(key, v);
+    if (raw !== null && !this.map.mayRepair(key)) return;
+    let v = this.unpublished.get(key);
+    if (!v) {
+      const known = this.map.local(key);
+      let json: string | undefined;
+      try {
+        json = this.source.get(key) ?? (known && this.source.tombstone?.(key));
+      } catch {
+        json = undefined; // a key no table of this node knows: nothing of ours to put back
+      }
+      if (json === undefined) return;
+      v = { value: json, rev: known?.rev ?? 1 };
+      this.map.remember(key, v);
+    }
     const sealed = this.map.seal(key, v);
     if (raw === null) await this.map.imap.putIfAbsent(key, sealed);
     else await this.map.imap.replaceIfSame(key, raw, sealed);

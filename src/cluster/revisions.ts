@@ -32,12 +32,18 @@ export class RevisionStore {
   constructor(readonly db: Db) {
     this.stmts = {
       get: db.prepare('SELECT rev, digest FROM cluster_revisions WHERE map = ? AND key = ?'),
+      any: db.prepare('SELECT 1 FROM cluster_revisions LIMIT 1').pluck(),
       set: db.prepare('INSERT INTO cluster_revisions (map, key, rev, digest) VALUES (?, ?, ?, ?) ON CONFLICT (map, key) DO UPDATE SET rev = excluded.rev, digest = excluded.digest'),
     };
   }
 
   get(map: string, key: string): Revision | undefined {
     return this.stmts.get.get(map, key) as Revision | undefined;
+  }
+
+  /** True when this node holds no revision at all: it has never run in a sealed cluster. */
+  isEmpty(): boolean {
+    return this.stmts.any.get() === undefined;
   }
 
   set(map: string, key: string, rev: number, value: string): void {

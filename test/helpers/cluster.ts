@@ -212,7 +212,7 @@ export async function connectStore(
     clock,
     silentLogger,
     () => undefined,
-    clusterProtection(master, local.db, rejections, { 'cluster.unsealedRecords': 'refuse', 'cluster.leaseMs': 30_000 }),
+    clusterProtection(master, local.db, rejections, { 'cluster.name': cluster.name, 'cluster.unsealedRecords': 'refuse', 'cluster.leaseMs': 30_000 }),
   );
   return {
     store,

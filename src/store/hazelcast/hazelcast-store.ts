@@ -27,7 +27,8 @@ import type { Clock } from '../../clock.js';
 import { ClusterSeal, type RejectReason, SealRejected } from '../../cluster/cluster-seal.js';
 import type { ClusterRejections } from '../../cluster/rejections.js';
 import type { RevisionStore } from '../../cluster/revisions.js';
-import { type SealContext, type Version, VersionedMap } from '../../cluster/versioned-map.js';
+import { type SealContext, UNREADABLE, type Version, VersionedMap, dropUndecodableEvents, isSerializationError, readEntry } from '../../cluster/versioned-map.js';
+import { coalesced } from '../../coalesce.js';
 import { StartupError, StsError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import type { DurableNamespace, DurableStore, EphemeralNamespace, EphemeralStore, GroupEntry, Store } from '../adapter.js';
@@ -134,6 +135,10 @@ class HazelcastEphemeralStore implements EphemeralStore {
   /** The live record of an entry: undefined when absent, refused or expired. */
   private live(ns: EphemeralNamespace, id: string, raw: unknown): EphemeralRecord | undefined {
     if (raw === null || raw === undefined) return undefined;
+    if (raw === UNREADABLE) {
+      this.p.rejections.report(`sts-${ns}`, id, 'invalid', 'a value the client cannot read');
+      return undefined;
+    }
     const r = this.open(ns, id, raw);
     return typeof r === 'object' && r.e > this.clock.now() ? r : undefined;
   }
@@ -144,12 +149,12 @@ class HazelcastEphemeralStore implements EphemeralStore {
   }
 
   async update(ns: EphemeralNamespace, id: string, value: string, ttlMs: number): Promise<boolean> {
-    const raw = await guarded(() => this.map(ns).get(id));
+    const raw = await guarded(() => readEntry(() => this.map(ns).get(id)));
     const current = this.live(ns, id, raw);
-    if (!current) return false;
+    if (!current || raw === UNREADABLE || raw === null) return false;
     const next = this.entry(ns, id, { v: value, e: this.clock.now() + ttlMs, g: current.g });
     // replaceIfSame is atomic on the owning partition: a logout that removed the entry meanwhile wins.
-    const replaced = await guarded(() => this.map(ns).replaceIfSame(id, raw!, next));
+    const replaced = await guarded(() => this.map(ns).replaceIfSame(id, raw, next));
     if (replaced) await guarded(() => this.map(ns).setTtl(id, ttlOf(ttlMs)));
     return replaced;
   }
@@ -164,8 +169,10 @@ class HazelcastEphemeralStore implements EphemeralStore {
     for (let round = 0; round < 3; round++) {
       const now = this.clock.now();
       const entry = this.entry(ns, id, { v: value, e: now + ttlMs, g: null });
-      const existing = await guarded(() => this.map(ns).putIfAbsent(id, entry, ttlOf(ttlMs)));
+      const existing = await guarded(() => readEntry(() => this.map(ns).putIfAbsent(id, entry, ttlOf(ttlMs))));
       if (existing === null) return true;
+      // A value no client can read cannot be removed as that very value: it blocks (denial of service only).
+      if (existing === UNREADABLE) return false;
       const r = this.open(ns, id, existing);
       if (r === 'unknown_key' || (typeof r === 'object' && r.e > now)) return false;
       await guarded(() => this.map(ns).remove(id, existing));
@@ -174,12 +181,12 @@ class HazelcastEphemeralStore implements EphemeralStore {
   }
 
   async find(ns: EphemeralNamespace, id: string): Promise<string | undefined> {
-    const raw = await guarded(() => this.map(ns).get(id));
+    const raw = await guarded(() => readEntry(() => this.map(ns).get(id)));
     return this.live(ns, id, raw)?.v;
   }
 
   async consume(ns: EphemeralNamespace, id: string): Promise<string | undefined> {
-    const raw = await guarded(() => this.map(ns).remove(id));
+    const raw = await guarded(() => readEntry(() => this.map(ns).remove(id)));
     return this.live(ns, id, raw)?.v;
   }
 
@@ -197,7 +204,16 @@ class HazelcastEphemeralStore implements EphemeralStore {
    * inside the seal must match too, so an entry whose tag was changed in the grid is not counted in.
    */
   async findGroup(ns: EphemeralNamespace, group: string): Promise<GroupEntry[]> {
-    const entries = await guarded(() => this.map(ns).entrySetWithPredicate(this.groupPredicate(group)));
+    const entries = await guarded(async () => {
+      try {
+        return await this.map(ns).entrySetWithPredicate(this.groupPredicate(group));
+      } catch (err) {
+        // A planted value the client cannot read among them: read them one by one instead.
+        if (!isSerializationError(err)) throw err;
+        const keys = await this.map(ns).keySetWithPredicate(this.groupPredicate(group));
+        return Promise.all(keys.map(async (k) => [k, await readEntry(() => this.map(ns).get(k))] as [string, unknown]));
+      }
+    });
     const out: GroupEntry[] = [];
     for (const [id, raw] of entries) {
       const r = this.live(ns, id, raw);
@@ -210,7 +226,7 @@ class HazelcastEphemeralStore implements EphemeralStore {
     const keys = await guarded(() => this.map(ns).keySetWithPredicate(this.groupPredicate(group)));
     let live = 0;
     for (const k of keys) {
-      const r = this.live(ns, k, await guarded(() => this.map(ns).remove(k)));
+      const r = this.live(ns, k, await guarded(() => readEntry(() => this.map(ns).remove(k))));
       if (r && r.g === group) live++;
     }
     return live;
@@ -291,26 +307,30 @@ class HazelcastDurableStore implements DurableStore {
   private async absorb(ns: DurableNamespace, id: string, raw: unknown): Promise<Served | undefined> {
     const vm = this.vm(ns);
     const mine = await this.mine(ns, id);
-    const refuse = async (reason: RejectReason | undefined): Promise<Served | undefined> => {
-      if (reason) vm.reject(id, reason, raw);
+    // Refused: this node serves its own copy, and puts it back over the refused value, except over a value
+    // sealed under a master key it lacks (a node with a newer ring may have written it), and not for ever.
+    const refuse = async (reason: RejectReason, report: boolean): Promise<Served | undefined> => {
+      if (report) vm.reject(id, reason, raw);
       if (!mine) return undefined;
-      const written = reason === 'unknown_key' ? undefined : await this.republish(ns, id, mine, raw);
-      return { ...mine, raw: written };
+      const repair = reason !== 'unknown_key' && vm.mayRepair(id);
+      return { ...mine, raw: repair ? await this.republish(ns, id, mine, raw) : undefined };
     };
+    // A value no client can read cannot be replaced as that very value: refused, and left for deletion.
+    if (raw === UNREADABLE) return refuse('unknown_key', true);
     const theirs = vm.open(id, raw);
-    if (typeof theirs === 'string') return refuse(undefined);
+    if (typeof theirs === 'string') return refuse(theirs, false);
     try {
       // This node's own copy was validated when it was accepted (or written here): only a new value is checked.
       if (theirs.value !== mine?.value) await this.p.validate[ns](id, theirs.value);
     } catch (err) {
       this.logger.debug('cluster record failed validation', { ns, id, err });
-      return refuse('invalid');
+      return refuse('invalid', true);
     }
     if (!mine) {
       this.keep(ns, id, theirs);
       return { ...theirs, raw };
     }
-    if (theirs.rev < mine.rev) return refuse('rollback');
+    if (theirs.rev < mine.rev) return refuse('rollback', true);
     const keep = mine.value === theirs.value ? theirs.value : reconcile(ns, mine.value, theirs.value);
     if (keep === undefined) {
       this.logger.error('durable record conflict: the local copy and the cluster differ; refusing to serve it', { ns, id });
@@ -332,7 +352,7 @@ class HazelcastDurableStore implements DurableStore {
     // A node that already holds a copy republishes it instead of offering a new value.
     const mine = await this.mine(ns, id);
     const offer = mine ?? { value, rev: 1 };
-    const existing = await guarded(() => vm.imap.putIfAbsent(id, vm.seal(id, offer)));
+    const existing = await guarded(() => readEntry(() => vm.imap.putIfAbsent(id, vm.seal(id, offer))));
     if (existing === null) {
       if (!mine) this.keep(ns, id, offer);
       return offer.value;
@@ -359,7 +379,7 @@ class HazelcastDurableStore implements DurableStore {
 
   async get(ns: DurableNamespace, id: string): Promise<string | undefined> {
     this.requireReady();
-    const raw = await guarded(() => this.vm(ns).imap.get(id));
+    const raw = await guarded(() => readEntry(() => this.vm(ns).imap.get(id)));
     if (raw !== null) return (await this.absorb(ns, id, raw))?.value;
     const mine = await this.mine(ns, id);
     if (mine !== undefined) return this.insertIfAbsent(ns, id, mine.value);
@@ -368,7 +388,7 @@ class HazelcastDurableStore implements DurableStore {
 
   async list(ns: DurableNamespace): Promise<GroupEntry[]> {
     this.requireReady();
-    const remote = await guarded(() => this.vm(ns).imap.entrySet());
+    const remote = await guarded(() => this.vm(ns).entries());
     const merged = new Map<string, string>();
     for (const r of await this.local.list(ns)) merged.set(r.id, r.value);
     for (const [id, raw] of remote) {
@@ -394,7 +414,7 @@ class HazelcastDurableStore implements DurableStore {
   async listVersions(ns: DurableNamespace): Promise<GroupEntry[]> {
     this.requireReady();
     const vm = this.vm(ns);
-    const remote = new Map(await guarded(() => vm.imap.entrySet()));
+    const remote = new Map(await guarded(() => vm.entries()));
     const ids = new Set([...(await this.local.list(ns)).map((r) => r.id), ...remote.keys()]);
     const out: GroupEntry[] = [];
     for (const id of ids) {
@@ -415,7 +435,7 @@ class HazelcastDurableStore implements DurableStore {
   async replaceIfSame(ns: DurableNamespace, id: string, expected: string, next: string): Promise<boolean> {
     this.requireReady();
     const vm = this.vm(ns);
-    const raw = await guarded(() => vm.imap.get(id));
+    const raw = await guarded(() => readEntry(() => vm.imap.get(id)));
     // The version being replaced is the one this node serves: the grid's once accepted, else its own copy
     // (in place of a refused or missing grid value, which this write then repairs).
     const served: Served | undefined = raw === null ? ((m) => m && { ...m, raw: null })(await this.mine(ns, id)) : await this.absorb(ns, id, raw);
@@ -441,7 +461,7 @@ class HazelcastDurableStore implements DurableStore {
     let resealed = 0;
     for (const ns of DURABLE) {
       const vm = this.vm(ns);
-      const remote = new Map(await guarded(() => vm.imap.entrySet()));
+      const remote = new Map(await guarded(() => vm.entries()));
       for (const [id, raw] of remote) {
         const had = (await this.local.get(ns, id)) !== undefined;
         try {
@@ -472,18 +492,18 @@ class HazelcastDurableStore implements DurableStore {
         );
       };
       // Erasing a record in the grid erases no node's copy (there are no durable tombstones): put it back.
-      const restore = (what: string, ids: () => Promise<string[]>) => {
-        void (async () => {
-          let restored = 0;
-          for (const id of await ids()) {
-            const mine = await this.mine(ns, id);
-            if (mine && (await this.republish(ns, id, mine, null))) restored++;
-          }
-          if (restored > 0) this.logger.warn(`durable records were ${what} in the cluster; this node published its copies again`, { ns, restored });
-        })().catch((err: unknown) => this.logger.error('could not publish deleted durable records again', { ns, err }));
+      const restore = async (what: string, ids: string[]): Promise<void> => {
+        let restored = 0;
+        for (const id of ids) {
+          const mine = await this.mine(ns, id);
+          if (mine && (await this.republish(ns, id, mine, null))) restored++;
+        }
+        if (restored > 0) this.logger.warn(`durable records were ${what} in the cluster; this node published its copies again`, { ns, restored });
       };
-      const onRemoved = (e: { key: string }) => restore('deleted', async () => [e.key]);
-      const onCleared = () => restore('cleared', async () => (await this.local.list(ns)).map((r) => r.id));
+      const failed = (err: unknown) => this.logger.error('could not publish deleted durable records again', { ns, err });
+      const onRemoved = (e: { key: string }) => void restore('deleted', [e.key]).catch(failed);
+      // A burst of clears costs at most two full republications, not one per event.
+      const onCleared = coalesced(async () => restore('cleared', (await this.local.list(ns)).map((r) => r.id)), failed);
       await this.vm(ns).imap.addEntryListener({ added: onValue, updated: onValue, removed: onRemoved, evicted: onRemoved, mapCleared: onCleared, mapEvicted: onCleared }, undefined, true);
     }
   }
@@ -498,8 +518,12 @@ export class HazelcastStore implements Store {
   /** Run after every reconnect, before the node serves again (re-reading replicated tables). */
   readonly reconnectHooks: (() => Promise<void>)[] = [];
   private connected = true;
-  /** Leases that did not open, by value, with when this node first saw each (they expire after leaseMs). */
-  private readonly unreadableLeases = new Map<string, number>();
+  /**
+   * Since when each lease (by name) has been unreadable, as this node saw it: a lease that does not open
+   * counts as expired leaseMs after that, whatever value it holds meanwhile (a forger rewriting it does not
+   * restart the bound). A readable lease, or one this node takes, ends it.
+   */
+  private readonly unreadableSince = new Map<string, number>();
 
   private constructor(
     private readonly client: Client,
@@ -554,19 +578,7 @@ export class HazelcastStore implements Store {
             } else if (state === LifecycleState.CONNECTED || state === LifecycleState.CHANGED_CLUSTER) {
               // After a reconnect (possibly to a restarted, empty cluster): sync both ways, re-read the
               // replicated tables (events missed while away are not replayed), then serve again.
-              const store = self.store;
-              if (store && !store.connected) {
-                void store.durable
-                  .sync()
-                  .then(async (n) => {
-                    for (const hook of store.reconnectHooks) await hook();
-                    store.durable.ready = true;
-                    store.connected = true;
-                    logger.info('cluster connection restored', n);
-                    onState(true);
-                  })
-                  .catch((err: unknown) => logger.error('syncing with the cluster failed; staying unavailable', { err }));
-              }
+              self.store?.resyncAfterReconnect(onState);
             }
           },
         ],
@@ -575,7 +587,11 @@ export class HazelcastStore implements Store {
       throw new StsError('unavailable', `cannot connect to the Hazelcast cluster ${options.clusterName} at ${options.members.join(', ')}`, { cause: err });
     }
     try {
-      await checkUnsealed(client, protection, clock, logger);
+      dropUndecodableEvents(client, (err) => {
+        logger.error('dropped a cluster event that cannot be decoded: a value STS did not write', { err });
+        protection.rejections.report('*', 'event', 'invalid', String(err));
+      });
+      await checkUnsealed(client, protection, local, clock, logger);
       const ctx: SealContext = protection;
       const ephemeral = new Map<EphemeralNamespace, IMap<string, SealedEntry>>();
       for (const ns of EPHEMERAL) ephemeral.set(ns, await client.getMap<string, SealedEntry>(`sts-${ns}`));
@@ -593,6 +609,35 @@ export class HazelcastStore implements Store {
       await client.shutdown().catch(() => undefined);
       throw err;
     }
+  }
+
+  private resyncing = false;
+
+  /**
+   * After a reconnect (possibly to a restarted, empty cluster): sync both ways, re-read the replicated tables
+   * (events missed while away are not replayed), then serve again. A failed attempt is tried again every few
+   * seconds while the node stays connected, so a node never stays NOT_SERVING for want of a retry.
+   */
+  resyncAfterReconnect(onState: (connected: boolean) => void): void {
+    if (this.connected || this.resyncing) return;
+    this.resyncing = true;
+    void (async () => {
+      for (let attempt = 1; !this.connected && this.client.getLifecycleService().isRunning(); attempt++) {
+        try {
+          const n = await this.durable.sync();
+          for (const hook of this.reconnectHooks) await hook();
+          this.durable.ready = true;
+          this.connected = true;
+          this.logger.info('cluster connection restored', n);
+          onState(true);
+        } catch (err) {
+          this.logger.error('syncing with the cluster failed; staying unavailable and trying again', { attempt, err });
+          await new Promise((r) => setTimeout(r, Math.min(10_000, 1000 * attempt)));
+        }
+      }
+    })().finally(() => {
+      this.resyncing = false;
+    });
   }
 
   onDurableChange(listener: DurableChangeListener): void {
@@ -615,7 +660,10 @@ export class HazelcastStore implements Store {
       const mine = this.p.seal.seal(address, JSON.stringify({ o: owner, e: now + leaseMs } satisfies LeaseRecord));
       const existing = await guarded(() => map.putIfAbsent(name, mine, ttlOf(leaseMs)));
       const held = existing === null ? mine : undefined;
-      if (held) return async () => void (await map.remove(name, held).catch(() => undefined));
+      if (held) {
+        this.unreadableSince.delete(name);
+        return async () => void (await map.remove(name, held).catch(() => undefined));
+      }
       let lease: LeaseRecord | undefined;
       try {
         const r = JSON.parse(this.p.seal.open(address, existing)) as Partial<LeaseRecord>;
@@ -625,13 +673,12 @@ export class HazelcastStore implements Store {
         this.p.rejections.report(LEASES, name, err instanceof SealRejected ? err.reason : 'invalid', existing);
       }
       if (lease) {
+        this.unreadableSince.delete(name);
         if (lease.e > now) return lease.o === owner ? async () => void (await map.remove(name, existing).catch(() => undefined)) : undefined;
       } else {
-        const key = typeof existing === 'string' ? existing : JSON.stringify(existing);
-        const first = this.unreadableLeases.get(key) ?? now;
-        if (this.unreadableLeases.size > 100) this.unreadableLeases.clear();
-        this.unreadableLeases.set(key, first);
-        if (now - first < leaseMs) return undefined;
+        const since = this.unreadableSince.get(name) ?? now;
+        this.unreadableSince.set(name, since);
+        if (now - since < leaseMs) return undefined;
         this.logger.warn('an unreadable lease outlived its bound; it is removed', { lease: name });
       }
       // Expired (its TTL not yet applied), or unreadable past its bound: remove exactly it and try again.
@@ -658,45 +705,54 @@ export class HazelcastStore implements Store {
  * Before anything is read: a cluster whose replicated maps hold records without a seal and none with one was
  * written by an STS from before sealing. Such records cannot be told from forgeries, so the node refuses to
  * start, naming the option that vouches for them once (`cluster.unsealedRecords=reseal`): every unsealed
- * value is then sealed as it stands (replicated records at revision 1, ephemeral ones with their remaining
- * lifetime); each is still validated like any grid record when a node takes it. In a cluster that holds
- * sealed records, an unsealed value is a forgery and is refused like one.
+ * value is then sealed (keys and user secrets from this node's own copy where it has one, else as the grid
+ * holds them; directory and registry entries at revision 1; ephemeral ones with their remaining lifetime),
+ * and each is still validated like any grid record when a node takes it. A node that has already run in a
+ * sealed cluster (it holds revisions) never vouches: the option is an upgrade step, not a setting to leave
+ * on, and an empty grid filled with unsealed values by someone else must not become authentic. In a cluster
+ * that holds sealed records, an unsealed value is a forgery and is refused like one.
  */
-async function checkUnsealed(client: Client, p: ClusterProtection, clock: Clock, logger: Logger): Promise<void> {
-  const versioned = [...DURABLE.map((ns) => `sts-${ns}`), ...REPLICATED];
+async function checkUnsealed(client: Client, p: ClusterProtection, local: SqliteDurableStore, clock: Clock, logger: Logger): Promise<void> {
+  const mapOf = async (name: string, kindOf: (key: string) => string) => new VersionedMap(await client.getMap<string, unknown>(name), name, kindOf, p);
+  const versioned = [...DURABLE.map((ns) => mapOf(`sts-${ns}`, () => ns)), ...REPLICATED.map((name) => mapOf(name, prefixKind))];
   let sealed = 0;
-  const unsealed: { map: IMap<string, unknown>; name: string; key: string; raw: unknown }[] = [];
-  for (const name of versioned) {
-    const map = await client.getMap<string, unknown>(name);
-    for (const [key, raw] of await map.entrySet()) {
+  const unsealed: { map: VersionedMap; key: string; raw: string }[] = [];
+  for (const pending of versioned) {
+    const map = await pending;
+    for (const [key, raw] of await map.entries()) {
       if (ClusterSeal.looksSealed(raw)) sealed++;
-      else unsealed.push({ map, name, key, raw });
+      else if (typeof raw === 'string') unsealed.push({ map, key, raw });
     }
   }
   if (unsealed.length === 0 || sealed > 0) return;
+  const refuse = (why: string): never => {
+    throw new StartupError('store_invalid', `the cluster holds ${unsealed.length} records written by an STS without sealing and none sealed: ${why} Nothing was changed.`);
+  };
   if (p.unsealedRecords === 'refuse') {
-    throw new StartupError(
-      'store_invalid',
-      `the cluster holds ${unsealed.length} records written by an STS without sealing and none sealed: this is a cluster from before sealing (an upgrade). ` +
-        'To vouch for what it holds, start one node once with cluster.unsealedRecords=reseal (STS_CLUSTER_UNSEALED_RECORDS=reseal), then set it back (README: "Security model of cluster mode", upgrades). Nothing was changed.',
+    refuse(
+      'this is a cluster from before sealing (an upgrade). To vouch for what it holds, stop every node and start one node once with cluster.unsealedRecords=reseal ' +
+        '(STS_CLUSTER_UNSEALED_RECORDS=reseal), then set it back (README: "Security model of cluster mode", upgrades).',
     );
+  }
+  if (!p.revisions.isEmpty()) {
+    refuse('this node has already run in a sealed cluster, so it does not vouch for them (cluster.unsealedRecords=reseal is a one-time upgrade step: set it back to refuse). If the grid was emptied and refilled by something other than STS, this is an attack.');
   }
   let count = 0;
   for (const u of unsealed) {
-    if (typeof u.raw !== 'string') continue;
-    const map = new VersionedMap(u.map, u.name, u.name === 'sts-directory' || u.name === 'sts-registry' ? prefixKind : () => u.name.slice('sts-'.length), p);
-    if (await u.map.replaceIfSame(u.key, u.raw, map.seal(u.key, { value: u.raw, rev: 1 }))) count++;
+    const ns = DURABLE.find((d) => `sts-${d}` === u.map.name);
+    const value = (ns && (await local.get(ns, u.key))) ?? u.raw;
+    if (await u.map.imap.replaceIfSame(u.key, u.raw, u.map.seal(u.key, { value, rev: 1 }))) count++;
   }
   const now = clock.now();
   for (const ns of EPHEMERAL) {
-    const map = await client.getMap<string, unknown>(`sts-${ns}`);
-    for (const [id, raw] of await map.entrySet()) {
+    const map = await mapOf(`sts-${ns}`, () => ns);
+    for (const [id, raw] of await map.entries()) {
       const old = raw as { value?: unknown; grp?: unknown; exp?: unknown; s?: unknown } | null;
       if (!old || typeof old !== 'object' || typeof old.s === 'string' || typeof old.value !== 'string' || typeof old.exp !== 'number' || old.exp <= now) continue;
       const g = typeof old.grp === 'string' ? old.grp : null;
       const entry: SealedEntry = { s: p.seal.seal({ map: `sts-${ns}`, kind: ns, key: id }, JSON.stringify({ v: old.value, e: old.exp, g } satisfies EphemeralRecord)), grp: g === null ? null : p.seal.groupTag(g) };
-      if (await map.replaceIfSame(id, raw, entry)) {
-        await map.setTtl(id, ttlOf(old.exp - now));
+      if (await map.imap.replaceIfSame(id, raw, entry)) {
+        await map.imap.setTtl(id, ttlOf(old.exp - now));
         count++;
       }
     }
