@@ -133,6 +133,25 @@ describe('session authority: a user token id authorizes only the application it 
     expect((await call(w.t.session.getUserTokenByUserTokenId, w.t.session, { userTokenId: aId }, w.a.token)).userToken!.expireTime!.getTime()).toBe(T0 + 65 * MIN);
   });
 
+  it('an application that joins one session again and again holds at most 16 token ids for it (the oldest go)', async () => {
+    const w = await world();
+    const res = await logon(w, w.a, 'alice', PASSWORD, 'app-b');
+    const aId = res.userToken!.userTokenId;
+    let ticket = res.userTicket;
+    const ids: string[] = [];
+    for (let i = 0; i < 20; i++) {
+      w.clock.advance(1); // joins are ordered by time
+      const redeemed = await call(w.t.session.getUserTokenByUserTicket, w.t.session, { userTicket: ticket }, w.b.token);
+      ids.push(redeemed.userToken!.userTokenId);
+      ticket = (await call(w.t.session.createUserTicket, w.t.session, { userTokenId: ids.at(-1)!, ticketApplicationId: 'app-b' }, w.b.token)).userTicket;
+    }
+    const active = await Promise.all(ids.map((id) => validate(w, id, w.b)));
+    expect(active.filter(Boolean)).toHaveLength(16);
+    expect(active.slice(-16).every(Boolean)).toBe(true);
+    // The session and app-a's part are untouched.
+    expect(await validate(w, aId, w.a)).toBe(true);
+  });
+
   it('ReleaseUserToken ends the caller\'s part; end_session ends the whole SSO session for every participant', async () => {
     const w = await world();
     const c = await createApp(w.t, 'app-c');
@@ -354,7 +373,7 @@ describe('third-party tokens are bound to the calling application and used once'
     const long = await callError(thirdParty(w, w.a, await idpToken(w, idp, { sub: 'mallory', preferred_username: 'mallory', email: `${'m'.repeat(300)}@example.org` })));
     expect(long.details).toContain('"email" claim must be 0 to 256 characters long');
     const badSub = await callError(thirdParty(w, w.a, await idpToken(w, idp, { sub: 'line\nbreak' })));
-    expect(badSub.details).toContain('"sub" claim must not contain control characters');
+    expect(badSub.details).toContain('"sub" claim that must not contain control characters');
     expect((await call(w.t.session.listUsers, w.t.session, { usernamePrefix: '', pageSize: 0, pageToken: '' }, w.admin)).users.map((u) => u.username)).toEqual(['alice']);
   });
 });

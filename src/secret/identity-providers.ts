@@ -391,8 +391,10 @@ export class IdentityProviderRegistry {
         throw new StsError('failed_precondition', `identity provider ${provider.issuer} registers no audience for application ${application.id} (identity_provider.application_audiences): its tokens start no session there`);
       }
       audiences = registered.audiences;
-      // OpenID Connect Core section 2: "azp" names the party the token was issued to.
-      authorizedParties = [application.id, ...registered.audiences];
+      // OpenID Connect Core section 2: "azp" names the party the token was issued to, in the identity
+      // provider's own client ids: the audiences registered for this application, never an STS application id
+      // (an identity-provider client that happened to share its name would pass).
+      authorizedParties = registered.audiences;
     }
     const skewMs = provider.clockSkewMs || DEFAULT_CLOCK_SKEW_MS;
     const nowMs = this.o.clock.now();
@@ -409,7 +411,10 @@ export class IdentityProviderRegistry {
     if (payload.iat === undefined && !provider.acceptTokensWithoutIat) throw invalid('has no "iat" claim (the provider does not accept tokens without one)');
     const claim = provider.subjectClaim || 'sub';
     const subject = payload[claim];
+    // The same text rules as admin input: a subject becomes a directory record and a user secret's id, and both
+    // are refused by other nodes (and logs) with control characters in them.
     if (typeof subject !== 'string' || subject.length === 0 || subject.length > MAX_SUBJECT_CHARS) throw invalid(`has no usable "${claim}" claim`);
+    if (/[\x00-\x1f\x7f]/.test(subject)) throw invalid(`has a "${claim}" claim that must not contain control characters`);
     const acceptableUntil = (payload.exp as number) * 1000 + skewMs;
     const jti = payload.jti;
     if (jti !== undefined && (typeof jti !== 'string' || jti.length === 0 || jti.length > MAX_JTI_CHARS)) throw invalid('has an invalid "jti" claim');

@@ -58,6 +58,9 @@ export interface UserSessionRecord {
   participants?: 'records';
 }
 
+/** Token ids one application may hold for one session at a time (see SessionStore.join). */
+export const MAX_PARTS_PER_APPLICATION = 16;
+
 /** How an application came to take part in a session. */
 export type JoinedVia = 'logon' | 'third_party' | 'ticket' | 'transform';
 
@@ -195,6 +198,15 @@ export class SessionStore {
     const id = newSecret();
     const ref = refOf(id);
     const now = this.clock.now();
+    // An application that joins one session again and again (a ticket for itself, redeemed in a loop) keeps
+    // at most MAX_PARTS_PER_APPLICATION token ids for it: the oldest goes, so the store cannot be filled.
+    if (via === 'ticket' || via === 'transform') {
+      const parts = (await this.store.findGroup('participant', sid))
+        .map((e) => ({ ref: e.id, p: JSON.parse(e.value) as ParticipantRecord }))
+        .filter(({ p }) => p.applicationId === applicationId && !p.left)
+        .sort((a, b) => a.p.joinedAt - b.p.joinedAt);
+      for (const old of parts.slice(0, Math.max(0, parts.length - MAX_PARTS_PER_APPLICATION + 1))) await this.store.destroy('participant', old.ref);
+    }
     const p: ParticipantRecord = { sid, applicationId, joinedAt: now, via };
     await this.store.upsert('participant', ref, JSON.stringify(p), Math.max(1, record.absoluteExpiresAt - now), sid);
     return { id, ref };

@@ -195,11 +195,24 @@ export class LogonThrottle {
     };
   }
 
+  /**
+   * Counts one failure: a compare-and-set, retried, so that failures ending at once on any nodes each count
+   * (a read followed by a write would lose increments, and a spray would get several times its limit).
+   */
   private async bump(key: string): Promise<number> {
-    const now = this.clock.now();
-    const c = (await this.counter(key)) ?? { count: 0, windowEndsAt: now + this.policy.windowMs };
-    c.count += 1;
-    await this.store.upsert('throttle', key, JSON.stringify(c), c.windowEndsAt - now);
-    return c.count;
+    for (let round = 0; ; round++) {
+      const now = this.clock.now();
+      const json = await this.store.find('throttle', key);
+      const current = json ? (JSON.parse(json) as Counter) : undefined;
+      if (!current || current.windowEndsAt <= now) {
+        const fresh: Counter = { count: 1, windowEndsAt: now + this.policy.windowMs };
+        if (await this.store.insertIfAbsent('throttle', key, JSON.stringify(fresh), this.policy.windowMs)) return 1;
+      } else {
+        const next: Counter = { ...current, count: current.count + 1 };
+        if (await this.store.update('throttle', key, JSON.stringify(next), current.windowEndsAt - now, json)) return next.count;
+      }
+      // Lost a race with another failure: read again (after many rounds something is wrong: fail closed).
+      if (round >= 20) throw new StsError('unavailable', 'logon throttling is busy; retry shortly', { retryAfterMs: 1000 });
+    }
   }
 }

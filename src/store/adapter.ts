@@ -30,9 +30,11 @@ export interface EphemeralStore {
   upsert(ns: EphemeralNamespace, id: string, value: string, ttlMs: number, group?: string): Promise<void>;
   /**
    * Replaces a record only while it exists and has not expired (a refresh must never bring back a session
-   * that a concurrent logout removed). Returns false when there was nothing to replace.
+   * that a concurrent logout removed), and, with `expected`, only while it still holds exactly that value (a
+   * compare-and-set: counters updated by concurrent callers on any node lose no increment). Returns false when
+   * there was nothing to replace, or the value had changed.
    */
-  update(ns: EphemeralNamespace, id: string, value: string, ttlMs: number): Promise<boolean>;
+  update(ns: EphemeralNamespace, id: string, value: string, ttlMs: number, expected?: string): Promise<boolean>;
   /**
    * Creates a record that expires `ttlMs` from now unless a live one with this id exists, atomically: of
    * concurrent inserts of one id, on any node, exactly one returns true. A record past its expiry does not

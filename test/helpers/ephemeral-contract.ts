@@ -1,5 +1,5 @@
 /**
- * The EphemeralStore contract of `insertIfAbsent`, as one suite that every backend runs against a real store:
+ * The EphemeralStore contract of `insertIfAbsent` and of `update` as a compare-and-set, as one suite that every backend runs against a real store:
  * SQLite in test/store.test.ts, a real Hazelcast member in test/store-hazelcast.test.ts.
  */
 import { describe, expect, it } from 'vitest';
@@ -65,6 +65,23 @@ export function insertIfAbsentContract(backend: string, fixture: () => Ephemeral
       expect(await race()).toBe(1);
       clock.advance(60_000);
       expect(await race()).toBe(1);
+    });
+
+    it('update with an expected value is a compare-and-set: of 20 concurrent increments none is lost', async () => {
+      const { store } = fixture();
+      const id = fresh('counter');
+      expect(await store.update('throttle', id, '1', 60_000, '0')).toBe(false); // nothing to replace
+      await store.upsert('throttle', id, '0', 60_000);
+      expect(await store.update('throttle', id, '1', 60_000, 'not-0')).toBe(false);
+      expect(await store.find('throttle', id)).toBe('0');
+      const increment = async (): Promise<void> => {
+        for (;;) {
+          const current = (await store.find('throttle', id))!;
+          if (await store.update('throttle', id, String(Number(current) + 1), 60_000, current)) return;
+        }
+      };
+      await Promise.all(Array.from({ length: 20 }, increment));
+      expect(await store.find('throttle', id)).toBe('20');
     });
   });
 }

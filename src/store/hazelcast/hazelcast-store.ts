@@ -148,10 +148,10 @@ class HazelcastEphemeralStore implements EphemeralStore {
     return guarded(() => this.map(ns).set(id, entry, ttlOf(ttlMs)));
   }
 
-  async update(ns: EphemeralNamespace, id: string, value: string, ttlMs: number): Promise<boolean> {
+  async update(ns: EphemeralNamespace, id: string, value: string, ttlMs: number, expected?: string): Promise<boolean> {
     const raw = await guarded(() => readEntry(() => this.map(ns).get(id)));
     const current = this.live(ns, id, raw);
-    if (!current || raw === UNREADABLE || raw === null) return false;
+    if (!current || raw === UNREADABLE || raw === null || (expected !== undefined && current.v !== expected)) return false;
     const next = this.entry(ns, id, { v: value, e: this.clock.now() + ttlMs, g: current.g });
     // replaceIfSame is atomic on the owning partition: a logout that removed the entry meanwhile wins.
     const replaced = await guarded(() => this.map(ns).replaceIfSame(id, raw, next));

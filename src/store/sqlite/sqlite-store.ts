@@ -31,6 +31,7 @@ export class SqliteEphemeralStore implements EphemeralStore {
           'ON CONFLICT (ns, id) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at, grp = excluded.grp',
       ),
       update: db.prepare('UPDATE ephemeral SET value = ?, expires_at = ? WHERE ns = ? AND id = ? AND expires_at > ?'),
+      updateIfSame: db.prepare('UPDATE ephemeral SET value = ?, expires_at = ? WHERE ns = ? AND id = ? AND expires_at > ? AND value = ?'),
       // One statement, so atomic against every other connection: a new id is inserted, an expired row that the
       // sweep has not deleted yet is taken over (the WHERE of DO UPDATE), a live row is left alone (no change).
       insertIfAbsent: db.prepare(
@@ -53,10 +54,10 @@ export class SqliteEphemeralStore implements EphemeralStore {
     this.cache.set(ns, id, value, expiresAt);
   }
 
-  async update(ns: EphemeralNamespace, id: string, value: string, ttlMs: number): Promise<boolean> {
+  async update(ns: EphemeralNamespace, id: string, value: string, ttlMs: number, expected?: string): Promise<boolean> {
     const now = this.clock.now();
     this.cache.forget(ns, id);
-    const updated = this.stmts.update.run(value, now + ttlMs, ns, id, now).changes === 1;
+    const updated = (expected === undefined ? this.stmts.update.run(value, now + ttlMs, ns, id, now) : this.stmts.updateIfSame.run(value, now + ttlMs, ns, id, now, expected)).changes === 1;
     if (updated) this.cache.set(ns, id, value, now + ttlMs);
     return updated;
   }
