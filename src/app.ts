@@ -292,7 +292,7 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
       cluster.reconnectHooks.push(resyncRegistries);
     }
     const jwks = new JwksPublisher(ring, clock, config['pop.jwksMaxAgeMs']);
-    const pop = popService({ ring, auth, clock, logger, jwks });
+    const pop = popService({ ring, auth, clock, logger, jwks, refuseUnboundDataKeys: config['pop.unboundDataKeys'] === 'refuse' });
     const secret = secretService({
       auth,
       ring,

@@ -470,6 +470,19 @@ describe('caller-bound data keys', () => {
     expect((await callError(call(w.t.pop.unwrap, w.t.pop, { wrappedKey: bound, context }, two.token))).details).toBe('unwrap failed');
     expect(w.t.logs.some((l) => l.includes('"event":"pop.unwrap"') && l.includes('"unboundDataKey":true'))).toBe(true);
   });
+
+  it('with pop.unboundDataKeys=refuse (the prod default) a data key from before owners opens for no application', async () => {
+    const w = await world({ 'pop.unboundDataKeys': 'refuse' });
+    const one = await createApp(w.t, 'vault-one', { trusted: true });
+    const context = Buffer.from('legacy');
+    const legacy = wrapKey(w.t.sts.ring, randomBytes(32), context).wrapped;
+    const wrongContext = await outcome(call(w.t.pop.unwrap, w.t.pop, { wrappedKey: legacy, context: Buffer.from('other') }, one.token));
+    expect(await outcome(call(w.t.pop.unwrap, w.t.pop, { wrappedKey: legacy, context }, one.token))).toBe(wrongContext);
+    expect(await outcome(call(w.t.pop.rewrap, w.t.pop, { wrappedKey: legacy, context }, one.token))).toBe(wrongContext);
+    // Keys bound to their owner are not affected.
+    const dk = await call(w.t.pop.generateDataKey, w.t.pop, { keyLengthBits: 256, context }, one.token);
+    expect((await call(w.t.pop.unwrap, w.t.pop, { wrappedKey: dk.wrappedKey, context }, one.token)).plaintext).toEqual(dk.plaintext);
+  });
 });
 
 // ---------------------------------------------------------------------------------------------------------

@@ -223,6 +223,12 @@ export const OPTIONS = {
     unit: 'ms',
     doc: 'Cache lifetime advertised with the JWKS (never beyond the next key change). Must be shorter than every staging lead, so caches learn a key before it is used.',
   },
+  'pop.unboundDataKeys': enumSpec({
+    values: ['accept', 'refuse'],
+    default: 'accept',
+    prod: 'refuse',
+    doc: 'Data keys wrapped before data keys were bound to their owner (no `own` header): `accept` lets any trusted application Unwrap or Rewrap them (Rewrap binds them to the caller, audited as `unboundDataKey`), `refuse` answers them like a wrong context. Accept only during an upgrade window while the owners Rewrap their keys.',
+  }),
   'session.issuer': {
     type: 'string',
     default: 'urn:sts:local',

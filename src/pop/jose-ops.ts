@@ -210,10 +210,10 @@ export function wrapKey(ring: KeyRing, plaintext: Buffer, context: Buffer, key: 
 /**
  * `includeHeld`: also with a secret key whose destruction is held for user secrets (see KeyRing.usable).
  * `owner`: the key must have been wrapped for this owner; a key without an "own" header (wrapped before data
- * keys were bound to their owners) is accepted too, and `bound` says which it was. Without `owner` only a key
- * without "own" opens. A wrong owner fails exactly like a wrong context.
+ * keys were bound to their owners) is accepted too unless `refuseUnbound`, and `bound` says which it was.
+ * Without `owner` only a key without "own" opens. A wrong owner fails exactly like a wrong context.
  */
-export function unwrapKey(ring: KeyRing, wrapped: string, context: Buffer, options: { includeHeld?: boolean; owner?: string } = {}): { plaintext: Buffer; kid: string; bound: boolean } {
+export function unwrapKey(ring: KeyRing, wrapped: string, context: Buffer, options: { includeHeld?: boolean; owner?: string; refuseUnbound?: boolean } = {}): { plaintext: Buffer; kid: string; bound: boolean } {
   const parts = wrapped.split('.');
   if (parts.length !== 5 || parts[1] !== '' || !parts.every((p) => B64URL.test(p))) throw unwrapFailed();
   let header: Record<string, unknown>;
@@ -224,6 +224,7 @@ export function unwrapKey(ring: KeyRing, wrapped: string, context: Buffer, optio
   }
   if (header?.alg !== 'dir' || header.enc !== DATA_KEY_ENC || typeof header.kid !== 'string' || header.ctx !== contextHash(context)) throw unwrapFailed();
   if (header.own !== undefined && (options.owner === undefined || header.own !== ownerHash(options.owner))) throw unwrapFailed();
+  if (header.own === undefined && options.owner !== undefined && options.refuseUnbound) throw unwrapFailed();
   const key = ring.usable(header.kid, 'secret', options);
   const iv = Buffer.from(parts[2]!, 'base64url');
   const tag = Buffer.from(parts[4]!, 'base64url');

@@ -95,6 +95,8 @@ export interface PopServiceDeps {
   logger: Logger;
   /** The published JWKS, shared with the HTTP jwks_uri. */
   jwks: JwksPublisher;
+  /** pop.unboundDataKeys = refuse: data keys wrapped before owners existed no longer open for applications. */
+  refuseUnboundDataKeys?: boolean;
 }
 
 export function popService(deps: PopServiceDeps): DomainService<PopServiceServer> {
@@ -187,7 +189,7 @@ export function popService(deps: PopServiceDeps): DomainService<PopServiceServer
       const caller = await auth.requireTrusted(ctx.bearer);
       requireSize('wrapped_key', req.wrappedKey, 1, 64 * 1024);
       const context = requireContext(req.context);
-      const out = await audited('pop.unwrap', caller, ctx, () => unwrapKey(ring, req.wrappedKey, context, { owner: dataKeyOwner(caller) }), unboundNote);
+      const out = await audited('pop.unwrap', caller, ctx, () => unwrapKey(ring, req.wrappedKey, context, { owner: dataKeyOwner(caller), refuseUnbound: deps.refuseUnboundDataKeys === true }), unboundNote);
       return { plaintext: out.plaintext, kid: out.kid };
     },
 
@@ -201,7 +203,7 @@ export function popService(deps: PopServiceDeps): DomainService<PopServiceServer
         caller,
         ctx,
         () => {
-          const { plaintext, bound } = unwrapKey(ring, req.wrappedKey, context, { owner });
+          const { plaintext, bound } = unwrapKey(ring, req.wrappedKey, context, { owner, refuseUnbound: deps.refuseUnboundDataKeys === true });
           try {
             // A key from before owners is bound to the caller from now on.
             return { ...wrapKey(ring, plaintext, context, undefined, owner), bound };
