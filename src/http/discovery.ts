@@ -21,6 +21,7 @@ export const USER_TOKEN_CLAIMS = [
   'exp',
   'jti',
   'sid',
+  'pref',
   'acr',
   'auth_time',
   'roles',
