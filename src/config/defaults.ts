@@ -11,6 +11,8 @@
  * not drift apart (a test compares them).
  */
 
+import { DEFAULT_ARGON2, HASH_LIMITS, OWASP_ARGON2ID } from '../session/hash-policy.js';
+
 export type Profile = 'dev' | 'prod';
 
 interface BaseSpec {
@@ -345,6 +347,30 @@ export const OPTIONS = {
     max: 100000,
     unit: 'hashes',
     doc: 'Hashes one application (or, for application logons, one claimed application id or client address) may have waiting; past it its logons get RESOURCE_EXHAUSTED with retry-after-ms. Work whose gRPC deadline has passed while waiting is dropped unhashed.',
+  },
+  'session.passwordHash.memoryKib': {
+    type: 'int',
+    default: DEFAULT_ARGON2.memoryKiB,
+    min: Math.min(...OWASP_ARGON2ID.map((f) => f.memoryKiB)),
+    max: HASH_LIMITS.maxMemoryKiB,
+    unit: 'KiB',
+    doc: 'Argon2id memory per user password hash (and per hash of an application secret chosen by an operator that does not carry 128 bits). With session.passwordHash.timeCost it must meet OWASP\'s floor: at least one of m=47104 t=1, m=19456 t=2, m=12288 t=3, m=9216 t=4, m=7168 t=5 (memory and passes both at least those of one row); checked at start. Each running hash holds this much memory: session.hashConcurrency of them at once. Stored hashes with other parameters keep verifying and are rehashed at the next successful logon (`sts admin hashes` counts them).',
+  },
+  'session.passwordHash.timeCost': {
+    type: 'int',
+    default: DEFAULT_ARGON2.timeCost,
+    min: 1,
+    max: HASH_LIMITS.maxTimeCost,
+    unit: 'passes',
+    doc: 'Argon2id passes over its memory (t). See session.passwordHash.memoryKib for the OWASP floor.',
+  },
+  'session.passwordHash.parallelism': {
+    type: 'int',
+    default: DEFAULT_ARGON2.parallelism,
+    min: 1,
+    max: HASH_LIMITS.maxParallelism,
+    unit: 'lanes',
+    doc: 'Argon2id lanes (p). OWASP\'s settings use 1; a hash still runs on one thread of the pool.',
   },
   'session.thirdPartyTokenWithoutJtiMaxLifetimeMs': {
     type: 'int',
