@@ -99,7 +99,7 @@ describe('HashScheduler', () => {
     await h.finish('x1');
     const err = await late.catch((e: unknown) => e);
     expect(err).toBeInstanceOf(HashNotRun);
-    expect((err as StsError).code).toBe('unavailable');
+    expect((err as StsError).code).toBe('deadline_exceeded');
     expect(h.started).toEqual(['x1', 'z1']);
     await h.finish('z1');
     expect(await onTime).toBe('z1');
@@ -116,7 +116,7 @@ describe('HashScheduler', () => {
     // y1 has 100 ms left, then its own 100 ms: 200 ms at the earliest, whatever the order.
     const hopeless = await h.submit('z', 'z1', h.now() + 150).catch((e: unknown) => e);
     expect(hopeless).toBeInstanceOf(HashNotRun);
-    expect([(hopeless as StsError).code, (hopeless as StsError).retryAfterMs]).toEqual(['unavailable', 1000]);
+    expect([(hopeless as StsError).code, (hopeless as StsError).retryAfterMs]).toEqual(['deadline_exceeded', 1000]);
     expect((hopeless as StsError).message).toMatch(/about 200 ms/);
     // In the same position with a deadline it can meet: queued, and served next (round robin), before y2.
     const feasible = h.submit('z', 'z2', h.now() + 250);
@@ -129,7 +129,7 @@ describe('HashScheduler', () => {
     // Its own lane counts in full: y2 runs (100 ms), y3 waits (100 ms), then its own (100 ms).
     expect(h.started.at(-1)).toBe('y2');
     const behindOwn = await h.submit('y', 'y4', h.now() + 250).catch((e: unknown) => e);
-    expect((behindOwn as StsError).code).toBe('unavailable');
+    expect((behindOwn as StsError).code).toBe('deadline_exceeded');
   });
 
   it('drops a job when its turn comes if its hash would end after its deadline', async () => {
@@ -142,7 +142,7 @@ describe('HashScheduler', () => {
     h.advance(200); // x1 takes twice as long as measured
     await h.finish('x1');
     const err = await tight.catch((e: unknown) => e);
-    expect((err as StsError).code).toBe('unavailable'); // 50 ms left: its 100 ms hash would end too late
+    expect((err as StsError).code).toBe('deadline_exceeded'); // 50 ms left: its 100 ms hash would end too late
     expect(h.started).toEqual(['x0', 'x1']);
   });
 
@@ -164,7 +164,7 @@ describe('HashScheduler', () => {
     void h.submit('a', 'a3', Infinity, 'scrypt');
     const argon = h.submit('b', 'b1', h.now() + 600, 'argon2id'); // 500 + 20
     const scrypt = await h.submit('c', 'c1', h.now() + 600, 'scrypt').catch((e: unknown) => e); // 500 + 500
-    expect((scrypt as StsError).code).toBe('unavailable');
+    expect((scrypt as StsError).code).toBe('deadline_exceeded');
     h.advance(500);
     await h.finish('a3');
     expect(h.started.at(-1)).toBe('b1');

@@ -95,8 +95,8 @@ export class HashScheduler {
 
   /**
    * Runs `work` when `key`'s turn comes. Rejects with HashNotRun (RESOURCE_EXHAUSTED) when `key` already has
-   * `maxQueuedPerKey` hashes waiting, and (UNAVAILABLE) when `deadline` (epoch ms) passes, or would pass before
-   * the work could end, before it starts. `cost` names the kind of work, whose measured time is the estimate.
+   * `maxQueuedPerKey` hashes waiting, and (DEADLINE_EXCEEDED) when `deadline` (epoch ms) passes, or would pass
+   * before the work could end, before it starts. `cost` names the kind of work, whose measured time is the estimate.
    */
   run<T>(key: string, deadline: number, work: () => Promise<T>, cost = 'hash'): Promise<T> {
     let lane = this.lanes.get(key);
@@ -111,7 +111,7 @@ export class HashScheduler {
     const finish = this.earliestFinish(lane, cost);
     if (finish > deadline) {
       return Promise.reject(
-        new HashNotRun('unavailable', `the password checks queued before this call need about ${Math.ceil(finish - this.now())} ms, more than its deadline leaves; nothing was checked. Retry with a longer deadline, or later`, { retryAfterMs: 1000 }),
+        new HashNotRun('deadline_exceeded', `the password checks queued before this call need about ${Math.ceil(finish - this.now())} ms, more than its deadline leaves; nothing was checked. Retry with a longer deadline, or later`, { retryAfterMs: 1000 }),
       );
     }
     const l = lane;
@@ -212,5 +212,5 @@ export class HashScheduler {
 }
 
 function expired(): HashNotRun {
-  return new HashNotRun('unavailable', 'the call\'s deadline passed, or would pass before its password check could end, while it waited; nothing was checked', { retryAfterMs: 1000 });
+  return new HashNotRun('deadline_exceeded', 'the call\'s deadline passed, or would pass before its password check could end, while it waited; nothing was checked', { retryAfterMs: 1000 });
 }
