@@ -255,7 +255,7 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
       const app = token && directory.getApplication(token.applicationId);
       return app && !app.disabled ? { kind: 'application', id: app.id, trusted: app.trusted, admin: app.admin, application: app } : undefined;
     });
-    const hashing = new HashScheduler({ concurrency: config['session.hashConcurrency'] || availableParallelism(), maxQueuedPerKey: config['session.hashQueuePerApplication'] });
+    const hashing = new HashScheduler({ concurrency: hashConcurrency(config, logger), maxQueuedPerKey: config['session.hashQueuePerApplication'] });
     const hashes = new SecretHashing(master, {
       memoryKiB: config['session.passwordHash.memoryKib'],
       timeCost: config['session.passwordHash.timeCost'],
@@ -423,6 +423,23 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
     lock.release();
     throw err;
   }
+}
+
+/**
+ * Hashes running at once: session.hashConcurrency, or by default one per core. Each runs on a libuv thread pool
+ * thread (Argon2id through N-API async work, scrypt through node:crypto), and the pool has UV_THREADPOOL_SIZE
+ * threads (4 by default), read from the environment when Node starts, before any of STS's code runs: the
+ * default never goes past it (more would only queue inside libuv, out of the scheduler's fair order), and a
+ * configured value that does is said at start.
+ */
+function hashConcurrency(config: Config, logger: Logger): number {
+  const pool = Math.min(1024, Math.max(1, Number(process.env.UV_THREADPOOL_SIZE) || 4));
+  const configured = config['session.hashConcurrency'];
+  if (configured === 0) return Math.min(availableParallelism(), pool);
+  if (configured > pool) {
+    logger.warn('session.hashConcurrency is above the libuv thread pool size: the hashes past it wait inside libuv, outside the fair order; start STS with UV_THREADPOOL_SIZE set higher', { hashConcurrency: configured, threadPool: pool });
+  }
+  return configured;
 }
 
 /**

@@ -338,7 +338,7 @@ export const OPTIONS = {
     min: 0,
     max: 1024,
     unit: 'hashes',
-    doc: 'Password and secret hashes computed at once (each on a libuv thread pool thread: raise UV_THREADPOOL_SIZE, default 4, to go past 4). They are shared fairly between the applications asking: round robin, and while several applications are hashing none takes more than its share. 0: the number of CPU cores. Where memory-hard hashes side by side slow each other down (a small or shared machine: on a busy 2-core VM two scrypt hashes at once took twice as long each), 1 keeps another application\'s logon under a flood within 2x of its unloaded latency, and leaves a core to everything else.',
+    doc: 'Password and secret hashes (Argon2id, and scrypt hashes stored by earlier versions) computed at once, each on a libuv thread pool thread. They are shared fairly between the applications asking: round robin, and while several applications are hashing none takes more than its share; a logon whose deadline has passed, or would pass before its hash could end (estimated from the hashes measured), is answered DEADLINE_EXCEEDED without hashing. 0: the number of CPU cores, at most the thread pool size (UV_THREADPOOL_SIZE, default 4, read by Node at start: set it in the environment to go past 4). Keyed hashes of application secrets (HMAC-SHA-256) take microseconds and do not take a turn. Where memory-hard hashes side by side slow each other down (a small or shared machine: on a busy 2-core VM two scrypt hashes at once took twice as long each), 1 keeps another application\'s logon under a flood within 2x of its unloaded latency, and leaves a core to everything else.',
   },
   'session.hashQueuePerApplication': {
     type: 'int',
@@ -346,7 +346,7 @@ export const OPTIONS = {
     min: 1,
     max: 100000,
     unit: 'hashes',
-    doc: 'Hashes one application (or, for application logons, one claimed application id or client address) may have waiting; past it its logons get RESOURCE_EXHAUSTED with retry-after-ms. Work whose gRPC deadline has passed while waiting is dropped unhashed.',
+    doc: 'Hashes one application (or, for application logons, one claimed application id or client address) may have waiting; past it its logons get RESOURCE_EXHAUSTED with retry-after-ms. Work whose gRPC deadline has passed while waiting, or would pass before it could end, is dropped unhashed (DEADLINE_EXCEEDED).',
   },
   'session.passwordHash.memoryKib': {
     type: 'int',
