@@ -47,7 +47,7 @@ async function startSts(ctx: Context): Promise<Running> {
       },
       cannot: {},
       notes: [
-        'STS from `dist/` (`npm run build`; `node dist/src/cli/main.js serve`): the defaults (dev profile, embedded SQLite, one JSON log line per RPC at info level and an audit line per logon, written to a file), plaintext gRPC on 127.0.0.1; test data from bench/setup.ts, load from bench/load.ts (the main benchmark\'s scenarios).',
+        'STS from `dist/` (`npm run build`; `node dist/src/cli/main.js serve`): the defaults (dev profile, embedded SQLite, one JSON log line per RPC at info level and an audit line per logon, written to a file; password hashing: Argon2id m=19456 KiB t=2 p=1, OWASP\'s first setting; generated application secrets: HMAC-SHA-256 under a key derived from the master key), plaintext gRPC on 127.0.0.1; test data from bench/setup.ts, load from bench/load.ts (the main benchmark\'s scenarios).',
       ],
     };
   } catch (err) {
