@@ -7,7 +7,6 @@
  * the old hashes before and none after. Then a master key rotation: keyed hashes verify under the old key
  * while it is second in the ring, are re-keyed at the next logon, and log on with the new key alone.
  */
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
@@ -16,6 +15,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { newMasterKey } from '../src/crypto/master-key.js';
 import { LEGACY_APP_SECRET_SCRYPT, LEGACY_PASSWORD_SCRYPT, describeHash, scryptHash } from '../src/session/password.js';
 import { call, callError } from './helpers/call.js';
+import { runSts } from './helpers/cli.js';
 import { adminToken, appDefaults } from './helpers/directory.js';
 import { type TestSts, startTestSts, tempDir } from './helpers/server.js';
 
@@ -57,23 +57,6 @@ const schemes = () => {
   return { olga: describeHash(s.users.olga), shop: describeHash(s.apps.shop), crm: describeHash(s.apps.crm) };
 };
 
-function cli(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('STS_')));
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { env: { ...base, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 90_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code: code ?? -1, stdout, stderr });
-    });
-  });
-}
-
 interface Report {
   settings: { passwords: string; applicationSecretKey: string };
   users: { total: number; old: number; current: number; bySchemes: Record<string, number> };
@@ -82,7 +65,7 @@ interface Report {
 }
 
 async function report(env: Record<string, string> = {}): Promise<Report> {
-  const r = await cli(['admin', 'hashes', '--data-dir', dataDir], env);
+  const r = await runSts(['admin', 'hashes', '--data-dir', dataDir], { env });
   expect(r.code, r.stderr).toBe(0);
   return JSON.parse(r.stdout) as Report;
 }
