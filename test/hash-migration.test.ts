@@ -5,7 +5,8 @@
  * format: Argon2id for the password and for an operator's low-entropy secret, the keyed HMAC-SHA-256 for a
  * secret STS made), a wrong secret replaces nothing, everything logs on again, and `sts admin hashes` counts
  * the old hashes before and none after. Then a master key rotation: keyed hashes verify under the old key
- * while it is second in the ring, are re-keyed at the next logon, and log on with the new key alone.
+ * while it is second in the ring, are re-keyed at the next logon, and log on with the new key alone; a hash
+ * whose key was removed too early fails closed, is named at start, and a new secret repairs it.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -129,7 +130,7 @@ describe('stored hashes of an earlier STS', { timeout: 240_000 }, () => {
     await stop();
   });
 
-  it('a master key rotation: keyed hashes verify under the old key, are re-keyed at the next logon, and log on with the new key alone', async () => {
+  it('a master key rotation: keyed hashes verify under the old key, are re-keyed at the next logon, and log on with the new key alone; one whose key was removed fails closed until its secret is reset', async () => {
     const oldKey = readFileSync(join(dataDir, 'master.key'), 'utf8').trim();
     const oldId = oldKey.split(':')[0]!;
     const k = newMasterKey();
@@ -148,6 +149,22 @@ describe('stored hashes of an earlier STS', { timeout: 240_000 }, () => {
     await logonApp(t, 'shop', shopSecret);
     await logonApp(t, 'crm', CRM_SECRET);
     expect((await report({ STS_MASTER_KEY: newKey })).old).toBe(0);
+    await stop();
+
+    // A key removed too early (no logon of shop in between): shop cannot log on, which STS says at start and the
+    // report counts, until its secret is reset.
+    const k3 = newMasterKey();
+    const third = `${k3.id}:${k3.key.toString('base64url')}`;
+    await (await start({ STS_MASTER_KEY: `${third},${newKey}` })).stop();
+    t = await start({ STS_MASTER_KEY: third });
+    const warning = t.logs.find((l) => l.includes('cannot be checked here'));
+    expect(warning && (JSON.parse(warning) as { applications: string[] }).applications).toEqual(['shop']);
+    expect((await callError(logonApp(t, 'shop', shopSecret))).code).toBe(status.UNAUTHENTICATED);
+    expect((await report({ STS_MASTER_KEY: third })).applications).toMatchObject({ unverifiable: 1, current: 1 });
+    const reset = newMasterKey().key.toString('base64url');
+    await call(t.session.updateApplication, t.session, { application: appDefaults('shop'), updateMask: [], applicationSecret: reset }, adminToken(t));
+    await logonApp(t, 'shop', reset);
+    expect(describeHash(stored().apps.shop)).toBe(`hmac-sha256 key=${k3.id}`);
     await stop();
   });
 });
