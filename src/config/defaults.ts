@@ -370,7 +370,7 @@ export const OPTIONS = {
     min: 1,
     max: HASH_LIMITS.maxParallelism,
     unit: 'lanes',
-    doc: 'Argon2id lanes (p). OWASP\'s settings use 1; a hash still runs on one thread of the pool.',
+    doc: 'Argon2id lanes (p). OWASP\'s settings all use 1.',
   },
   'session.thirdPartyTokenWithoutJtiMaxLifetimeMs': {
     type: 'int',
