@@ -108,7 +108,7 @@ async function main(): Promise<void> {
       return uid;
     };
 
-    // Users with a password (scrypt N=2^17 per hash, on the server's thread pool) and real sessions.
+    // Users with a password (an Argon2id hash each, on the server's thread pool) and real sessions.
     const users = await mapLimit(Array.from({ length: userCount }, (_, i) => i), 4, async (i) => {
       const username = `bench-user-${i}`;
       const password = randomBytes(12).toString('base64url');

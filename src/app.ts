@@ -38,12 +38,13 @@ import { IdentityProviderRegistry, validateIdentityProviderRecord } from './secr
 import { ResourceServerRegistry, validateResourceServerRecord } from './secret/resource-servers.js';
 import { secretService } from './secret/secret-service.js';
 import { type RewrapResult, UserSecrets, validateUserSecretRecord } from './secret/user-secrets.js';
-import { SqliteDirectory } from './session/directory.js';
+import { type IdentityDirectory, SqliteDirectory } from './session/directory.js';
 import { CachedDirectory } from './session/directory-cache.js';
 import { sessionService } from './session/session-service.js';
 import { SessionStore } from './session/sessions.js';
 import { LogonThrottle } from './session/throttle.js';
 import { HashScheduler } from './session/hash-scheduler.js';
+import { SecretHashing } from './session/password.js';
 
 export interface StartOptions {
   config: Config;
@@ -240,7 +241,13 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
       const app = token && directory.getApplication(token.applicationId);
       return app && !app.disabled ? { kind: 'application', id: app.id, trusted: app.trusted, admin: app.admin, application: app } : undefined;
     });
-    const hashing = new HashScheduler({ concurrency: config['session.hashConcurrency'] || availableParallelism(), maxQueuedPerKey: config['session.hashQueuePerApplication'] });
+    const hashing = new HashScheduler({ concurrency: hashConcurrency(config, logger), maxQueuedPerKey: config['session.hashQueuePerApplication'] });
+    const hashes = new SecretHashing(master, {
+      memoryKiB: config['session.passwordHash.memoryKib'],
+      timeCost: config['session.passwordHash.timeCost'],
+      parallelism: config['session.passwordHash.parallelism'],
+    });
+    warnUnverifiableSecrets(directory, hashes, logger);
     const session = sessionService({
       directory,
       sessions,
@@ -254,6 +261,7 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
         maxFailuresPerAddress: config['session.throttleMaxFailuresPerAddress'],
       }),
       hashing,
+      hashes,
       auth,
       ring,
       clock,
@@ -400,6 +408,38 @@ export async function startSts(options: StartOptions): Promise<RunningSts> {
     await sqlite.close();
     lock.release();
     throw err;
+  }
+}
+
+/**
+ * Hashes running at once: session.hashConcurrency, or by default one per core. Each runs on a libuv thread pool
+ * thread (Argon2id through N-API async work, scrypt through node:crypto), and the pool has UV_THREADPOOL_SIZE
+ * threads (4 by default), read from the environment when Node starts, before any of STS's code runs: the
+ * default never goes past it (more would only queue inside libuv, out of the scheduler's fair order), and a
+ * configured value that does is said at start.
+ */
+function hashConcurrency(config: Config, logger: Logger): number {
+  const pool = Math.min(1024, Math.max(1, Number(process.env.UV_THREADPOOL_SIZE) || 4));
+  const configured = config['session.hashConcurrency'];
+  if (configured === 0) return Math.min(availableParallelism(), pool);
+  if (configured > pool) {
+    logger.warn('session.hashConcurrency is above the libuv thread pool size: the hashes past it wait inside libuv, outside the fair order; start STS with UV_THREADPOOL_SIZE set higher', { hashConcurrency: configured, threadPool: pool });
+  }
+  return configured;
+}
+
+/**
+ * Application secrets under the keyed hash are checked with a key derived from the master key their hash
+ * names. One whose master key was removed from the ring before the application logged on again (which re-keys
+ * it) can no longer log on: said at start, with what to do, so that it is not found at the next logon.
+ */
+function warnUnverifiableSecrets(directory: IdentityDirectory, hashes: SecretHashing, logger: Logger): void {
+  const ids = directory.listApplications().filter((a) => hashes.status(a.secretHash, 'application') === 'unverifiable').map((a) => a.id);
+  if (ids.length > 0) {
+    logger.warn('applications whose secret hash cannot be checked here (keyed by a master key that is not configured, or not a hash STS makes): they cannot log on until the key is back in the ring or their secret is reset (UpdateApplication with a new secret)', {
+      applications: ids.slice(0, 20),
+      count: ids.length,
+    });
   }
 }
 

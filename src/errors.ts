@@ -34,6 +34,9 @@ export type StsErrorCode =
   | 'throttled'
   // UNAVAILABLE
   | 'unavailable'
+  // DEADLINE_EXCEEDED: the call's deadline passed, or would pass before the work could end (a password check
+  // whose turn on the hash scheduler comes too late): nothing was done.
+  | 'deadline_exceeded'
   // INTERNAL: never carries detail to the caller.
   | 'internal';
 

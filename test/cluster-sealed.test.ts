@@ -18,7 +18,7 @@ import { ClusterSeal } from '../src/cluster/cluster-seal.js';
 import { ManualClock } from '../src/clock.js';
 import { MasterKeyRing, parseMasterKeys } from '../src/crypto/master-key.js';
 import { KeyKind } from '../src/gen/sts/v1/pop.js';
-import { APP_SECRET_PARAMS, hashSecret } from '../src/session/password.js';
+import { LEGACY_APP_SECRET_SCRYPT, scryptHash } from '../src/session/password.js';
 import { refOf } from '../src/session/sessions.js';
 import { userSecretId } from '../src/secret/user-secrets.js';
 import { call, callError } from './helpers/call.js';
@@ -193,7 +193,7 @@ describe('a hostile client on the member network', () => {
     const before = await snapshot();
     const counted = await rejections();
     const dir = await map('sts-directory');
-    const evil = { id: 'evil', name: 'evil', secretHash: await hashSecret('evil-secret-evil-secret-1234', APP_SECRET_PARAMS), tags: [], defaultRoles: [], trusted: true, admin: true, personalFields: true, fullToken: true, minSecurityLevel: 0, idleTimeoutMs: 0, maxLifetimeMs: 0, disabled: false, createdAt: clock.now() };
+    const evil = { id: 'evil', name: 'evil', secretHash: await scryptHash('evil-secret-evil-secret-1234', LEGACY_APP_SECRET_SCRYPT), tags: [], defaultRoles: [], trusted: true, admin: true, personalFields: true, fullToken: true, minSecurityLevel: 0, idleTimeoutMs: 0, maxLifetimeMs: 0, disabled: false, createdAt: clock.now() };
     await dir.put('app:evil', JSON.stringify({ kind: 'app', app: evil }));
     // The real application made admin, with the attacker's secret; and a value of the sealed form that is not STS's.
     await dir.put(`app:${APP}`, JSON.stringify({ kind: 'app', app: { ...evil, id: APP, name: APP } }));

@@ -3,14 +3,19 @@
  * A node refuses to start on it by default, naming the option, and changes nothing; started once with
  * cluster.unsealedRecords=reseal it seals what the cluster holds (keys, directory, live application tokens), and
  * every node then serves as before. Also: after a master key rotation, a starting node re-seals what it syncs
- * under the new key, and the older key still opens what is not re-sealed yet.
+ * under the new key, and the older key still opens what is not re-sealed yet. And the scrypt hashes an earlier
+ * STS replicated: they log on at any node, the node that checks one replaces it (Argon2id, the keyed hash), and
+ * the other node takes the new form and logs on with it.
  */
 import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { Client as HazelcastClient } from 'hazelcast-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClusterSeal } from '../src/cluster/cluster-seal.js';
 import { MasterKeyRing, parseMasterKeys } from '../src/crypto/master-key.js';
 import { StartupError } from '../src/errors.js';
+import { LEGACY_APP_SECRET_SCRYPT, LEGACY_PASSWORD_SCRYPT, describeHash, scryptHash } from '../src/session/password.js';
 import { call } from './helpers/call.js';
 import { type Cluster, type Deployment, newDeployment, startCluster, stopAll } from './helpers/cluster.js';
 import { appDefaults } from './helpers/directory.js';
@@ -108,6 +113,72 @@ describe('a cluster from before sealing', () => {
     expect((await call(other.session.listApplications, other.session, {}, deployment.adminKey)).applications.map((a) => a.applicationId)).toEqual(['legacy-app']);
     await other.stop(true);
     await upgraded.stop(true);
+  });
+});
+
+describe('hashes of an earlier STS in the cluster', () => {
+  it('log on at any node; the node that checks one replaces it, and the other node takes the new form and logs on with it', async () => {
+    const seal = new ClusterSeal(new MasterKeyRing(parseMasterKeys(deployment.masterKey, 'test')), cluster.name);
+    const a = await startNode();
+    const b = await startNode();
+    try {
+      const admin = deployment.adminKey;
+      const { applicationSecret } = await call(a.session.createApplication, a.session, { application: appDefaults('migrating'), applicationSecret: '' }, admin);
+      const password = 'mig-password-1';
+      const { user } = await call(a.session.createUser, a.session, { user: { uid: '', username: 'mig', firstName: '', lastName: '', email: '', cellphone: '', personRef: '', disabled: false, createTime: undefined }, password }, admin);
+      const uid = user!.uid;
+      const hashesAt = (node: TestSts) => {
+        const db = new Database(join(node.dataDir, 'sts.db'), { readonly: true });
+        try {
+          const app = db.prepare('SELECT secret_hash FROM applications WHERE id = ?').pluck().get('migrating') as string | undefined;
+          const pw = db.prepare('SELECT password_hash FROM users WHERE uid = ?').pluck().get(uid) as string | undefined;
+          return { app: describeHash(app), user: describeHash(pw) };
+        } finally {
+          db.close();
+        }
+      };
+      const until = async (what: string, fn: () => boolean) => {
+        const end = Date.now() + 20_000;
+        while (!fn()) {
+          if (Date.now() > end) throw new Error(`${what}: not within 20 s`);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      };
+      await until('B holds both records', () => hashesAt(b).app.startsWith('hmac-sha256') && hashesAt(b).user.startsWith('argon2id'));
+
+      // What an earlier STS replicated: the same records with scrypt hashes, at the next revision.
+      const map = await hostile.getMap<string, unknown>('sts-directory');
+      const legacy = { app: await scryptHash(applicationSecret, LEGACY_APP_SECRET_SCRYPT), user: await scryptHash(password, LEGACY_PASSWORD_SCRYPT) };
+      for (const [key, kind, field, field2, hash] of [
+        ['app:migrating', 'app', 'app', 'secretHash', legacy.app],
+        [`user:${uid}`, 'user', 'user', 'passwordHash', legacy.user],
+      ] as const) {
+        const address = { map: 'sts-directory', kind, key };
+        const { r, v } = JSON.parse(seal.open(address, await map.get(key))) as { r: number; v: string };
+        const entry = JSON.parse(v) as Record<string, Record<string, unknown>>;
+        entry[field] = { ...entry[field], [field2]: hash };
+        await map.put(key, seal.seal(address, JSON.stringify({ r: r + 1, v: JSON.stringify(entry) })));
+      }
+      const scrypt = { app: 'scrypt N=2^14 r=8 p=1', user: 'scrypt N=2^17 r=8 p=1' };
+      await until('both nodes hold the scrypt hashes', () => JSON.stringify([hashesAt(a), hashesAt(b)]) === JSON.stringify([scrypt, scrypt]));
+
+      // The first logon, at A: A replaces both hashes, and B takes the new forms.
+      const logon = async (node: TestSts) => {
+        const token = (await call(node.session.logonApplication, node.session, { credential: { $case: 'applicationCredential', value: { applicationId: 'migrating', applicationSecret } } })).applicationToken!.applicationTokenId;
+        return call(node.session.logonUser, node.session, { credential: { $case: 'userCredential', value: { username: 'mig', password } }, ticketApplicationId: '' }, token);
+      };
+      await logon(a);
+      const current = { app: `hmac-sha256 key=${deployment.masterKey.split(':')[0]}`, user: 'argon2id m=19456 t=2 p=1' };
+      expect(hashesAt(a)).toEqual(current);
+      await until('B takes the new forms', () => JSON.stringify(hashesAt(b)) === JSON.stringify(current));
+      // And logs on with them, replacing nothing.
+      expect((await logon(b)).userToken!.userTokenId).not.toBe('');
+      expect(b.logs.filter((l) => /rehashed/.test(l))).toEqual([]);
+      expect(a.logs.filter((l) => /rehashed/.test(l))).toHaveLength(2);
+    } finally {
+      await b.stop(true);
+      await a.stop(true);
+    }
   });
 });
 

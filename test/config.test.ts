@@ -233,6 +233,17 @@ describe('errors name the option and its source', () => {
     configError({ overrides: { 'server.address': '127.0.0.1:99999' } }, 'server.address', '99999');
   });
 
+  it('Argon2id below OWASP\'s floor refuses to start, naming both options; each of OWASP\'s settings is accepted', () => {
+    configError({ env: { STS_SESSION_PASSWORD_HASH_MEMORY_KIB: '12288', STS_SESSION_PASSWORD_HASH_TIME_COST: '2' } }, 'session.passwordHash.memoryKib', 'session.passwordHash.timeCost', 'm=12288', 'm=19456 t=2');
+    configError({ overrides: { 'session.passwordHash.timeCost': 1 } }, 'session.passwordHash', 'floor');
+    configError({ overrides: { 'session.passwordHash.memoryKib': 4096 } }, 'session.passwordHash.memoryKib');
+    configError({ overrides: { 'session.passwordHash.memoryKib': 262144 } }, 'session.passwordHash.memoryKib');
+    for (const [m, t] of [[47104, 1], [19456, 2], [12288, 3], [9216, 4], [7168, 5], [131072, 10]] as const) {
+      const c = loadConfig({ env: {}, overrides: { 'session.passwordHash.memoryKib': m, 'session.passwordHash.timeCost': t } });
+      expect([c['session.passwordHash.memoryKib'], c['session.passwordHash.timeCost'], c['session.passwordHash.parallelism']]).toEqual([m, t, 1]);
+    }
+  });
+
   it('address without a port', () => {
     configError({ env: { STS_SERVER_ADDRESS: '127.0.0.1' } }, 'server.address', '127.0.0.1');
     configError({ env: { STS_SERVER_ADDRESS: 'localhost:' } }, 'server.address');

@@ -1,7 +1,9 @@
 /**
  * Directory replication in cluster mode against a real Hazelcast member: a change whose publish fails (the
  * cluster went away between the local write and the publish) is published again at the next resync, instead
- * of being undone on this node by the cluster's older record and never reaching the other nodes.
+ * of being undone on this node by the cluster's older record and never reaching the other nodes. Records with
+ * the hash formats of issue 15 (Argon2id passwords, keyed application secrets) replicate; a hash with cost
+ * parameters out of bounds is refused by the node that receives it.
  */
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
@@ -10,6 +12,9 @@ import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../src/clock.js';
 import { silentLogger } from '../src/log.js';
 import { ReplicatedDirectory } from '../src/session/replicated-directory.js';
+import { MasterKeyRing, newMasterKey } from '../src/crypto/master-key.js';
+import { SecretHashing } from '../src/session/password.js';
+import { newSecret } from '../src/session/sessions.js';
 import { openDatabase } from '../src/store/sqlite/database.js';
 import { connectStore, oneMemberPerFile, waitFor } from './helpers/cluster.js';
 import { appRecord } from './helpers/directory.js';
@@ -69,5 +74,35 @@ describe('ReplicatedDirectory', () => {
     expect(a.pendingKeys).toEqual([]);
     expect(a.getApplication(id)!.disabled).toBe(true);
     await waitFor('B learns the disabled application and the new user', () => b.getApplication(id)?.disabled === true && b.getUser(user.uid) !== undefined);
+  });
+
+  it('takes records with Argon2id and keyed hashes from another node, and refuses a hash whose cost is out of bounds', async () => {
+    const clock = new ManualClock();
+    const { store, close } = await connectStore(member.cluster(), clock);
+    member.cleanup(close);
+    const real = await store.replicationMap('sts-directory');
+    const a = await node(real);
+    const b = await node(real);
+    const hashes = new SecretHashing(new MasterKeyRing([newMasterKey()]), { memoryKiB: 19456, timeCost: 2, parallelism: 1 });
+    const id = `app-${randomBytes(4).toString('hex')}`;
+    const secretHash = await hashes.hashApplicationSecret(id, newSecret(), true);
+    a.createApplication(appRecord(id, { secretHash }));
+    const passwordHash = await hashes.hashPassword('a password');
+    const user = a.createUser({ username: `u-${id}`, firstName: '', lastName: '', email: '', cellphone: '', personRef: '', passwordHash, disabled: false, externalIssuer: null, externalSubject: null }, [], 0);
+    await waitFor('B takes both records', () => b.getApplication(id)?.secretHash === secretHash && b.getUser(user.uid)?.passwordHash === passwordHash);
+
+    // A newer, authentic record (sealed with the cluster key, as a node of another build would write it) with a
+    // hash that would make every logon of this user allocate 1 GiB: both nodes keep their copy and put it back.
+    const key = `user:${user.uid}`;
+    const current = real.open(key, await real.imap.get(key));
+    if (typeof current === 'string') throw new Error(`the record does not open: ${current}`);
+    const entry = JSON.parse(current.value) as { user: Record<string, unknown> };
+    const oversized = passwordHash.replace('m=19456', `m=${1024 * 1024}`);
+    await real.imap.set(key, real.seal(key, { rev: current.rev + 1, value: JSON.stringify({ ...entry, user: { ...entry.user, passwordHash: oversized, firstName: 'changed' } }) }));
+    await waitFor('the grid holds the nodes\' record again', async () => {
+      const v = real.open(`user:${user.uid}`, await real.imap.get(`user:${user.uid}`));
+      return typeof v !== 'string' && (JSON.parse(v.value) as { user: { passwordHash: string } }).user.passwordHash === passwordHash;
+    });
+    for (const n of [a, b]) expect(n.getUser(user.uid)).toMatchObject({ passwordHash, firstName: '' });
   });
 });

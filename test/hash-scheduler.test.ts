@@ -1,7 +1,8 @@
 /**
  * The hash scheduler with work that ends when the test says so: the concurrency limit, round robin between
- * keys, the share of a key while others are active, the per-key queue limit and deadlines. Deterministic: no
- * hashing, no timing (the wall clock it reads for deadlines and shares is the test's).
+ * keys, the share of a key while others are active, the per-key queue limit, deadlines, and the estimate of
+ * when a job would end (from the measured time of each kind of work). Deterministic: no hashing, no timing
+ * (the wall clock it reads for deadlines, shares and measurements is the test's).
  */
 import { describe, expect, it } from 'vitest';
 import { StsError } from '../src/errors.js';
@@ -13,17 +14,22 @@ function harness(concurrency: number, maxQueuedPerKey = 100) {
   const started: string[] = [];
   const release = new Map<string, () => void>();
   const s = new HashScheduler({ concurrency, maxQueuedPerKey, now: () => now });
-  const submit = (key: string, name: string, deadline = Infinity): Promise<string> =>
-    s.run(key, deadline, () => {
-      started.push(name);
-      return new Promise<string>((resolve) => release.set(name, () => resolve(name)));
-    });
+  const submit = (key: string, name: string, deadline = Infinity, cost?: string): Promise<string> =>
+    s.run(
+      key,
+      deadline,
+      () => {
+        started.push(name);
+        return new Promise<string>((resolve) => release.set(name, () => resolve(name)));
+      },
+      cost,
+    );
   const finish = async (name: string): Promise<void> => {
     release.get(name)!();
     // Let the completion and the next start run.
     for (let i = 0; i < 5; i++) await Promise.resolve();
   };
-  return { s, started, submit, finish, advance: (ms: number) => (now += ms) };
+  return { s, started, submit, finish, advance: (ms: number) => (now += ms), now: () => now };
 }
 
 describe('HashScheduler', () => {
@@ -93,10 +99,77 @@ describe('HashScheduler', () => {
     await h.finish('x1');
     const err = await late.catch((e: unknown) => e);
     expect(err).toBeInstanceOf(HashNotRun);
-    expect((err as StsError).code).toBe('unavailable');
+    expect((err as StsError).code).toBe('deadline_exceeded');
     expect(h.started).toEqual(['x1', 'z1']);
     await h.finish('z1');
     expect(await onTime).toBe('z1');
+  });
+
+  it('refuses at once a job that cannot end before its deadline, by the measured time of the hashes before it', async () => {
+    const h = harness(1);
+    void h.submit('x', 'x1');
+    h.advance(100);
+    await h.finish('x1'); // one hash measured: 100 ms
+    expect(h.s.estimate('hash')).toBe(100);
+    for (const n of ['y1', 'y2', 'y3']) void h.submit('y', n);
+    expect(h.started).toEqual(['x1', 'y1']);
+    // y1 has 100 ms left, then its own 100 ms: 200 ms at the earliest, whatever the order.
+    const hopeless = await h.submit('z', 'z1', h.now() + 150).catch((e: unknown) => e);
+    expect(hopeless).toBeInstanceOf(HashNotRun);
+    expect([(hopeless as StsError).code, (hopeless as StsError).retryAfterMs]).toEqual(['deadline_exceeded', 1000]);
+    expect((hopeless as StsError).message).toMatch(/about 200 ms/);
+    // In the same position with a deadline it can meet: queued, and served next (round robin), before y2.
+    const feasible = h.submit('z', 'z2', h.now() + 250);
+    h.advance(100);
+    await h.finish('y1');
+    expect(h.started).toEqual(['x1', 'y1', 'z2']);
+    h.advance(100);
+    await h.finish('z2');
+    expect(await feasible).toBe('z2');
+    // Its own lane counts in full: y2 runs (100 ms), y3 waits (100 ms), then its own (100 ms).
+    expect(h.started.at(-1)).toBe('y2');
+    const behindOwn = await h.submit('y', 'y4', h.now() + 250).catch((e: unknown) => e);
+    expect((behindOwn as StsError).code).toBe('deadline_exceeded');
+  });
+
+  it('drops a job when its turn comes if its hash would end after its deadline', async () => {
+    const h = harness(1);
+    void h.submit('x', 'x0');
+    h.advance(100);
+    await h.finish('x0');
+    void h.submit('x', 'x1');
+    const tight = h.submit('y', 'y1', h.now() + 250); // 100 ms left of x1, then 100 ms: accepted
+    h.advance(200); // x1 takes twice as long as measured
+    await h.finish('x1');
+    const err = await tight.catch((e: unknown) => e);
+    expect((err as StsError).code).toBe('deadline_exceeded'); // 50 ms left: its 100 ms hash would end too late
+    expect(h.started).toEqual(['x0', 'x1']);
+  });
+
+  it('estimates each kind of work apart (an old scrypt hash against Argon2id), and never drops on a guess', async () => {
+    const h = harness(1);
+    // Nothing measured yet: even a deadline 1 ms away is accepted.
+    void h.submit('a', 'a0', Infinity, 'new kind');
+    const unmeasured = h.submit('b', 'b0', h.now() + 1, 'another new kind');
+    await h.finish('a0');
+    await h.finish('b0');
+    expect(await unmeasured).toBe('b0');
+    void h.submit('a', 'a1', Infinity, 'scrypt');
+    h.advance(500);
+    await h.finish('a1');
+    void h.submit('a', 'a2', Infinity, 'argon2id');
+    h.advance(20);
+    await h.finish('a2');
+    expect([h.s.estimate('scrypt'), h.s.estimate('argon2id')]).toEqual([500, 20]);
+    void h.submit('a', 'a3', Infinity, 'scrypt');
+    const argon = h.submit('b', 'b1', h.now() + 600, 'argon2id'); // 500 + 20
+    const scrypt = await h.submit('c', 'c1', h.now() + 600, 'scrypt').catch((e: unknown) => e); // 500 + 500
+    expect((scrypt as StsError).code).toBe('deadline_exceeded');
+    h.advance(500);
+    await h.finish('a3');
+    expect(h.started.at(-1)).toBe('b1');
+    await h.finish('b1');
+    expect(await argon).toBe('b1');
   });
 
   it('a job that throws frees its slot and rejects with its own error', async () => {

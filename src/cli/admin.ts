@@ -8,7 +8,7 @@
  * tls.certFile or --ca is given: trusted roots from --ca, else the server's own tls.certFile (a self-signed
  * certificate, or a chain that ends with its CA); --cert/--key for a client certificate (mTLS).
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type CallOptions, type ChannelCredentials, type Client, Metadata, type ServiceError, credentials, status } from '@grpc/grpc-js';
 import { loadConfigWithSources } from '../config/load.js';
@@ -144,6 +144,22 @@ function jwksSource(values: Values): { $case: 'jwksUri'; value: string } | { $ca
   return uri ? { $case: 'jwksUri', value: uri } : { $case: 'jwksJson', value: readFileSync(file!, 'utf8') };
 }
 
+/**
+ * The configured master key ids, primary first (never the keys), from where the server finds them; undefined
+ * when there is none to read here. Never generates one (as a dev server's first start does).
+ */
+async function masterKeyIds(config: ReturnType<typeof serverConfig>['config']): Promise<string[] | undefined> {
+  const { loadMasterKeyRing } = await import('../crypto/master-key.js');
+  const file = config['masterKey.file'];
+  const env = process.env.STS_MASTER_KEY;
+  if (!file && !env && !existsSync(join(config.dataDir, 'master.key'))) return undefined;
+  try {
+    return loadMasterKeyRing({ file, env, dataDir: config.dataDir, profile: config.profile }).ids;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Runs one `sts admin` command (already parsed against ADMIN_COMMANDS). */
 export async function admin(command: AdminCommand, values: Values, args: string[]): Promise<void> {
   const cmd = command.name;
@@ -175,6 +191,20 @@ export async function admin(command: AdminCommand, values: Values, args: string[
         const file = str(values, 'out');
         if (file) writeFileSync(file, json, { mode: 0o600 });
         else process.stdout.write(json);
+      } finally {
+        db.close();
+      }
+      return;
+    }
+    case 'hashes': {
+      const { config } = serverConfig(values);
+      const { openDatabase } = await import('../store/sqlite/database.js');
+      const { hashReport } = await import('../session/hash-report.js');
+      if (!existsSync(join(config.dataDir, 'sts.db'))) throw new UsageError(`dataDir ${config.dataDir} holds no sts.db: give the server's --config or --data-dir`);
+      const db = openDatabase(config.dataDir);
+      try {
+        const argon2 = { memoryKiB: config['session.passwordHash.memoryKib'], timeCost: config['session.passwordHash.timeCost'], parallelism: config['session.passwordHash.parallelism'] };
+        out({ dataDir: config.dataDir, ...hashReport(db, argon2, await masterKeyIds(config)) });
       } finally {
         db.close();
       }

@@ -70,6 +70,8 @@ Files (on the server's host; --config FILE or --data-dir DIR name the data direc
                                         directory, registries; sealed: useless without the master key)
   directory export [--out FILE]        (reads <dataDir>/sts.db directly; contains password hashes)
   directory import FILE                (upserts applications, users and roles in one transaction)
+  hashes                               (counts password and application secret hashes: current, and old ones
+                                        that are replaced at their owner's next logon; reads <dataDir>/sts.db)
   master-key generate                  (prints a new "id:key" line for masterKey.file)
   admin-key generate                   (prints a new admin key and the "id:hash" line for auth.adminKeyFile)
 `;
@@ -163,6 +165,7 @@ export const ADMIN_COMMANDS: AdminCommand[] = [
   { name: 'backup', path: words('backup'), options: { ...FILES, out: { type: 'string' } }, server: false },
   { name: 'directory export', path: words('directory export'), options: { ...FILES, out: { type: 'string' } }, server: false },
   { name: 'directory import', path: words('directory import'), options: FILES, args: ['FILE'], server: false },
+  { name: 'hashes', path: words('hashes'), options: FILES, server: false },
   { name: 'master-key generate', path: words('master-key generate'), options: {}, server: false },
   { name: 'admin-key generate', path: words('admin-key generate'), options: {}, server: false },
 ];

@@ -11,6 +11,8 @@
  * not drift apart (a test compares them).
  */
 
+import { DEFAULT_ARGON2, HASH_LIMITS, OWASP_ARGON2ID } from '../session/hash-policy.js';
+
 export type Profile = 'dev' | 'prod';
 
 interface BaseSpec {
@@ -342,7 +344,7 @@ export const OPTIONS = {
     min: 0,
     max: 1024,
     unit: 'hashes',
-    doc: 'Password and secret hashes computed at once (each on a libuv thread pool thread: raise UV_THREADPOOL_SIZE, default 4, to go past 4). They are shared fairly between the applications asking: round robin, and while several applications are hashing none takes more than its share. 0: the number of CPU cores. Where memory-hard hashes side by side slow each other down (a small or shared machine: on a busy 2-core VM two scrypt hashes at once took twice as long each), 1 keeps another application\'s logon under a flood within 2x of its unloaded latency, and leaves a core to everything else.',
+    doc: 'Password and secret hashes (Argon2id, and scrypt hashes stored by earlier versions) computed at once, each on a libuv thread pool thread. They are shared fairly between the applications asking: round robin, and while several applications are hashing none takes more than its share; a logon whose deadline has passed, or would pass before its hash could end (estimated from the hashes measured), is answered DEADLINE_EXCEEDED without hashing. 0: the number of CPU cores, at most the thread pool size (UV_THREADPOOL_SIZE, default 4, read by Node at start: set it in the environment to go past 4). Keyed hashes of application secrets (HMAC-SHA-256) take microseconds and do not take a turn. Where memory-hard hashes side by side slow each other down (a small or shared machine: on a busy 2-core VM two hashes at once took twice as long each), 1 keeps another application\'s logon under a flood within 2x of its unloaded latency, and leaves a core to everything else.',
   },
   'session.hashQueuePerApplication': {
     type: 'int',
@@ -350,7 +352,31 @@ export const OPTIONS = {
     min: 1,
     max: 100000,
     unit: 'hashes',
-    doc: 'Hashes one application (or, for application logons, one claimed application id or client address) may have waiting; past it its logons get RESOURCE_EXHAUSTED with retry-after-ms. Work whose gRPC deadline has passed while waiting is dropped unhashed.',
+    doc: 'Hashes one application (or, for application logons, one claimed application id or client address) may have waiting; past it its logons get RESOURCE_EXHAUSTED with retry-after-ms. Work whose gRPC deadline has passed while waiting, or would pass before it could end, is dropped unhashed (DEADLINE_EXCEEDED).',
+  },
+  'session.passwordHash.memoryKib': {
+    type: 'int',
+    default: DEFAULT_ARGON2.memoryKiB,
+    min: Math.min(...OWASP_ARGON2ID.map((f) => f.memoryKiB)),
+    max: HASH_LIMITS.maxMemoryKiB,
+    unit: 'KiB',
+    doc: 'Argon2id memory per user password hash (and per hash of an application secret chosen by an operator that does not carry 128 bits). With session.passwordHash.timeCost it must meet OWASP\'s floor: at least one of m=47104 t=1, m=19456 t=2, m=12288 t=3, m=9216 t=4, m=7168 t=5 (memory and passes both at least those of one row); checked at start. Each running hash holds this much memory: session.hashConcurrency of them at once. Stored hashes with other parameters keep verifying and are rehashed at the next successful logon (`sts admin hashes` counts them).',
+  },
+  'session.passwordHash.timeCost': {
+    type: 'int',
+    default: DEFAULT_ARGON2.timeCost,
+    min: 1,
+    max: HASH_LIMITS.maxTimeCost,
+    unit: 'passes',
+    doc: 'Argon2id passes over its memory (t). See session.passwordHash.memoryKib for the OWASP floor.',
+  },
+  'session.passwordHash.parallelism': {
+    type: 'int',
+    default: DEFAULT_ARGON2.parallelism,
+    min: 1,
+    max: HASH_LIMITS.maxParallelism,
+    unit: 'lanes',
+    doc: 'Argon2id lanes (p). OWASP\'s settings all use 1.',
   },
   'session.thirdPartyTokenWithoutJtiMaxLifetimeMs': {
     type: 'int',

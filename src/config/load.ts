@@ -7,6 +7,7 @@ import { extname } from 'node:path';
 import { createRequire } from 'node:module';
 import { StartupError } from '../errors.js';
 import { type Config, type OptionName, type OptionSpec, OPTIONS, SECRET_ENV, envName } from './defaults.js';
+import { OWASP_ARGON2ID, meetsOwaspFloor } from '../session/hash-policy.js';
 
 export interface ConfigSources {
   /** Path of a JSON or YAML config file. */
@@ -188,6 +189,11 @@ function validateTogether(c: Config, env: NodeJS.ProcessEnv): void {
   }
   if (c['session.applicationTokenMaxLifetimeMs'] < c['session.applicationTokenLifetimeMs']) {
     fail(`session.applicationTokenMaxLifetimeMs: must be at least session.applicationTokenLifetimeMs (${c['session.applicationTokenLifetimeMs']} ms), the lifetime every new application token gets`);
+  }
+  if (!meetsOwaspFloor({ memoryKiB: c['session.passwordHash.memoryKib'], timeCost: c['session.passwordHash.timeCost'] })) {
+    fail(
+      `session.passwordHash.memoryKib and session.passwordHash.timeCost: m=${c['session.passwordHash.memoryKib']} KiB, t=${c['session.passwordHash.timeCost']} is below OWASP's Argon2id floor; use at least the memory and passes of one of ${OWASP_ARGON2ID.map((f) => `m=${f.memoryKiB} t=${f.timeCost}`).join(', ')}`,
+    );
   }
   if (c['session.throttleFreeFailures'] >= c['session.throttleMaxFailures']) {
     fail('session.throttleFreeFailures: must be less than session.throttleMaxFailures');

@@ -24,6 +24,7 @@ export const STATUS_BY_CODE: Record<StsErrorCode, status> = {
   failed_precondition: status.FAILED_PRECONDITION,
   throttled: status.RESOURCE_EXHAUSTED,
   unavailable: status.UNAVAILABLE,
+  deadline_exceeded: status.DEADLINE_EXCEEDED,
   internal: status.INTERNAL,
 };
 

@@ -6,7 +6,7 @@ import { StsError, invalidArgument } from '../errors.js';
 import type { ApplicationToken } from '../gen/sts/v1/common.js';
 import type { ApplicationRecord } from './directory.js';
 import { addressOf } from './throttle.js';
-import { APP_SECRET_PARAMS, verifySecret } from './password.js';
+import type { Checked } from './password.js';
 import type { AppTokenRecord } from './sessions.js';
 import { INVALID_APP_CREDENTIALS, type SessionHandlers, type SessionKit, applicationPb, text } from './session-common.js';
 
@@ -15,8 +15,8 @@ function appTokenPb(id: string, app: ApplicationRecord, rec: AppTokenRecord): Ap
 }
 
 export function appSessions(k: SessionKit): SessionHandlers {
-  const { audit, callerApp, openCredential, str, throttledCheck } = k;
-  const { directory, sessions, auth, policy } = k.deps;
+  const { audit, callerApp, openCredential, str, throttledCheck, turnOf, upgradeHash } = k;
+  const { directory, sessions, auth, policy, hashes } = k.deps;
   return {
     async logonApplication(req, ctx) {
       const cred = req.credential;
@@ -34,20 +34,24 @@ export function appSessions(k: SessionKit): SessionHandlers {
       text('application_id', id, 1, 128);
       text('application_secret', secret, 1, 1024);
       // A known id's failures are counted, and its hashes queued, under the id; unknown ids under the address
-      // they come from, so that nobody's guesses can refuse or delay an application presenting its secret.
+      // they come from, so that nobody's guesses can refuse or delay an application presenting its secret. A
+      // keyed hash (the secrets STS makes, and unknown ids) is checked at once, without a turn.
       let found = directory.getApplication(id);
       const known = found !== undefined;
+      let checked: Checked = { ok: false };
       await throttledCheck(
         { kind: 'application', applicationId: id, known, peer: ctx.peer },
-        known ? `logon:${id}` : `address:${addressOf(ctx.peer)}`,
+        () => turnOf(known ? `logon:${id}` : `address:${addressOf(ctx.peer)}`, directory.getApplication(id)?.secretHash, 'application'),
         ctx,
         async () => {
           found = directory.getApplication(id);
-          return (await verifySecret(secret, found?.secretHash, APP_SECRET_PARAMS)) && found !== undefined && !found.disabled;
+          checked = await hashes.checkApplicationSecret(id, secret, found?.secretHash);
+          return checked.ok && found !== undefined && !found.disabled;
         },
         spend,
         { event: 'application.logon_failed', message: INVALID_APP_CREDENTIALS },
       );
+      upgradeHash('application', id, found!.secretHash, checked);
       const app = found!;
       const token = await sessions.createAppToken(app.id, policy.applicationTokenLifetimeMs, policy.applicationTokenMaxLifetimeMs);
       ctx.logFields.caller = app.id;

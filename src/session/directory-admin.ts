@@ -6,7 +6,6 @@ import type { Application, User } from '../gen/sts/v1/session.js';
 import type { Role } from '../gen/sts/v1/common.js';
 import type { Duration } from '../gen/google/protobuf/duration.js';
 import type { ApplicationRecord, RoleRecord, UserRecord } from './directory.js';
-import { APP_SECRET_PARAMS } from './password.js';
 import { newSecret } from './sessions.js';
 import { MAX_TEXT, type SessionHandlers, type SessionKit, applicationPb, text, userFields } from './session-common.js';
 
@@ -66,12 +65,13 @@ export function directoryAdmin(k: SessionKit): SessionHandlers {
       const a = req.application;
       if (!a) throw invalidArgument('application', 'is required');
       if (!APP_ID.test(a.applicationId)) throw invalidArgument('application.application_id', '1 to 128 characters of A-Z a-z 0-9 . _ -');
+      const madeBySts = !req.applicationSecret;
       const secret = req.applicationSecret || newSecret();
       if (secret.length < 24 || secret.length > 1024) throw invalidArgument('application_secret', 'must be 24 to 1024 characters (or empty to let STS make one)');
       const record: ApplicationRecord = {
         ...appFields(a, 'application'),
         id: a.applicationId,
-        secretHash: await adminHash(caller, ctx, secret, APP_SECRET_PARAMS),
+        secretHash: await adminHash(caller, ctx, secret, { id: a.applicationId, madeBySts }),
         disabled: a.disabled,
         createdAt: clock.now(),
       };
@@ -107,7 +107,7 @@ export function directoryAdmin(k: SessionKit): SessionHandlers {
       set('data_key_group', 'dataKeyGroup', fields.dataKeyGroup);
       if (req.applicationSecret) {
         if (req.applicationSecret.length < 24 || req.applicationSecret.length > 1024) throw invalidArgument('application_secret', 'must be 24 to 1024 characters');
-        next.secretHash = await adminHash(caller, ctx, req.applicationSecret, APP_SECRET_PARAMS);
+        next.secretHash = await adminHash(caller, ctx, req.applicationSecret, { id: next.id, madeBySts: false });
       }
       directory.updateApplication(next);
       // Disabling an application, or changing its secret (after a leak, typically), ends its tokens at once.

@@ -28,7 +28,7 @@ export function validateApplicationRecord(a: unknown, field = 'application'): Ap
   check(isObj(a), field, 'must be an object');
   const app = a as unknown as ApplicationRecord;
   check(typeof app.id === 'string' && APP_ID.test(app.id), `${field}.id`, '1 to 128 characters of A-Z a-z 0-9 . _ -');
-  check(isStoredHash(app.secretHash), `${field}.secret_hash`, 'is not a secret hash STS makes');
+  check(isStoredHash(app.secretHash, 'application'), `${field}.secret_hash`, 'is not a secret hash STS makes, or its cost parameters are out of bounds');
   ['trusted', 'admin', 'personalFields', 'fullToken', 'disabled'].forEach((k) => bool((app as unknown as Record<string, unknown>)[k], `${field}.${k}`));
   check(Number.isSafeInteger(app.minSecurityLevel), `${field}.minimum_security_level`, 'must be an integer');
   checkTime(app.createdAt, `${field}.create_time`);
@@ -50,7 +50,7 @@ export function validateUserRecord(u: unknown, field = 'user'): UserRecord {
   check(isObj(u), field, 'must be an object');
   const user = u as unknown as UserRecord;
   check(typeof user.uid === 'string' && /^[A-Za-z0-9_-]{1,128}$/.test(user.uid), `${field}.uid`, '1 to 128 characters of A-Z a-z 0-9 _ -');
-  check(user.passwordHash === null || isStoredHash(user.passwordHash), `${field}.password_hash`, 'is not a password hash STS makes');
+  check(user.passwordHash === null || isStoredHash(user.passwordHash, 'user'), `${field}.password_hash`, 'is not a password hash STS makes, or its cost parameters are out of bounds');
   bool(user.disabled, `${field}.disabled`);
   checkTime(user.createdAt, `${field}.create_time`);
   const external = [user.externalIssuer, user.externalSubject];

@@ -18,7 +18,7 @@ import type { CallContext, DomainService } from '../rpc-contract.js';
 import type { ApplicationRecord, IdentityDirectory, RoleRecord, UserRecord } from './directory.js';
 import { checkCredentialClaims } from './credential-jwe.js';
 import { HashNotRun, type HashScheduler } from './hash-scheduler.js';
-import { type ScryptParams, hashSecret, verifySecret } from './password.js';
+import { type Checked, type HashOwner, type SecretHashing, carries128Bits, describeHash } from './password.js';
 import { type AuthMethod, type JoinedVia, type SessionStore, type UserSessionRecord, refOf } from './sessions.js';
 import type { LogonSubject, LogonThrottle } from './throttle.js';
 import { type AnonymousView, type SessionHandle, USER_TOKEN_TYP, type ViewContext, signUserToken, userTokenView } from './user-token-view.js';
@@ -58,8 +58,10 @@ export interface SessionServiceDeps {
   directory: IdentityDirectory;
   sessions: SessionStore;
   throttle: LogonThrottle;
-  /** Every password and secret hash runs in its turn here (fair between applications). */
+  /** Every slow password and secret hash runs in its turn here (fair between applications). */
   hashing: HashScheduler;
+  /** How passwords and application secrets are hashed and checked (src/session/password.ts). */
+  hashes: SecretHashing;
   auth: Authenticator;
   ring: KeyRing;
   clock: Clock;
@@ -121,7 +123,7 @@ export function userFields(u: User, field: string): Pick<UserRecord, 'username' 
 
 /** The helpers every group of handlers uses, over one set of dependencies. */
 export function sessionKit(deps: SessionServiceDeps) {
-  const { directory, sessions, throttle, hashing, auth, ring, clock, logger, policy } = deps;
+  const { directory, sessions, throttle, hashing, hashes, auth, ring, clock, logger, policy } = deps;
   const vc: ViewContext = { directory, ring, issuer: policy.issuer, anonymousView: policy.anonymousView };
 
   const audit = (event: string, fields: Record<string, unknown>): void => logger.info('audit', { event, ...fields });
@@ -280,15 +282,31 @@ export function sessionKit(deps: SessionServiceDeps) {
   };
 
   /**
-   * A logon's secret check under the throttle: `verify` does the deliberately slow hash comparison, in its
-   * turn on the hash scheduler (`lane`: whose share of the hashing capacity it uses), and a credential JWE's
-   * jti (`spend`) is spent only once it passes. A wrong secret is audited here; a replay was audited by
-   * `spend` with its reason. Both count as failures and get the same answer. A check that never ran (the
-   * lane's queue is full, the call's deadline passed while it waited) counts nothing.
+   * Where a logon's secret check runs: its turn on the hash scheduler for a slow hash (`lane`: whose share of
+   * the hashing capacity it uses; `cost`: the kind of hash, for the scheduler's estimate of its time), or at
+   * once for a keyed hash (undefined).
+   */
+  interface CheckTurn {
+    lane: string;
+    cost: string;
+  }
+
+  /** The turn of a check against `stored` in `lane`: none for a keyed hash. */
+  function turnOf(lane: string, stored: string | null | undefined, owner: HashOwner): CheckTurn | undefined {
+    const cost = hashes.costOf(stored, owner);
+    return cost === undefined ? undefined : { lane, cost };
+  }
+
+  /**
+   * A logon's secret check under the throttle: `verify` does the hash comparison, in its turn (`turn`, decided
+   * once the throttle let the attempt through, from the record as it is then), and a credential JWE's jti
+   * (`spend`) is spent only once it passes. A wrong secret is audited here; a replay was audited by `spend`
+   * with its reason. Both count as failures and get the same answer. A check that never ran (the lane's queue
+   * is full, the call's deadline passed or would pass while it waited) counts nothing.
    */
   async function throttledCheck(
     subject: LogonSubject,
-    lane: string,
+    turn: () => CheckTurn | undefined,
     ctx: CallContext,
     verify: () => Promise<boolean>,
     spend: (() => Promise<boolean>) | undefined,
@@ -298,7 +316,8 @@ export function sessionKit(deps: SessionServiceDeps) {
     let ok: boolean;
     let replayed = false;
     try {
-      ok = await hashing.run(lane, ctx.deadline, verify);
+      const t = turn();
+      ok = t ? await hashing.run(t.lane, ctx.deadline, verify, t.cost) : await verify();
       if (ok && spend) replayed = !(ok = await spend());
     } catch (err) {
       if (err instanceof HashNotRun) attempt.abandoned();
@@ -315,25 +334,63 @@ export function sessionKit(deps: SessionServiceDeps) {
   /** The hash scheduler lane of an application's user password checks. */
   const userLane = (app: ApplicationRecord): string => `users:${app.id}`;
 
-  /** Runs an administrator's hashing (new passwords and secrets) in the caller's own lane. */
-  const adminHash = (caller: Caller, ctx: CallContext, secret: string, params?: ScryptParams): Promise<string> =>
-    hashing.run(`admin:${caller.id}`, ctx.deadline, () => hashSecret(secret, params));
+  /**
+   * Hashes a new password or application secret for an administrator: a slow hash in the caller's own lane,
+   * a keyed hash (an application secret STS made, or one that carries 128 bits) at once.
+   */
+  function adminHash(caller: Caller, ctx: CallContext, secret: string, application?: { id: string; madeBySts: boolean }): Promise<string> {
+    if (application && (application.madeBySts || carries128Bits(secret))) return hashes.hashApplicationSecret(application.id, secret, application.madeBySts);
+    const make = () => (application ? hashes.hashApplicationSecret(application.id, secret, false) : hashes.hashPassword(secret));
+    return hashing.run(`admin:${caller.id}`, ctx.deadline, make, hashes.currentCost);
+  }
+
+  /**
+   * After a successful logon checked against an old hash (an earlier format, other parameters, a master key
+   * that is no longer the primary): stores the current form, if the record still holds the hash that was
+   * checked (an administrator may have set a new secret meanwhile, which must not be undone). The read and the
+   * write are one synchronous step. In cluster mode the directory publishes the change like any other. A
+   * failure is logged and the logon stands: the old hash still verifies, and the next logon tries again.
+   */
+  function upgradeHash(owner: HashOwner, id: string, checkedHash: string | null | undefined, checked: Checked): void {
+    const replacement = checked.replacement;
+    if (!replacement || !checkedHash) return;
+    try {
+      const fields = { from: describeHash(checkedHash), to: describeHash(replacement) };
+      if (owner === 'user') {
+        const current = directory.getUser(id);
+        if (current?.passwordHash !== checkedHash) return;
+        directory.updateUser({ ...current, passwordHash: replacement });
+        audit('user.password_rehashed', { uid: id, ...fields });
+      } else {
+        const current = directory.getApplication(id);
+        if (current?.secretHash !== checkedHash) return;
+        directory.updateApplication({ ...current, secretHash: replacement });
+        audit('application.secret_rehashed', { application: id, ...fields });
+      }
+    } catch (err) {
+      logger.error('could not store the upgraded hash after a logon; the old one still verifies, the next logon tries again', { owner, id, err });
+    }
+  }
 
   /** `spend`: the credential JWE's jti, spent once the password is right (see OpenedCredential). */
   async function checkPassword(app: ApplicationRecord, username: string, password: string, ctx: CallContext, spend?: () => Promise<boolean>): Promise<UserRecord> {
     let user: UserRecord | undefined;
+    let checked: Checked = { ok: false };
     await throttledCheck(
       { kind: 'user', application: app.id, username },
-      userLane(app),
+      () => turnOf(userLane(app), directory.findUserByUsername(username)?.passwordHash, 'user'),
       ctx,
       async () => {
+        // Read again in the job's turn: the record as it is when it is checked.
         user = directory.findUserByUsername(username);
+        checked = await hashes.checkPassword(password, user?.passwordHash);
         // Unknown user, no password, wrong password and disabled user: the same work and the same answer.
-        return (await verifySecret(password, user?.passwordHash)) && user !== undefined && !user.disabled;
+        return checked.ok && user !== undefined && !user.disabled;
       },
       spend,
       { event: 'user.logon_failed', message: INVALID_USER_CREDENTIALS },
     );
+    upgradeHash('user', user!.uid, user!.passwordHash, checked);
     return user!;
   }
 
@@ -373,7 +430,7 @@ export function sessionKit(deps: SessionServiceDeps) {
     return s && { ...s, tokenId: '', ref: p.ref, participant: p.applicationId };
   }
 
-  return { deps, vc, audit, callerApp, admin, targetApp, activeBySid, sessionOf, requireActive, viewAndJwt, joinAndView, openCredential, str, throttledCheck, adminHash, checkPassword, startSession, sessionFromJwt };
+  return { deps, vc, audit, callerApp, admin, targetApp, activeBySid, sessionOf, requireActive, viewAndJwt, joinAndView, openCredential, str, throttledCheck, turnOf, adminHash, upgradeHash, checkPassword, startSession, sessionFromJwt };
 }
 
 export type SessionKit = ReturnType<typeof sessionKit>;
