@@ -394,14 +394,27 @@ describe('throttles that cannot be turned against legitimate callers', () => {
     expect((await callError(logonApp(w, 'app-b', 'y'.repeat(32)))).code).toBe(status.UNAUTHENTICATED);
   });
 
-  it('a known application id\'s failures lock out that id only', async () => {
+  it('nobody can lock out an application whose secret STS made: its correct secret passes after any number of failures with its id', async () => {
+    const w = await world({ 'session.throttleMaxFailuresPerApplication': 5, 'session.throttleMaxFailuresPerAddress': 5 });
+    for (let i = 0; i < 12; i++) expect((await callError(logonApp(w, 'app-a', `wrong-${i}`.padEnd(32, 'x')))).code).toBe(status.UNAUTHENTICATED);
+    expect((await logonApp(w, 'app-a', w.a.secret)).applicationToken!.applicationId).toBe('app-a');
+    // The failures were not counted under the address either: an unknown id from there is not refused yet.
+    expect((await callError(logonApp(w, 'ghost', 'x'.repeat(32)))).code).toBe(status.UNAUTHENTICATED);
+  });
+
+  it('an operator-chosen secret under the slow hash keeps the per-id limit; the failures lock out that id only', async () => {
     const w = await world({ 'session.throttleMaxFailuresPerApplication': 5 });
-    for (let i = 0; i < 5; i++) await callError(logonApp(w, 'app-a', `wrong-${i}`.padEnd(32, 'x')));
-    const locked = await callError(logonApp(w, 'app-a', w.a.secret));
+    const weak = 'chosen-by-an-operator-2026';
+    await call(w.t.session.createApplication, w.t.session, { application: appDefaults('app-weak'), applicationSecret: weak }, w.admin);
+    const weakToken = (await logonApp(w, 'app-weak', weak)).applicationToken!.applicationTokenId;
+    for (let i = 0; i < 5; i++) expect((await callError(logonApp(w, 'app-weak', `wrong-${i}`))).code).toBe(status.UNAUTHENTICATED);
+    const locked = await callError(logonApp(w, 'app-weak', weak));
     expect(stsCode(locked)).toEqual(['RESOURCE_EXHAUSTED', 'throttled']);
     expect((await logonApp(w, 'app-b', w.b.secret)).applicationToken!.applicationId).toBe('app-b');
-    // Its tokens keep working meanwhile.
-    expect((await call(w.t.session.getApplicationInfo, w.t.session, {}, w.a.token)).application!.applicationId).toBe('app-a');
+    // Its tokens keep working meanwhile, and the window ends the lockout.
+    expect((await call(w.t.session.getApplicationInfo, w.t.session, {}, weakToken)).application!.applicationId).toBe('app-weak');
+    w.clock.advance(16 * MIN);
+    expect((await logonApp(w, 'app-weak', weak)).applicationToken!.applicationId).toBe('app-weak');
   });
 
   it('password spraying from one application exhausts its budget of distinct usernames; other applications are unaffected', async () => {

@@ -35,12 +35,14 @@ export function appSessions(k: SessionKit): SessionHandlers {
       text('application_secret', secret, 1, 1024);
       // A known id's failures are counted, and its hashes queued, under the id; unknown ids under the address
       // they come from, so that nobody's guesses can refuse or delay an application presenting its secret. A
-      // keyed hash (the secrets STS makes, and unknown ids) is checked at once, without a turn.
+      // keyed hash (the secrets STS makes, and unknown ids) is checked at once, without a turn, and a known id
+      // under it is never throttled (throttle.ts: nobody can lock it out by failing with its id).
       let found = directory.getApplication(id);
       const known = found !== undefined;
+      const keyed = known && hashes.costOf(found!.secretHash, 'application') === undefined;
       let checked: Checked = { ok: false };
       await throttledCheck(
-        { kind: 'application', applicationId: id, known, peer: ctx.peer },
+        { kind: 'application', applicationId: id, known, keyed, peer: ctx.peer },
         () => turnOf(known ? `logon:${id}` : `address:${addressOf(ctx.peer)}`, directory.getApplication(id)?.secretHash, 'application'),
         ctx,
         async () => {
