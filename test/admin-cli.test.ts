@@ -3,7 +3,7 @@
  * export/import round trip into a second installation.
  */
 import { spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { copyFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { exportJWK, generateKeyPair } from 'jose';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -88,10 +88,21 @@ describe('sts admin', { timeout: 180_000 }, () => {
     const exported = await sts(['admin', 'directory', 'export', '--out', file, '--data-dir', t.dataDir]);
     expect(exported.code, exported.stderr).toBe(0);
 
+    // An installation with another master key: the application secret STS made is keyed by the source's
+    // master key, so the import names it (its secret must be reset there), and changes everything else.
+    const elsewhere = tempDir();
+    const warned = await sts(['admin', 'directory', 'import', file, '--data-dir', elsewhere]);
+    expect(warned.code, warned.stderr).toBe(0);
+    expect(JSON.parse(warned.stdout)).toEqual({ applications: 1, users: 1, roles: 1, secretsToReset: ['crm'] });
+    expect(warned.stderr).toContain('keyed by a master key this installation does not hold (crm)');
+
+    // The same master key (the dev profile keeps it in <dataDir>/master.key): the same credentials work.
     const target = tempDir();
+    copyFileSync(join(t.dataDir, 'master.key'), join(target, 'master.key'));
     const imported = await sts(['admin', 'directory', 'import', file, '--data-dir', target]);
     expect(imported.code, imported.stderr).toBe(0);
-    expect(JSON.parse(imported.stdout)).toEqual({ applications: 1, users: 1, roles: 1 });
+    expect(JSON.parse(imported.stdout)).toEqual({ applications: 1, users: 1, roles: 1, secretsToReset: [] });
+    expect(imported.stderr).not.toContain('warning');
 
     const t2 = await startTestSts({ dataDir: target });
     servers.push(t2);

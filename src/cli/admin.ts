@@ -213,9 +213,17 @@ export async function admin(command: AdminCommand, values: Values, args: string[
     case 'directory import': {
       const { openDatabase } = await import('../store/sqlite/database.js');
       const { importDirectory } = await import('../session/directory-file.js');
-      const db = openDatabase(serverConfig(values).config.dataDir);
+      const { config } = serverConfig(values);
+      const db = openDatabase(config.dataDir);
       try {
-        out(importDirectory(db, JSON.parse(readFileSync(args[0]!, 'utf8')) as unknown));
+        const result = importDirectory(db, JSON.parse(readFileSync(args[0]!, 'utf8')) as unknown, (await masterKeyIds(config)) ?? []);
+        if (result.secretsToReset.length > 0) {
+          process.stderr.write(
+            `warning: ${result.secretsToReset.length} application secret(s) are keyed by a master key this installation does not hold (${result.secretsToReset.slice(0, 20).join(', ')}): ` +
+              'those applications cannot log on here until that master key is in this installation\'s ring (masterKey.file, STS_MASTER_KEY, or <dataDir>/master.key) or their secret is reset (UpdateApplication with a new secret)\n',
+          );
+        }
+        out(result);
       } finally {
         db.close();
       }

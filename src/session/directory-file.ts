@@ -7,6 +7,7 @@ import { StsError, invalidArgument } from '../errors.js';
 import type { Db } from '../store/sqlite/database.js';
 import { type ApplicationRecord, type RoleRecord, SqliteDirectory, type UserRecord } from './directory.js';
 import { validateApplicationRecord, validateRoles, validateUserRecord } from './directory-validation.js';
+import { keyedHashKeyId } from './password.js';
 
 export interface DirectoryFile {
   version: 1;
@@ -67,12 +68,25 @@ function fullUser(u: UserRecord & { roles: RoleRecord[] }): UserRecord & { roles
   };
 }
 
+export interface ImportResult {
+  applications: number;
+  users: number;
+  roles: number;
+  /**
+   * Applications whose secret hash is keyed by a master key that `masterKeyIds` does not hold (a file from an
+   * installation with another master key): they cannot log on here until that key is in this installation's
+   * ring or their secret is reset (UpdateApplication with a new secret).
+   */
+  secretsToReset: string[];
+}
+
 /**
  * Upserts a directory file in one transaction. Every record passes the validation of the admin RPC that
  * creates it (src/session/directory-validation.ts), as replicated records do; a file with one invalid record
- * changes nothing.
+ * changes nothing. `masterKeyIds`: the master key ids of the installation imported into (none when it has no
+ * master key yet), to name the application secrets that cannot be checked there.
  */
-export function importDirectory(db: Db, file: unknown): { applications: number; users: number; roles: number } {
+export function importDirectory(db: Db, file: unknown, masterKeyIds: readonly string[] = []): ImportResult {
   check(isObj(file) && file.version === 1, 'version', 'expected a directory export with "version": 1');
   const raw = file as unknown as DirectoryFile;
   check(Array.isArray(raw.applications) && Array.isArray(raw.users), 'applications/users', 'expected arrays');
@@ -131,5 +145,9 @@ export function importDirectory(db: Db, file: unknown): { applications: number; 
   } catch (err) {
     throw new StsError('invalid_argument', `import refused, nothing changed: ${(err as Error).message}`, { cause: err });
   }
-  return { applications: f.applications.length, users: f.users.length, roles };
+  const secretsToReset = f.applications.filter((a) => {
+    const keyId = keyedHashKeyId(a.secretHash);
+    return keyId !== undefined && !masterKeyIds.includes(keyId);
+  });
+  return { applications: f.applications.length, users: f.users.length, roles, secretsToReset: secretsToReset.map((a) => a.id) };
 }

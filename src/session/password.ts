@@ -174,6 +174,11 @@ export function describeHash(h: string | null | undefined): string {
   return 'invalid';
 }
 
+/** The master key id a keyed application secret hash is under, or undefined for any other hash. */
+export function keyedHashKeyId(h: string | null | undefined): string | undefined {
+  return h ? MAC_HASH.exec(h)?.[1] : undefined;
+}
+
 /**
  * The status of a stored hash against the current settings: `argon2` for passwords and low-entropy
  * application secrets, `macKeyIds` (the configured master key ids, primary first) for keyed hashes.
