@@ -105,4 +105,46 @@ describe('ReplicatedDirectory', () => {
     });
     for (const n of [a, b]) expect(n.getUser(user.uid)).toMatchObject({ passwordHash, firstName: '' });
   });
+
+  it('a rehash after a logon never undoes a secret an administrator set at once on another node, whichever publishes first', async () => {
+    const clock = new ManualClock();
+    const { store, close } = await connectStore(member.cluster(), clock);
+    member.cleanup(close);
+    const real = await store.replicationMap('sts-directory');
+    // Each node's view of the map fails while its flag is set, so both changes are made from the same revision
+    // and reach the grid in the order the test chooses (each node's resync).
+    const failing = { a: false, b: false };
+    const flakyFor = (who: 'a' | 'b') =>
+      new Proxy(real.imap, {
+        get(target, prop, receiver) {
+          const value = Reflect.get(target, prop, receiver) as unknown;
+          if (typeof value !== 'function') return value;
+          const f = (value as (...x: unknown[]) => unknown).bind(target);
+          return prop === 'addEntryListener' ? f : (...x: unknown[]) => (failing[who] ? Promise.reject(new Error('cluster unreachable')) : f(...x));
+        },
+      });
+    const a = await node(real.with({ imap: flakyFor('a') }));
+    const b = await node(real.with({ imap: flakyFor('b') }));
+    const hashes = new SecretHashing(new MasterKeyRing([newMasterKey()]), { memoryKiB: 19456, timeCost: 2, parallelism: 1 });
+    const id = `app-${randomBytes(4).toString('hex')}`;
+    a.createApplication(appRecord(id, { secretHash: await hashes.hashApplicationSecret(id, newSecret(), true) }));
+    await waitFor('B takes the application', () => b.getApplication(id) !== undefined);
+    // Five rounds, alternating which node's change reaches the grid first: with a plain tie-break by digest, the
+    // rehash would win about half the rounds.
+    for (let round = 0; round < 5; round++) {
+      await waitFor('both nodes agree and have published', () => a.pendingKeys.length === 0 && b.pendingKeys.length === 0 && a.getApplication(id)!.secretHash === b.getApplication(id)!.secretHash);
+      const checked = a.getApplication(id)!;
+      failing.a = failing.b = true;
+      a.updateApplication({ ...checked, secretHash: await hashes.hashApplicationSecret(id, newSecret(), true) }, true); // what upgradeHash does
+      const reset = await hashes.hashApplicationSecret(id, newSecret(), true);
+      b.updateApplication({ ...checked, secretHash: reset }); // an administrator's new secret
+      await waitFor('both publishes failed', () => a.pendingKeys.length === 1 && b.pendingKeys.length === 1);
+      const [first, second] = round % 2 === 0 ? (['a', 'b'] as const) : (['b', 'a'] as const);
+      failing[first] = false;
+      await (first === 'a' ? a : b).resync();
+      failing[second] = false;
+      await (second === 'a' ? a : b).resync();
+      await waitFor(`round ${round}: both nodes hold the administrator's secret`, () => a.getApplication(id)!.secretHash === reset && b.getApplication(id)!.secretHash === reset);
+    }
+  });
 });

@@ -8,6 +8,15 @@ import { describe, expect, it } from 'vitest';
 import { StsError } from '../src/errors.js';
 import { HOLD_SHARE_MS, HashNotRun, HashScheduler } from '../src/session/hash-scheduler.js';
 
+/** One scrypt hash of 500 ms and one Argon2id hash of 20 ms, measured in lane "a". */
+async function measureScryptAndArgon2(h: ReturnType<typeof harness>): Promise<void> {
+  for (const [name, cost, ms] of [['a1', 'scrypt', 500], ['a2', 'argon2id', 20]] as const) {
+    void h.submit('a', name, Infinity, cost);
+    h.advance(ms);
+    await h.finish(name);
+  }
+}
+
 /** Work items that record their start and end when released. */
 function harness(concurrency: number, maxQueuedPerKey = 100) {
   let now = 1_000_000;
@@ -154,12 +163,7 @@ describe('HashScheduler', () => {
     await h.finish('a0');
     await h.finish('b0');
     expect(await unmeasured).toBe('b0');
-    void h.submit('a', 'a1', Infinity, 'scrypt');
-    h.advance(500);
-    await h.finish('a1');
-    void h.submit('a', 'a2', Infinity, 'argon2id');
-    h.advance(20);
-    await h.finish('a2');
+    await measureScryptAndArgon2(h);
     expect([h.s.estimate('scrypt'), h.s.estimate('argon2id')]).toEqual([500, 20]);
     void h.submit('a', 'a3', Infinity, 'scrypt');
     const argon = h.submit('b', 'b1', h.now() + 600, 'argon2id'); // 500 + 20
@@ -170,6 +174,17 @@ describe('HashScheduler', () => {
     expect(h.started.at(-1)).toBe('b1');
     await h.finish('b1');
     expect(await argon).toBe('b1');
+  });
+
+  it('admits by the estimate it is told to (admitAs), so an old hash is admitted and run exactly like a current one', async () => {
+    const h = harness(1);
+    await measureScryptAndArgon2(h);
+    // A deadline 100 ms away: enough for an Argon2id hash, not for a scrypt one; admitted as Argon2id, the
+    // scrypt check is queued and run (a logon decides by the current setting whatever the stored hash is).
+    const asCurrent = h.s.run('c', h.now() + 100, async () => 'checked', 'scrypt', 'argon2id');
+    expect(await asCurrent).toBe('checked');
+    const byOwn = await h.s.run('c', h.now() + 100, async () => 'checked', 'scrypt').catch((e: unknown) => e);
+    expect((byOwn as StsError).code).toBe('deadline_exceeded');
   });
 
   it('a job that throws frees its slot and rejects with its own error', async () => {

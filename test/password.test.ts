@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { MasterKeyRing, newMasterKey } from '../src/crypto/master-key.js';
 import { validateApplicationRecord, validateUserRecord } from '../src/session/directory-validation.js';
-import { LEGACY_APP_SECRET_SCRYPT, LEGACY_PASSWORD_SCRYPT, SecretHashing, carries128Bits, describeHash, isStoredHash, scryptHash } from '../src/session/password.js';
+import { LEGACY_APP_SECRET_SCRYPT, LEGACY_PASSWORD_SCRYPT, SecretHashing, carries128Bits, describeHash, isMadeBySts, isStoredHash, scryptHash } from '../src/session/password.js';
 import { meetsOwaspFloor } from '../src/session/hash-policy.js';
 import { newSecret } from '../src/session/sessions.js';
 import { appRecord } from './helpers/directory.js';
@@ -19,11 +19,14 @@ const b64 = (n: number) => randomBytes(n).toString('base64').replace(/=+$/, '');
 const argon2String = (m: number, t: number, p: number) => `$argon2id$v=19$m=${m},t=${t},p=${p}$${b64(16)}$${b64(32)}`;
 
 describe('the high-entropy rule (carries128Bits)', () => {
-  it('takes every secret STS makes, and random base64url of 32 characters or more', () => {
-    for (let i = 0; i < 200; i++) expect(carries128Bits(newSecret())).toBe(true);
-    let passed = 0;
-    for (let i = 0; i < 200; i++) if (carries128Bits(randomBytes(24).toString('base64url'))) passed++;
-    expect(passed).toBeGreaterThanOrEqual(190); // a few in a thousand lack a digit or a case
+  it('takes nearly every random base64url string of 32 characters or more (STS\'s own secrets need no estimate)', () => {
+    // A few in a thousand lack a digit or a case, hence counts rather than every one; STS's own secrets are
+    // keyed whatever the estimate says of them (see the re-keying tests).
+    for (const make of [() => newSecret(), () => randomBytes(24).toString('base64url')]) {
+      let passed = 0;
+      for (let i = 0; i < 200; i++) if (carries128Bits(make())) passed++;
+      expect(passed).toBeGreaterThanOrEqual(190);
+    }
   });
 
   it('refuses short, repeated, sequential, lower-case phrase and non-base64url secrets', () => {
@@ -139,7 +142,7 @@ describe('SecretHashing', () => {
 
   it('an old scrypt application secret is replaced by the keyed hash when it carries 128 bits, by Argon2id when it does not', async () => {
     const h = new SecretHashing(new MasterKeyRing([k1]), OWASP);
-    const made = newSecret();
+    const made = '1Ha8fox2ugnxPwLeHH_dKu4wlpUMTRadEQLvV5CArLA'; // one STS made (and that carries 128 bits)
     const fromMade = await h.checkApplicationSecret('shop', made, await scryptHash(made, LEGACY_APP_SECRET_SCRYPT));
     expect(fromMade.ok).toBe(true);
     expect(describeHash(fromMade.replacement)).toBe(`hmac-sha256 key=${k1.id}`);
@@ -160,6 +163,14 @@ describe('SecretHashing', () => {
     const checked = await rotated.checkApplicationSecret('shop', secret, stored);
     expect(checked.ok).toBe(true);
     expect(describeHash(checked.replacement)).toBe(`hmac-sha256 key=${k2.id}`);
+    // Made by STS, and still marked as such after the re-keying (no per-id throttle); a chosen one is not.
+    expect([isMadeBySts(stored), isMadeBySts(checked.replacement)]).toEqual([true, true]);
+    expect(isMadeBySts(await before.hashApplicationSecret('crm', '6b57d6284c67c0ef33928eb577b6711ca8a892b97c14dbe0', false))).toBe(false);
+    // An STS-made secret the estimate would not take (no digit) stays keyed when re-keyed.
+    const noDigit = 'AbcdefGhijKlmnOpqrStuvWxyzaBcDefgHijkLmnoPq';
+    expect(carries128Bits(noDigit)).toBe(false);
+    const rekeyed = await rotated.checkApplicationSecret('shop', noDigit, await before.hashApplicationSecret('shop', noDigit, true));
+    expect([describeHash(rekeyed.replacement), isMadeBySts(rekeyed.replacement)]).toEqual([`hmac-sha256 key=${k2.id}`, true]);
     const after = new SecretHashing(new MasterKeyRing([k2]), OWASP);
     expect(after.status(checked.replacement!, 'application')).toBe('current');
     expect(await after.checkApplicationSecret('shop', secret, checked.replacement)).toEqual({ ok: true });

@@ -396,14 +396,27 @@ describe('throttles that cannot be turned against legitimate callers', () => {
 
   it('nobody can lock out an application whose secret STS made: its correct secret passes after any number of failures with its id', async () => {
     const w = await world({ 'session.throttleMaxFailuresPerApplication': 5, 'session.throttleMaxFailuresPerAddress': 5 });
+    const failedLines = () => w.t.logs.filter((l) => l.includes('"application.logon_failed"'));
+    const before = failedLines().length;
     for (let i = 0; i < 12; i++) expect((await callError(logonApp(w, 'app-a', `wrong-${i}`.padEnd(32, 'x')))).code).toBe(status.UNAUTHENTICATED);
     expect((await logonApp(w, 'app-a', w.a.secret)).applicationToken!.applicationId).toBe('app-a');
     // The failures were not counted under the address either: an unknown id from there is not refused yet.
     expect((await callError(logonApp(w, 'ghost', 'x'.repeat(32)))).code).toBe(status.UNAUTHENTICATED);
+    // Unthrottled, its failures cannot flood the audit log: 10 lines a minute, then the count of the rest.
+    expect(failedLines().length - before).toBe(10 + 1); // app-a's ten, ghost's one
+    w.clock.advance(MIN);
+    await callError(logonApp(w, 'app-a', 'z'.repeat(32)));
+    expect(JSON.parse(failedLines().at(-1)!)).toMatchObject({ event: 'application.logon_failed', suppressed: 2 });
   });
 
-  it('an operator-chosen secret under the slow hash keeps the per-id limit; the failures lock out that id only', async () => {
+  it('a secret an operator chose keeps the per-id limit, even one that passes the 128-bit rule; the failures lock out that id only', async () => {
     const w = await world({ 'session.throttleMaxFailuresPerApplication': 5 });
+    // Words glued together pass the estimate (keyed hash) but are no proof of randomness: still limited.
+    const glued = 'CorrectHorseBatteryStaple1984xyz';
+    await call(w.t.session.createApplication, w.t.session, { application: appDefaults('app-glued'), applicationSecret: glued }, w.admin);
+    for (let i = 0; i < 5; i++) expect((await callError(logonApp(w, 'app-glued', `wrong-${i}`.padEnd(32, 'x')))).code).toBe(status.UNAUTHENTICATED);
+    expect(stsCode(await callError(logonApp(w, 'app-glued', glued)))).toEqual(['RESOURCE_EXHAUSTED', 'throttled']);
+
     const weak = 'chosen-by-an-operator-2026';
     await call(w.t.session.createApplication, w.t.session, { application: appDefaults('app-weak'), applicationSecret: weak }, w.admin);
     const weakToken = (await logonApp(w, 'app-weak', weak)).applicationToken!.applicationTokenId;

@@ -13,6 +13,7 @@
  */
 import { coalesced } from '../coalesce.js';
 import type { Logger } from '../log.js';
+import { MAINTENANCE } from './revisions.js';
 import type { Version, VersionedMap } from './versioned-map.js';
 
 /** One node's side of a replicated table, by entry key ("app:<id>", "idp:<issuer>", ...). */
@@ -63,9 +64,12 @@ export class ReplicatedRecords {
     await this.resync();
   }
 
-  /** A change made on this node (already written locally): one revision up, and published. */
-  publish(key: string, json: string): void {
-    const v: Version = { value: json, rev: (this.map.local(key)?.rev ?? 0) + 1 };
+  /**
+   * A change made on this node (already written locally): one revision up, and published. `maintenance`: a
+   * change nobody decided (a hash replaced by its current form), which loses a tie with any other change.
+   */
+  publish(key: string, json: string, maintenance = false): void {
+    const v: Version = { value: json, rev: (this.map.local(key)?.rev ?? 0) + 1, ...(maintenance ? { maintenance } : {}) };
     this.map.remember(key, v);
     this.unpublished.set(key, v);
     this.send(key, v).catch((err: unknown) =>
@@ -173,7 +177,7 @@ export class ReplicatedRecords {
         json = undefined; // a key no table of this node knows: nothing of ours to put back
       }
       if (json === undefined) return;
-      v = { value: json, rev: known?.rev ?? 1 };
+      v = { value: json, rev: known?.rev ?? 1, ...(known?.digest.startsWith(MAINTENANCE) ? { maintenance: true } : {}) };
       this.map.remember(key, v);
     }
     const sealed = this.map.seal(key, v);

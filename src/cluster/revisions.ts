@@ -6,7 +6,10 @@
  * record it holds and refuses an older one: an authentic value copied from the grid before a change (a key
  * before its erasure, a secret wrapped under a key since destroyed, an application before it was disabled)
  * cannot be played back. Two nodes that change one record at once make two values of the same revision;
- * the one with the greater digest wins on every node, so they converge without a coordinator.
+ * the one with the greater digest wins on every node, so they converge without a coordinator. A maintenance
+ * write (a hash replaced by its current form after a logon: no one decided it) has its digest prefixed with
+ * MAINTENANCE, which sorts below every base64url character: it loses every tie with a change an administrator
+ * made at the same revision on another node, so a rehash can never undo a secret or password reset.
  */
 import { hash } from 'node:crypto';
 import type { Db } from '../store/sqlite/database.js';
@@ -17,8 +20,11 @@ export interface Revision {
   digest: string;
 }
 
-export function digestOf(value: string): string {
-  return hash('sha256', value, 'base64url');
+/** The prefix of a maintenance write's digest ("!" is below every base64url character). */
+export const MAINTENANCE = '!';
+
+export function digestOf(value: string, maintenance = false): string {
+  return (maintenance ? MAINTENANCE : '') + hash('sha256', value, 'base64url');
 }
 
 /** Negative when `a` is older than `b`, 0 when they are the same version, positive when newer. */
@@ -46,15 +52,16 @@ export class RevisionStore {
     return this.stmts.any.get() === undefined;
   }
 
-  set(map: string, key: string, rev: number, value: string): void {
-    this.stmts.set.run(map, key, rev, digestOf(value));
+  /** `digest`: digestOf the value (with its maintenance mark). */
+  set(map: string, key: string, rev: number, digest: string): void {
+    this.stmts.set.run(map, key, rev, digest);
   }
 
   /** Runs `fn` (a local write) and records the revision in the same SQLite transaction. */
-  write(map: string, key: string, rev: number, value: string, fn: () => void): void {
+  write(map: string, key: string, rev: number, digest: string, fn: () => void): void {
     this.db.transaction(() => {
       fn();
-      this.set(map, key, rev, value);
+      this.set(map, key, rev, digest);
     })();
   }
 }

@@ -14,7 +14,12 @@ import { type Revision, type RevisionStore, compareRevisions, digestOf } from '.
 export interface Version {
   value: string;
   rev: number;
+  /** A maintenance write (revisions.ts): loses every tie with another change of the same revision. */
+  maintenance?: boolean;
 }
+
+/** The digest of a version, the tie-break between two versions of one revision (revisions.ts). */
+export const digestOfVersion = (v: Version): string => digestOf(v.value, v.maintenance === true);
 
 /** What every sealed map of a node shares. */
 export interface SealContext {
@@ -53,15 +58,15 @@ export class VersionedMap {
   }
 
   seal(key: string, v: Version): string {
-    return this.ctx.seal.seal(this.address(key), JSON.stringify({ r: v.rev, v: v.value }));
+    return this.ctx.seal.seal(this.address(key), JSON.stringify(v.maintenance ? { r: v.rev, v: v.value, m: 1 } : { r: v.rev, v: v.value }));
   }
 
   /** The version in a grid value, or why it was refused (reported once per value). */
   open(key: string, raw: unknown): Version | RejectReason {
     try {
-      const p = JSON.parse(this.ctx.seal.open(this.address(key), raw)) as { r?: unknown; v?: unknown };
-      if (!Number.isSafeInteger(p.r) || (p.r as number) < 1 || typeof p.v !== 'string') throw new SealRejected('invalid', 'not a versioned record');
-      return { rev: p.r as number, value: p.v };
+      const p = JSON.parse(this.ctx.seal.open(this.address(key), raw)) as { r?: unknown; v?: unknown; m?: unknown };
+      if (!Number.isSafeInteger(p.r) || (p.r as number) < 1 || typeof p.v !== 'string' || (p.m !== undefined && p.m !== 1)) throw new SealRejected('invalid', 'not a versioned record');
+      return p.m === 1 ? { rev: p.r as number, value: p.v, maintenance: true } : { rev: p.r as number, value: p.v };
     } catch (err) {
       const reason = err instanceof SealRejected ? err.reason : 'invalid';
       this.reject(key, reason, raw);
@@ -131,17 +136,17 @@ export class VersionedMap {
   /** How a grid version compares with this node's copy: negative when older (a rollback). */
   compareWithLocal(key: string, v: Version): number {
     const mine = this.local(key);
-    return mine ? compareRevisions({ rev: v.rev, digest: digestOf(v.value) }, mine) : 1;
+    return mine ? compareRevisions({ rev: v.rev, digest: digestOfVersion(v) }, mine) : 1;
   }
 
   /** True when version `a` is newer than `b` (revision first, then digest: the same order on every node). */
   newer(a: Version, b: Version): boolean {
-    return compareRevisions({ rev: a.rev, digest: digestOf(a.value) }, { rev: b.rev, digest: digestOf(b.value) }) > 0;
+    return compareRevisions({ rev: a.rev, digest: digestOfVersion(a) }, { rev: b.rev, digest: digestOfVersion(b) }) > 0;
   }
 
   /** Records the version this node now holds, together with the local write `fn`, in one transaction. */
   remember(key: string, v: Version, fn: () => void = () => undefined): void {
-    this.ctx.revisions.write(this.name, key, v.rev, v.value, fn);
+    this.ctx.revisions.write(this.name, key, v.rev, digestOfVersion(v), fn);
   }
 
   /** True when a sealed grid value should be sealed again under the current master key. */

@@ -328,7 +328,7 @@ export const OPTIONS = {
     min: 1,
     max: 100000,
     unit: 'failures',
-    doc: 'Application logons with a known application id whose secret is operator-chosen and under a slow hash (under 128 bits: README, Security): after this many failures for that id in a window, its logons get RESOURCE_EXHAUSTED until the window ends (its tokens keep working and renewing). Failures of other ids never count against it. An application whose secret STS made, or that carries 128 bits, has no such limit: nobody can lock it out.',
+    doc: 'Application logons with a known application id whose secret an operator chose (or an earlier STS hashed with scrypt): after this many failures for that id in a window, its logons get RESOURCE_EXHAUSTED until the window ends (its tokens keep working and renewing). Failures of other ids never count against it. An application whose secret STS made has no such limit: nobody can lock it out.',
   },
   'session.throttleMaxFailuresPerAddress': {
     type: 'int',

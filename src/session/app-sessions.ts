@@ -6,7 +6,7 @@ import { StsError, invalidArgument } from '../errors.js';
 import type { ApplicationToken } from '../gen/sts/v1/common.js';
 import type { ApplicationRecord } from './directory.js';
 import { addressOf } from './throttle.js';
-import type { Checked } from './password.js';
+import { type Checked, isMadeBySts } from './password.js';
 import type { AppTokenRecord } from './sessions.js';
 import { INVALID_APP_CREDENTIALS, type SessionHandlers, type SessionKit, applicationPb, text } from './session-common.js';
 
@@ -36,13 +36,12 @@ export function appSessions(k: SessionKit): SessionHandlers {
       // A known id's failures are counted, and its hashes queued, under the id; unknown ids under the address
       // they come from, so that nobody's guesses can refuse or delay an application presenting its secret. A
       // keyed hash (the secrets STS makes, and unknown ids) is checked at once, without a turn, and a known id
-      // under it is never throttled (throttle.ts: nobody can lock it out by failing with its id).
+      // whose secret STS made is never throttled (throttle.ts: nobody can lock it out by failing with its id).
       let found = directory.getApplication(id);
       const known = found !== undefined;
-      const keyed = known && hashes.costOf(found!.secretHash, 'application') === undefined;
       let checked: Checked = { ok: false };
       await throttledCheck(
-        { kind: 'application', applicationId: id, known, keyed, peer: ctx.peer },
+        { kind: 'application', applicationId: id, known, madeBySts: known && isMadeBySts(found!.secretHash), peer: ctx.peer },
         () => turnOf(known ? `logon:${id}` : `address:${addressOf(ctx.peer)}`, directory.getApplication(id)?.secretHash, 'application'),
         ctx,
         async () => {

@@ -151,14 +151,14 @@ export class CachedDirectory implements IdentityDirectory {
   createApplication(app: ApplicationRecord): void {
     this.write(() => this.inner.createApplication(app));
   }
-  updateApplication(app: ApplicationRecord): void {
-    this.write(() => this.inner.updateApplication(app));
+  updateApplication(app: ApplicationRecord, maintenance?: boolean): void {
+    this.write(() => this.inner.updateApplication(app, maintenance));
   }
   createUser(user: NewUser, roles: readonly RoleRecord[], now: number): UserRecord {
     return this.write(() => this.inner.createUser(user, roles, now));
   }
-  updateUser(user: UserRecord): void {
-    this.write(() => this.inner.updateUser(user));
+  updateUser(user: UserRecord, maintenance?: boolean): void {
+    this.write(() => this.inner.updateUser(user, maintenance));
   }
   addRole(uid: string, role: RoleRecord): void {
     this.write(() => this.inner.addRole(uid, role));

@@ -60,14 +60,19 @@ export interface IdentityDirectory {
   getApplication(id: string): ApplicationRecord | undefined;
   listApplications(): ApplicationRecord[];
   createApplication(app: ApplicationRecord): void;
-  updateApplication(app: ApplicationRecord): void;
+  /**
+   * `maintenance`: a change nobody decided (a hash replaced by its current form after a logon); in cluster
+   * mode it loses any tie with another node's change of the same record (src/cluster/revisions.ts).
+   */
+  updateApplication(app: ApplicationRecord, maintenance?: boolean): void;
 
   getUser(uid: string): UserRecord | undefined;
   findUserByUsername(username: string): UserRecord | undefined;
   findUserByExternal(issuer: string, subject: string): UserRecord | undefined;
   /** Creates the user with these roles in one step; ALREADY_EXISTS for a used username. */
   createUser(user: NewUser, roles: readonly RoleRecord[], now: number): UserRecord;
-  updateUser(user: UserRecord): void;
+  /** `maintenance`: as for updateApplication. */
+  updateUser(user: UserRecord, maintenance?: boolean): void;
   listUsers(prefix: string, after: string, limit: number): UserRecord[];
 
   rolesOf(uid: string, applicationId?: string): RoleRecord[];

@@ -51,6 +51,8 @@ const EWMA_WEIGHT = 0.2;
 interface Job {
   deadline: number;
   cost: string;
+  /** The kind of work whose estimate decides whether it can still meet its deadline (see run). */
+  admitAs: string;
   run: () => void;
   drop: (err: HashNotRun) => void;
 }
@@ -97,8 +99,10 @@ export class HashScheduler {
    * Runs `work` when `key`'s turn comes. Rejects with HashNotRun (RESOURCE_EXHAUSTED) when `key` already has
    * `maxQueuedPerKey` hashes waiting, and (DEADLINE_EXCEEDED) when `deadline` (epoch ms) passes, or would pass
    * before the work could end, before it starts. `cost` names the kind of work, whose measured time is the estimate.
+   * `admitAs`: the kind of work whose estimate decides that admission, when it must not depend on the work's own
+   * kind (a user's old hash must not answer differently from an unknown user's: session-common.ts turnOf).
    */
-  run<T>(key: string, deadline: number, work: () => Promise<T>, cost = 'hash'): Promise<T> {
+  run<T>(key: string, deadline: number, work: () => Promise<T>, cost = 'hash', admitAs = cost): Promise<T> {
     let lane = this.lanes.get(key);
     if (!lane) {
       lane = { queue: [], running: 0, lastDoneAt: -Infinity };
@@ -108,7 +112,7 @@ export class HashScheduler {
     if (lane.queue.length >= this.o.maxQueuedPerKey) {
       return Promise.reject(new HashNotRun('throttled', 'too many password checks are waiting for this caller; retry shortly', { retryAfterMs: 1000 }));
     }
-    const finish = this.earliestFinish(lane, cost);
+    const finish = this.earliestFinish(lane, admitAs);
     if (finish > deadline) {
       return Promise.reject(
         new HashNotRun('deadline_exceeded', `the password checks queued before this call need about ${Math.ceil(finish - this.now())} ms, more than its deadline leaves; nothing was checked. Retry with a longer deadline, or later`, { retryAfterMs: 1000 }),
@@ -119,6 +123,7 @@ export class HashScheduler {
       l.queue.push({
         deadline,
         cost,
+        admitAs,
         drop: reject,
         run: () => {
           const r: Running = { cost, startedAt: this.now() };
@@ -190,7 +195,7 @@ export class HashScheduler {
       const lane = this.lanes.get(picked)!;
       this.lastServed = picked;
       const job = lane.queue.shift()!;
-      if (job.deadline <= now + this.estimate(job.cost)) {
+      if (job.deadline <= now + this.estimate(job.admitAs)) {
         job.drop(expired());
         continue;
       }

@@ -128,7 +128,11 @@ const sameArgon2 = (a: Argon2Params, b: Argon2Params): boolean => a.memoryKiB ==
 // ---- the keyed hash of application secrets ----
 
 const MAC_KEY_INFO = 'sts application secret mac v1';
-const MAC_HASH = /^hmac-sha256\$([A-Za-z0-9_-]{1,64})\$([A-Za-z0-9_-]{22})\$([A-Za-z0-9_-]{43})$/;
+/**
+ * hmac-sha256$<master key id>$<salt>$<mac>, and "$sts" at the end for a secret STS made (not chosen by anyone):
+ * only those have no per-id throttle (throttle.ts), since only their randomness is known rather than estimated.
+ */
+const MAC_HASH = /^hmac-sha256\$([A-Za-z0-9_-]{1,64})\$([A-Za-z0-9_-]{22})\$([A-Za-z0-9_-]{43})(\$sts)?$/;
 const SALT_BYTES = 16;
 
 function mac(key: Buffer, applicationId: string, salt: Buffer, secret: string): Buffer {
@@ -172,6 +176,11 @@ export function describeHash(h: string | null | undefined): string {
   const k = MAC_HASH.exec(h);
   if (k) return `hmac-sha256 key=${k[1]}`;
   return 'invalid';
+}
+
+/** True for the keyed hash of an application secret STS made (see MAC_HASH). */
+export function isMadeBySts(h: string | null | undefined): boolean {
+  return h ? MAC_HASH.exec(h)?.[4] !== undefined : false;
 }
 
 /** The master key id a keyed application secret hash is under, or undefined for any other hash. */
@@ -239,7 +248,8 @@ export class SecretHashing {
     if (!madeBySts && !carries128Bits(secret)) return this.hashPassword(secret);
     const [id] = this.macKeyIds;
     const salt = randomBytes(SALT_BYTES);
-    return Promise.resolve(`hmac-sha256$${id}$${salt.toString('base64url')}$${mac(this.macKeys.get(id!)!, applicationId, salt, secret).toString('base64url')}`);
+    const made = madeBySts ? '$sts' : '';
+    return Promise.resolve(`hmac-sha256$${id}$${salt.toString('base64url')}$${mac(this.macKeys.get(id!)!, applicationId, salt, secret).toString('base64url')}${made}`);
   }
 
   /**
@@ -286,7 +296,8 @@ export class SecretHashing {
       const expected = k ? Buffer.from(k[3]!, 'base64url') : randomBytes(32);
       ok = timingSafeEqual(actual, expected) && key !== undefined;
     } else ok = await this.slowCheck(secret, valid);
-    return ok && valid && this.status(valid, 'application') === 'old' ? { ok, replacement: await this.hashApplicationSecret(applicationId, secret, false) } : { ok };
+    // Re-keyed, a secret STS made stays marked as such (and keyed, whatever carries128Bits says of it).
+    return ok && valid && this.status(valid, 'application') === 'old' ? { ok, replacement: await this.hashApplicationSecret(applicationId, secret, k?.[4] !== undefined) } : { ok };
   }
 
   /** Argon2id or scrypt; `stored` undefined: a full Argon2id hash of the current setting that matches nothing. */

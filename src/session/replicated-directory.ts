@@ -85,9 +85,9 @@ export class ReplicatedDirectory implements IdentityDirectory {
   /** Called after a change from the cluster is written under this object (the directory cache listens). */
   onApplied: (() => void) | undefined;
 
-  private publish(key: string): void {
+  private publish(key: string, maintenance = false): void {
     const entry = this.entryOf(key);
-    if (entry) this.records.publish(key, JSON.stringify(entry));
+    if (entry) this.records.publish(key, JSON.stringify(entry), maintenance);
   }
 
   /** See SqliteDirectory.generation: replicated changes are written to the same tables and move it too. */
@@ -105,9 +105,9 @@ export class ReplicatedDirectory implements IdentityDirectory {
     this.local.createApplication(app);
     this.publish(`app:${app.id}`);
   }
-  updateApplication(app: ApplicationRecord): void {
+  updateApplication(app: ApplicationRecord, maintenance = false): void {
     this.local.updateApplication(app);
-    this.publish(`app:${app.id}`);
+    this.publish(`app:${app.id}`, maintenance);
   }
   getUser(uid: string) {
     return this.local.getUser(uid);
@@ -123,9 +123,9 @@ export class ReplicatedDirectory implements IdentityDirectory {
     this.publish(`user:${created.uid}`);
     return created;
   }
-  updateUser(user: UserRecord): void {
+  updateUser(user: UserRecord, maintenance = false): void {
     this.local.updateUser(user);
-    this.publish(`user:${user.uid}`);
+    this.publish(`user:${user.uid}`, maintenance);
   }
   listUsers(prefix: string, after: string, limit: number) {
     return this.local.listUsers(prefix, after, limit);

@@ -5,6 +5,7 @@
  * directory-admin.ts) is built over one {@link SessionKit}.
  */
 import type { Authenticator, Caller } from '../auth/caller.js';
+import { BoundedMap } from '../bounded-map.js';
 import { SESSION_ACCESS } from '../auth/policy.js';
 import type { Clock } from '../clock.js';
 import { StsError, invalidArgument } from '../errors.js';
@@ -22,6 +23,9 @@ import { type Checked, type HashOwner, type SecretHashing, carries128Bits, descr
 import { type AuthMethod, type JoinedVia, type SessionStore, type UserSessionRecord, refOf } from './sessions.js';
 import type { LogonSubject, LogonThrottle } from './throttle.js';
 import { type AnonymousView, type SessionHandle, USER_TOKEN_TYP, type ViewContext, signUserToken, userTokenView } from './user-token-view.js';
+
+/** Audit lines per minute for the failed logons of one application whose secret STS made (auditFailure). */
+const FAILURE_AUDITS_PER_MINUTE = 10;
 
 export interface SessionPolicy {
   issuer: string;
@@ -291,7 +295,11 @@ export function sessionKit(deps: SessionServiceDeps) {
     cost: string;
   }
 
-  /** The turn of a check against `stored` in `lane`: none for a keyed hash. */
+  /**
+   * The turn of a check against `stored` in `lane`: none for a keyed hash. Admitted (or dropped for its deadline)
+   * on the estimate of the current setting whatever `stored` is, so that the answer never tells a user whose
+   * hash is old (slower) from an unknown one.
+   */
   function turnOf(lane: string, stored: string | null | undefined, owner: HashOwner): CheckTurn | undefined {
     const cost = hashes.costOf(stored, owner);
     return cost === undefined ? undefined : { lane, cost };
@@ -317,7 +325,7 @@ export function sessionKit(deps: SessionServiceDeps) {
     let replayed = false;
     try {
       const t = turn();
-      ok = t ? await hashing.run(t.lane, ctx.deadline, verify, t.cost) : await verify();
+      ok = t ? await hashing.run(t.lane, ctx.deadline, verify, t.cost, hashes.currentCost) : await verify();
       if (ok && spend) replayed = !(ok = await spend());
     } catch (err) {
       if (err instanceof HashNotRun) attempt.abandoned();
@@ -326,9 +334,30 @@ export function sessionKit(deps: SessionServiceDeps) {
     }
     await (ok ? attempt.succeeded() : attempt.failed());
     if (!ok) {
-      if (!replayed) audit(failed.event, { peer: ctx.peer, ...(subject.kind === 'user' ? { application: subject.application } : {}) });
+      if (!replayed) auditFailure(subject, failed.event, { peer: ctx.peer, ...(subject.kind === 'user' ? { application: subject.application } : {}) });
       throw new StsError('invalid_credentials', failed.message);
     }
+  }
+
+  /**
+   * Failed logons of an application whose secret STS made are not throttled (throttle.ts), so that they cannot
+   * flood the audit log either: per application id, the first FAILURE_AUDITS_PER_MINUTE in a minute are
+   * written, the rest counted and written as `suppressed` on the first line of the next minute.
+   */
+  const failureAudits = new BoundedMap<{ since: number; written: number; suppressed: number }>(10_000);
+  function auditFailure(subject: LogonSubject, event: string, fields: Record<string, unknown>): void {
+    if (subject.kind !== 'application' || !subject.madeBySts) return audit(event, fields);
+    const now = clock.now();
+    const w = failureAudits.get(subject.applicationId);
+    if (!w || now - w.since >= 60_000) {
+      failureAudits.set(subject.applicationId, { since: now, written: 1, suppressed: 0 });
+      return audit(event, { ...fields, ...(w?.suppressed ? { suppressed: w.suppressed } : {}) });
+    }
+    if (w.written < FAILURE_AUDITS_PER_MINUTE) {
+      w.written++;
+      return audit(event, fields);
+    }
+    w.suppressed++;
   }
 
   /** The hash scheduler lane of an application's user password checks. */
@@ -348,7 +377,8 @@ export function sessionKit(deps: SessionServiceDeps) {
    * After a successful logon checked against an old hash (an earlier format, other parameters, a master key
    * that is no longer the primary): stores the current form, if the record still holds the hash that was
    * checked (an administrator may have set a new secret meanwhile, which must not be undone). The read and the
-   * write are one synchronous step. In cluster mode the directory publishes the change like any other. A
+   * write are one synchronous step. In cluster mode the directory publishes it as a maintenance write, which
+   * loses the tie with an administrator's change made at once on another node (src/cluster/revisions.ts). A
    * failure is logged and the logon stands: the old hash still verifies, and the next logon tries again.
    */
   function upgradeHash(owner: HashOwner, id: string, checkedHash: string | null | undefined, checked: Checked): void {
@@ -359,12 +389,12 @@ export function sessionKit(deps: SessionServiceDeps) {
       if (owner === 'user') {
         const current = directory.getUser(id);
         if (current?.passwordHash !== checkedHash) return;
-        directory.updateUser({ ...current, passwordHash: replacement });
+        directory.updateUser({ ...current, passwordHash: replacement }, true);
         audit('user.password_rehashed', { uid: id, ...fields });
       } else {
         const current = directory.getApplication(id);
         if (current?.secretHash !== checkedHash) return;
-        directory.updateApplication({ ...current, secretHash: replacement });
+        directory.updateApplication({ ...current, secretHash: replacement }, true);
         audit('application.secret_rehashed', { application: id, ...fields });
       }
     } catch (err) {

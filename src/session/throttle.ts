@@ -18,11 +18,12 @@
  *
  * Application logons (anonymous) count failures per application id when the id is known, and per client
  * address only for unknown ids: an application presenting its secret is never refused because of other ids'
- * failures behind the same address (a NAT, a sidecar, a load balancer). A known application whose secret is
- * under the keyed hash (one STS made, or one proven to carry 128 bits: password.ts carries128Bits) has no
- * limit at all: guessing 128 bits is hopeless whatever the rate, each check costs microseconds, and a limit
- * would only let anyone who knows the (public) id lock the application out. Only an operator-chosen secret
- * under a slow hash (possibly guessable) keeps the per-id limit, and with it that lockout (README, Security).
+ * failures behind the same address (a NAT, a sidecar, a load balancer). A known application whose secret STS
+ * made (its keyed hash says so: password.ts isMadeBySts) has no limit at all: guessing its 256 random bits is
+ * hopeless whatever the rate, each check costs microseconds, and a limit would only let anyone who knows the
+ * (public) id lock the application out. A secret somebody chose keeps the per-id limit, and with it that
+ * lockout (README, Security), even under the keyed hash: its 128 bits are an estimate (carries128Bits cannot
+ * see words glued together).
  * Attempts in flight are not counted against a known id: a fleet of instances logging on at once is never
  * refused for it.
  *
@@ -65,8 +66,8 @@ export function addressOf(peer: string): string {
 /** Who is trying to log on. */
 export type LogonSubject =
   | { kind: 'user'; application: string; username: string }
-  /** `keyed`: the id is known and its secret is under the keyed hash (no limit; see the header). */
-  | { kind: 'application'; applicationId: string; known: boolean; keyed: boolean; peer: string };
+  /** `madeBySts`: the id is known and STS made its secret (no limit; see the header). */
+  | { kind: 'application'; applicationId: string; known: boolean; madeBySts: boolean; peer: string };
 
 /** A reserved attempt: end it exactly once. */
 export interface LogonAttempt {
@@ -142,7 +143,7 @@ export class LogonThrottle {
   async before(subject: LogonSubject): Promise<LogonAttempt> {
     const p = this.policy;
     if (subject.kind === 'application') {
-      if (subject.known && subject.keyed) return this.attempt([]);
+      if (subject.known && subject.madeBySts) return this.attempt([]);
       const limit: Limit = subject.known
         ? { key: this.key('app', subject.applicationId), max: p.maxFailuresPerApplication, inFlight: false, clearOnSuccess: false }
         : { key: this.key('address', addressOf(subject.peer)), max: p.maxFailuresPerAddress, inFlight: true, clearOnSuccess: false };
