@@ -45,9 +45,12 @@ export function appSessions(k: SessionKit): SessionHandlers {
         () => turnOf(known ? `logon:${id}` : `address:${addressOf(ctx.peer)}`, directory.getApplication(id)?.secretHash, 'application'),
         ctx,
         async () => {
+          const before = directory.getApplication(id);
+          checked = await hashes.checkApplicationSecret(id, secret, before?.secretHash);
+          // Read again once checked: a secret reset or a disable while the hash ran wins (the secret that was
+          // checked is no longer the application's).
           found = directory.getApplication(id);
-          checked = await hashes.checkApplicationSecret(id, secret, found?.secretHash);
-          return checked.ok && found !== undefined && !found.disabled;
+          return checked.ok && before !== undefined && found?.secretHash === before.secretHash && !found.disabled;
         },
         spend,
         { event: 'application.logon_failed', message: INVALID_APP_CREDENTIALS },

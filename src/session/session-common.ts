@@ -412,10 +412,12 @@ export function sessionKit(deps: SessionServiceDeps) {
       ctx,
       async () => {
         // Read again in the job's turn: the record as it is when it is checked.
-        user = directory.findUserByUsername(username);
-        checked = await hashes.checkPassword(password, user?.passwordHash);
-        // Unknown user, no password, wrong password and disabled user: the same work and the same answer.
-        return checked.ok && user !== undefined && !user.disabled;
+        const before = directory.findUserByUsername(username);
+        checked = await hashes.checkPassword(password, before?.passwordHash);
+        // And once checked: a password reset or a disable while the hash ran wins. Unknown user, no password,
+        // wrong password and disabled user: the same work and the same answer.
+        user = before && directory.getUser(before.uid);
+        return checked.ok && before !== undefined && user?.passwordHash === before.passwordHash && !user.disabled;
       },
       spend,
       { event: 'user.logon_failed', message: INVALID_USER_CREDENTIALS },
