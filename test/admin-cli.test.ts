@@ -5,6 +5,7 @@
 import { spawn } from 'node:child_process';
 import { copyFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { status } from '@grpc/grpc-js';
 import { exportJWK, generateKeyPair } from 'jose';
 import { afterEach, describe, expect, it } from 'vitest';
 import { call } from './helpers/call.js';
@@ -59,6 +60,26 @@ describe('sts admin', { timeout: 180_000 }, () => {
     expect(JSON.parse(sessions.stdout)).toHaveLength(1);
     const released = await sts(['admin', 'sessions', 'release', '--uid', uid, ...conn]);
     expect(JSON.parse(released.stdout)).toEqual({ releasedCount: 1 });
+
+    // A new secret made by STS (after a leak): printed once; the application's tokens end, the old secret fails.
+    const reset = await sts(['admin', 'apps', 'reset-secret', '--id', 'shop', ...conn]);
+    expect(reset.code, reset.stderr).toBe(0);
+    const fresh = (JSON.parse(reset.stdout) as { applicationSecret: string }).applicationSecret;
+    expect(fresh).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect((await call(t.session.validateApplicationToken, t.session, { applicationTokenId: token }, token).catch((e: { code: number }) => e.code))).toBe(status.UNAUTHENTICATED);
+    const logonOld = await call(t.session.logonApplication, t.session, { credential: { $case: 'applicationCredential', value: { applicationId: 'shop', applicationSecret: created.applicationSecret } } }).catch((e: { code: number }) => e.code);
+    expect(logonOld).toBe(status.UNAUTHENTICATED);
+    expect((await call(t.session.logonApplication, t.session, { credential: { $case: 'applicationCredential', value: { applicationId: 'shop', applicationSecret: fresh } } })).applicationToken!.applicationId).toBe('shop');
+
+    // Disable and enable send only the flag (the update mask's one field): the rest stays as stored.
+    for (const [cmd, flag] of [['disable', true], ['enable', false]] as const) {
+      const appFlag = await sts(['admin', 'apps', cmd, '--id', 'shop', ...conn]);
+      expect(appFlag.code, appFlag.stderr).toBe(0);
+      expect((JSON.parse(appFlag.stdout) as { application: { name: string; disabled: boolean } }).application).toMatchObject({ name: 'Shop', disabled: flag });
+      const userFlag = await sts(['admin', 'users', cmd, '--uid', uid, ...conn]);
+      expect(userFlag.code, userFlag.stderr).toBe(0);
+      expect(JSON.parse(userFlag.stdout) as unknown).toMatchObject({ username: 'dave', disabled: flag });
+    }
 
     const rotated = await sts(['admin', 'keys', 'rotate', '--kind', 'signing', ...conn]);
     expect(rotated.code, rotated.stderr).toBe(0);

@@ -165,7 +165,12 @@ describe('SecretHashing', () => {
     expect(describeHash(checked.replacement)).toBe(`hmac-sha256 key=${k2.id}`);
     // Made by STS, and still marked as such after the re-keying (no per-id throttle); a chosen one is not.
     expect([isMadeBySts(stored), isMadeBySts(checked.replacement)]).toEqual([true, true]);
-    expect(isMadeBySts(await before.hashApplicationSecret('crm', '6b57d6284c67c0ef33928eb577b6711ca8a892b97c14dbe0', false))).toBe(false);
+    const chosen = '6b57d6284c67c0ef33928eb577b6711ca8a892b97c14dbe0';
+    const chosenHash = await before.hashApplicationSecret('crm', chosen, false);
+    expect(isMadeBySts(chosenHash)).toBe(false);
+    // The mark is inside the MAC: added to a chosen secret's hash (an edited import file), nothing matches.
+    expect(await before.checkApplicationSecret('crm', chosen, chosenHash)).toEqual({ ok: true });
+    expect(await before.checkApplicationSecret('crm', chosen, `${chosenHash}$sts`)).toEqual({ ok: false });
     // An STS-made secret the estimate would not take (no digit) stays keyed when re-keyed.
     const noDigit = 'AbcdefGhijKlmnOpqrStuvWxyzaBcDefgHijkLmnoPq';
     expect(carries128Bits(noDigit)).toBe(false);

@@ -200,7 +200,7 @@ describe('session authority: a user token id authorizes only the application it 
     const tId = (await logon(w, trusted)).userToken!.userTokenId;
     expect(stsCode(await callError(call(w.t.session.transformUserToken, w.t.session, { userTokenId: tId, targetApplicationId: 'crm', stepUp: undefined }, trusted.token)))).toEqual(['PERMISSION_DENIED', 'permission_denied']);
     // Once crm names app-a, app-a may: crm's view, with a token id for crm, which crm accepts and app-a cannot use.
-    await call(w.t.session.updateApplication, w.t.session, { application: appDefaults('crm', { transformSources: ['app-a'] }), updateMask: ['transform_sources'], applicationSecret: '' }, w.admin);
+    await call(w.t.session.updateApplication, w.t.session, { application: appDefaults('crm', { transformSources: ['app-a'] }), updateMask: ['transform_sources'], generateSecret: false, applicationSecret: '' }, w.admin);
     const view = await call(w.t.session.transformUserToken, w.t.session, { userTokenId: aId, targetApplicationId: 'crm', stepUp: undefined }, w.a.token);
     expect(view.userToken!.roles.map((r) => r.roleName)).toEqual(['admin']);
     expect([await validate(w, view.userToken!.userTokenId, crm), await validateJwt(w, view.userTokenJwt, crm)]).toEqual([true, true]);
@@ -402,11 +402,30 @@ describe('throttles that cannot be turned against legitimate callers', () => {
     expect((await logonApp(w, 'app-a', w.a.secret)).applicationToken!.applicationId).toBe('app-a');
     // The failures were not counted under the address either: an unknown id from there is not refused yet.
     expect((await callError(logonApp(w, 'ghost', 'x'.repeat(32)))).code).toBe(status.UNAUTHENTICATED);
-    // Unthrottled, its failures cannot flood the audit log: 10 lines a minute, then the count of the rest.
+    // Unthrottled, its failures cannot flood the audit log: 10 lines a minute per address, one line saying the
+    // rest are counted, then their count.
     expect(failedLines().length - before).toBe(10 + 1); // app-a's ten, ghost's one
+    expect(w.t.logs.filter((l) => l.includes('"application.logon_failures_suppressed"')).map((l) => JSON.parse(l) as unknown)).toEqual([
+      expect.objectContaining({ application: 'app-a', perMinute: 10 }),
+    ]);
     w.clock.advance(MIN);
     await callError(logonApp(w, 'app-a', 'z'.repeat(32)));
     expect(JSON.parse(failedLines().at(-1)!)).toMatchObject({ event: 'application.logon_failed', suppressed: 2 });
+  });
+
+  it('UpdateApplication generate_secret gives a new secret STS made, without a per-id limit; not with application_secret', async () => {
+    const w = await world({ 'session.throttleMaxFailuresPerApplication': 5 });
+    const chosen = 'chosen-by-an-operator-2026';
+    await call(w.t.session.createApplication, w.t.session, { application: appDefaults('app-c'), applicationSecret: chosen }, w.admin);
+    const both = await callError(call(w.t.session.updateApplication, w.t.session, { application: appDefaults('app-c'), updateMask: [], applicationSecret: chosen, generateSecret: true }, w.admin));
+    expect([...stsCode(both), both.details]).toEqual(['INVALID_ARGUMENT', 'invalid_argument', 'generate_secret: give either application_secret or generate_secret, not both']);
+    const { applicationSecret } = await call(w.t.session.updateApplication, w.t.session, { application: appDefaults('app-c'), updateMask: [], applicationSecret: '', generateSecret: true }, w.admin);
+    expect(applicationSecret).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect((await callError(logonApp(w, 'app-c', chosen))).code).toBe(status.UNAUTHENTICATED);
+    for (let i = 0; i < 8; i++) await callError(logonApp(w, 'app-c', `wrong-${i}`.padEnd(32, 'x')));
+    expect((await logonApp(w, 'app-c', applicationSecret)).applicationToken!.applicationId).toBe('app-c');
+    // Without generate_secret the response carries no secret.
+    expect((await call(w.t.session.updateApplication, w.t.session, { application: appDefaults('app-c', { name: 'C' }), updateMask: ['name'], applicationSecret: '', generateSecret: false }, w.admin)).applicationSecret).toBe('');
   });
 
   it('a secret an operator chose keeps the per-id limit, even one that passes the 128-bit rule; the failures lock out that id only', async () => {
@@ -428,6 +447,23 @@ describe('throttles that cannot be turned against legitimate callers', () => {
     expect((await call(w.t.session.getApplicationInfo, w.t.session, {}, weakToken)).application!.applicationId).toBe('app-weak');
     w.clock.advance(16 * MIN);
     expect((await logonApp(w, 'app-weak', weak)).applicationToken!.applicationId).toBe('app-weak');
+  });
+
+  it('a secret reset while a logon with the old secret is being checked ends that logon too', async () => {
+    // A slow Argon2id setting (10 passes over 46 MiB: several hundred ms), so the reset surely lands while the
+    // logon's hash runs; the reset's own secret is a strong one (keyed hash: at once).
+    const w = await world({ 'session.passwordHash.memoryKib': 47104, 'session.passwordHash.timeCost': 10 });
+    const old = 'chosen-by-an-operator-2026';
+    await call(w.t.session.createApplication, w.t.session, { application: appDefaults('app-weak'), applicationSecret: old }, w.admin);
+    const logon = outcome(logonApp(w, 'app-weak', old));
+    await new Promise((r) => setTimeout(r, 20)); // the logon is in its hash
+    await call(w.t.session.updateApplication, w.t.session, { application: appDefaults('app-weak'), updateMask: [], generateSecret: false, applicationSecret: '6b57d6284c67c0ef33928eb577b6711ca8a892b97c14dbe0' }, w.admin);
+    const result = await logon;
+    // Either refused, or its token no longer active: never a live token for the secret that was reset.
+    if (result.startsWith('OK')) {
+      const id = (JSON.parse(result.slice(3)) as { applicationToken: { applicationTokenId: string } }).applicationToken.applicationTokenId;
+      expect((await call(w.t.session.validateApplicationToken, w.t.session, { applicationTokenId: id }, w.b.token)).active).toBe(false);
+    } else expect(result).toBe('UNAUTHENTICATED invalid_credentials invalid application credentials');
   });
 
   it('password spraying from one application exhausts its budget of distinct usernames; other applications are unaffected', async () => {

@@ -68,7 +68,7 @@ describe('application sessions', () => {
     expect(viaJwe.applicationToken!.applicationId).toBe('app-a');
     expect(viaJwe.applicationToken!.applicationTokenId).not.toBe(w.a.token);
 
-    await call(w.t.session.updateApplication, w.t.session, { application: appDefaults('app-b', { disabled: true }), updateMask: ['disabled'], applicationSecret: '' }, adminToken(w.t));
+    await call(w.t.session.updateApplication, w.t.session, { application: appDefaults('app-b', { disabled: true }), updateMask: ['disabled'], generateSecret: false, applicationSecret: '' }, adminToken(w.t));
     const attempts = [
       { applicationId: 'app-a', applicationSecret: 'wrong-secret-wrong-secret' },
       { applicationId: 'no-such-app', applicationSecret: w.a.secret },
@@ -687,7 +687,7 @@ describe('throttling', () => {
 
   it('an application secret change ends its tokens', async () => {
     const w = await world();
-    await call(w.t.session.updateApplication, w.t.session, { application: appDefaults('app-a'), updateMask: [], applicationSecret: 'a-brand-new-secret-of-enough-length' }, adminToken(w.t));
+    await call(w.t.session.updateApplication, w.t.session, { application: appDefaults('app-a'), updateMask: [], generateSecret: false, applicationSecret: 'a-brand-new-secret-of-enough-length' }, adminToken(w.t));
     expect((await callError(call(w.t.session.getApplicationInfo, w.t.session, {}, w.a.token))).code).toBe(status.UNAUTHENTICATED);
   });
 

@@ -220,7 +220,7 @@ export async function admin(command: AdminCommand, values: Values, args: string[
         if (result.secretsToReset.length > 0) {
           process.stderr.write(
             `warning: ${result.secretsToReset.length} application secret(s) are keyed by a master key this installation does not hold (${result.secretsToReset.slice(0, 20).join(', ')}): ` +
-              'those applications cannot log on here until that master key is in this installation\'s ring (masterKey.file, STS_MASTER_KEY, or <dataDir>/master.key) or their secret is reset (UpdateApplication with a new secret)\n',
+              'those applications cannot log on here until that master key is in this installation\'s ring (masterKey.file, STS_MASTER_KEY, or <dataDir>/master.key) or their secret is reset (sts admin apps reset-secret --id ID)\n',
           );
         }
         out(result);
@@ -262,8 +262,11 @@ export async function admin(command: AdminCommand, values: Values, args: string[
             application: { ...emptyApp(need(values, 'id')), disabled: action === 'disable' },
             updateMask: ['disabled'],
             applicationSecret: '',
+            generateSecret: false,
           }),
         );
+      case 'apps reset-secret':
+        return out(await rpc(c, c.session, c.session.updateApplication, { application: emptyApp(need(values, 'id')), updateMask: [], applicationSecret: '', generateSecret: true }));
       case 'users list':
         return out((await rpc(c, c.session, c.session.listUsers, { usernamePrefix: (values.prefix as string | undefined) ?? '', pageSize: 1000, pageToken: '' })).users);
       case 'users create': {

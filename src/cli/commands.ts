@@ -48,6 +48,7 @@ Connection options (server commands), anywhere on the line:
   apps create --id ID --name NAME [--trusted] [--admin] [--personal-fields] [--full-token] [--min-level N] [--tag T]...
               [--transform-source APP]... [--data-key-group GROUP]
   apps disable --id ID | apps enable --id ID
+  apps reset-secret --id ID            (STS makes a new secret, printed once; the application's tokens end)
   users list [--prefix P]
   users create --username U [--first-name F] [--last-name L] [--email E] [--cellphone C] [--person-ref R] [--password-stdin]
   users disable --uid UID | users enable --uid UID
@@ -105,6 +106,7 @@ const SERVER_COMMANDS: Record<string, OptionSpecs> = {
   },
   'apps disable': { id: { type: 'string' } },
   'apps enable': { id: { type: 'string' } },
+  'apps reset-secret': { id: { type: 'string' } },
   'users list': { prefix: { type: 'string' } },
   'users create': {
     username: { type: 'string' },

@@ -146,6 +146,8 @@ export class ReplicatedRecords {
       }
       this.source.apply(key, theirs.value);
       this.map.remember(key, theirs);
+      // A change of ours still waiting to be published lost to this newer one: never put it back later.
+      this.unpublished.delete(key);
       this.onApplied?.();
       return;
     }

@@ -15,7 +15,7 @@ function appTokenPb(id: string, app: ApplicationRecord, rec: AppTokenRecord): Ap
 }
 
 export function appSessions(k: SessionKit): SessionHandlers {
-  const { audit, callerApp, openCredential, str, throttledCheck, turnOf, upgradeHash } = k;
+  const { audit, callerApp, openCredential, stillHolds, str, throttledCheck, turnOf, upgradeHash } = k;
   const { directory, sessions, auth, policy, hashes } = k.deps;
   return {
     async logonApplication(req, ctx) {
@@ -45,12 +45,9 @@ export function appSessions(k: SessionKit): SessionHandlers {
         () => turnOf(known ? `logon:${id}` : `address:${addressOf(ctx.peer)}`, directory.getApplication(id)?.secretHash, 'application'),
         ctx,
         async () => {
-          const before = directory.getApplication(id);
-          checked = await hashes.checkApplicationSecret(id, secret, before?.secretHash);
-          // Read again once checked: a secret reset or a disable while the hash ran wins (the secret that was
-          // checked is no longer the application's).
           found = directory.getApplication(id);
-          return checked.ok && before !== undefined && found?.secretHash === before.secretHash && !found.disabled;
+          checked = await hashes.checkApplicationSecret(id, secret, found?.secretHash);
+          return checked.ok && found !== undefined && !found.disabled;
         },
         spend,
         { event: 'application.logon_failed', message: INVALID_APP_CREDENTIALS },
@@ -58,6 +55,11 @@ export function appSessions(k: SessionKit): SessionHandlers {
       upgradeHash('application', id, found!.secretHash, checked);
       const app = found!;
       const token = await sessions.createAppToken(app.id, policy.applicationTokenLifetimeMs, policy.applicationTokenMaxLifetimeMs);
+      // A secret reset or a disable since the check (while the hash ran, or since) wins: the token goes.
+      if (!stillHolds('application', id, app.secretHash, checked)) {
+        await sessions.releaseAppToken(token.id);
+        throw new StsError('invalid_credentials', INVALID_APP_CREDENTIALS);
+      }
       ctx.logFields.caller = app.id;
       audit('application.logon', { application: app.id });
       return { applicationToken: appTokenPb(token.id, app, token.record) };

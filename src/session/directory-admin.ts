@@ -56,6 +56,19 @@ function maskPaths(mask: string[] | undefined, allowed: readonly string[], field
 const APP_MUTABLE = ['name', 'tags', 'default_roles', 'trusted', 'admin', 'personal_fields_allowed', 'full_token', 'minimum_security_level', 'user_token_idle_timeout', 'user_token_max_lifetime', 'disabled', 'transform_sources', 'data_key_group'] as const;
 const USER_MUTABLE = ['username', 'first_name', 'last_name', 'email', 'cellphone', 'person_ref', 'disabled'] as const;
 
+/**
+ * AIP-134: an update takes from the request only the fields its mask names; the others keep their stored
+ * values, and so are neither validated nor needed (`sts admin apps disable --id X` sends nothing else).
+ */
+function masked<T extends object>(stored: T, given: T, paths: ReadonlySet<string>): T {
+  const out = { ...stored };
+  for (const path of paths) {
+    const key = path.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase()) as keyof T;
+    out[key] = given[key];
+  }
+  return out;
+}
+
 export function directoryAdmin(k: SessionKit): SessionHandlers {
   const { audit, admin, adminHash } = k;
   const { directory, sessions, clock } = k.deps;
@@ -87,7 +100,7 @@ export function directoryAdmin(k: SessionKit): SessionHandlers {
       const current = directory.getApplication(text('application.application_id', a.applicationId, 1, 128));
       if (!current) throw new StsError('not_found', `application ${a.applicationId} not found`);
       const paths = maskPaths(req.updateMask, APP_MUTABLE, 'update_mask');
-      const fields = appFields(a, 'application');
+      const fields = appFields(masked(applicationPb(current), a, paths), 'application');
       const next: ApplicationRecord = { ...current };
       const set = <K extends keyof ApplicationRecord>(path: string, key: K, value: ApplicationRecord[K]) => {
         if (paths.has(path)) next[key] = value;
@@ -105,15 +118,16 @@ export function directoryAdmin(k: SessionKit): SessionHandlers {
       set('disabled', 'disabled', a.disabled);
       set('transform_sources', 'transformSources', fields.transformSources);
       set('data_key_group', 'dataKeyGroup', fields.dataKeyGroup);
-      if (req.applicationSecret) {
-        if (req.applicationSecret.length < 24 || req.applicationSecret.length > 1024) throw invalidArgument('application_secret', 'must be 24 to 1024 characters');
-        next.secretHash = await adminHash(caller, ctx, req.applicationSecret, { id: next.id, madeBySts: false });
-      }
+      if (req.applicationSecret && req.generateSecret) throw invalidArgument('generate_secret', 'give either application_secret or generate_secret, not both');
+      const generated = req.generateSecret ? newSecret() : '';
+      const secret = req.applicationSecret || generated;
+      if (req.applicationSecret && (secret.length < 24 || secret.length > 1024)) throw invalidArgument('application_secret', 'must be 24 to 1024 characters');
+      if (secret) next.secretHash = await adminHash(caller, ctx, secret, { id: next.id, madeBySts: req.generateSecret });
       directory.updateApplication(next);
       // Disabling an application, or changing its secret (after a leak, typically), ends its tokens at once.
-      if ((next.disabled && !current.disabled) || req.applicationSecret) await sessions.releaseAppTokensOf(next.id);
-      audit('application.updated', { application: next.id, by: caller.id, fields: [...paths], secretChanged: Boolean(req.applicationSecret) });
-      return { application: applicationPb(next) };
+      if ((next.disabled && !current.disabled) || secret) await sessions.releaseAppTokensOf(next.id);
+      audit('application.updated', { application: next.id, by: caller.id, fields: [...paths], secretChanged: Boolean(secret), ...(generated ? { secretGenerated: true } : {}) });
+      return { application: applicationPb(next), applicationSecret: generated };
     },
 
     async listApplications(_req, ctx) {
@@ -142,7 +156,7 @@ export function directoryAdmin(k: SessionKit): SessionHandlers {
       const current = directory.getUser(text('user.uid', u.uid, 1, 128));
       if (!current) throw new StsError('not_found', `user ${u.uid} not found`);
       const paths = maskPaths(req.updateMask, USER_MUTABLE, 'update_mask');
-      const fields = userFields(u, 'user');
+      const fields = userFields(masked(userPb(current), u, paths), 'user');
       const next: UserRecord = { ...current };
       if (paths.has('username')) next.username = fields.username;
       if (paths.has('first_name')) next.firstName = fields.firstName;

@@ -75,7 +75,7 @@ export interface ImportResult {
   /**
    * Applications whose secret hash is keyed by a master key that `masterKeyIds` does not hold (a file from an
    * installation with another master key): they cannot log on here until that key is in this installation's
-   * ring or their secret is reset (UpdateApplication with a new secret).
+   * ring or their secret is reset (UpdateApplication with generate_secret: `sts admin apps reset-secret`).
    */
   secretsToReset: string[];
 }

@@ -135,9 +135,10 @@ const MAC_KEY_INFO = 'sts application secret mac v1';
 const MAC_HASH = /^hmac-sha256\$([A-Za-z0-9_-]{1,64})\$([A-Za-z0-9_-]{22})\$([A-Za-z0-9_-]{43})(\$sts)?$/;
 const SALT_BYTES = 16;
 
-function mac(key: Buffer, applicationId: string, salt: Buffer, secret: string): Buffer {
-  // Application ids have no NUL and the salt has a fixed length: the input is unambiguous.
-  return createHmac('sha256', key).update(`sts-app-secret\0${applicationId}\0`).update(salt).update(secret, 'utf8').digest();
+function mac(key: Buffer, applicationId: string, madeBySts: boolean, salt: Buffer, secret: string): Buffer {
+  // Application ids have no NUL and the salt has a fixed length: the input is unambiguous. Who made the secret
+  // is inside the MAC, so the "$sts" mark (no per-id throttle) cannot be added to a chosen secret's hash.
+  return createHmac('sha256', key).update(`sts-app-secret\0${applicationId}\0${madeBySts ? 'sts' : 'chosen'}\0`).update(salt).update(secret, 'utf8').digest();
 }
 
 // ---- what may be stored ----
@@ -249,7 +250,7 @@ export class SecretHashing {
     const [id] = this.macKeyIds;
     const salt = randomBytes(SALT_BYTES);
     const made = madeBySts ? '$sts' : '';
-    return Promise.resolve(`hmac-sha256$${id}$${salt.toString('base64url')}$${mac(this.macKeys.get(id!)!, applicationId, salt, secret).toString('base64url')}${made}`);
+    return Promise.resolve(`hmac-sha256$${id}$${salt.toString('base64url')}$${mac(this.macKeys.get(id!)!, applicationId, madeBySts, salt, secret).toString('base64url')}${made}`);
   }
 
   /**
@@ -292,7 +293,7 @@ export class SecretHashing {
       // Keyed: a key that is not configured (or no stored hash) still costs one MAC, and matches nothing.
       const key = k ? this.macKeys.get(k[1]!) : undefined;
       const salt = k ? Buffer.from(k[2]!, 'base64url') : randomBytes(SALT_BYTES);
-      const actual = mac(key ?? this.macKeys.get(this.macKeyIds[0]!)!, applicationId, salt, secret);
+      const actual = mac(key ?? this.macKeys.get(this.macKeyIds[0]!)!, applicationId, k?.[4] !== undefined, salt, secret);
       const expected = k ? Buffer.from(k[3]!, 'base64url') : randomBytes(32);
       ok = timingSafeEqual(actual, expected) && key !== undefined;
     } else ok = await this.slowCheck(secret, valid);

@@ -21,7 +21,7 @@ import { checkCredentialClaims } from './credential-jwe.js';
 import { HashNotRun, type HashScheduler } from './hash-scheduler.js';
 import { type Checked, type HashOwner, type SecretHashing, carries128Bits, describeHash } from './password.js';
 import { type AuthMethod, type JoinedVia, type SessionStore, type UserSessionRecord, refOf } from './sessions.js';
-import type { LogonSubject, LogonThrottle } from './throttle.js';
+import { type LogonSubject, type LogonThrottle, addressOf } from './throttle.js';
 import { type AnonymousView, type SessionHandle, USER_TOKEN_TYP, type ViewContext, signUserToken, userTokenView } from './user-token-view.js';
 
 /** Audit lines per minute for the failed logons of one application whose secret STS made (auditFailure). */
@@ -341,23 +341,26 @@ export function sessionKit(deps: SessionServiceDeps) {
 
   /**
    * Failed logons of an application whose secret STS made are not throttled (throttle.ts), so that they cannot
-   * flood the audit log either: per application id, the first FAILURE_AUDITS_PER_MINUTE in a minute are
-   * written, the rest counted and written as `suppressed` on the first line of the next minute.
+   * flood the audit log either: per application id and client address (one address cannot use up another's
+   * lines), the first FAILURE_AUDITS_PER_MINUTE in a minute are written, then one
+   * `application.logon_failures_suppressed` line, and the rest are counted and written as `suppressed` on the
+   * first line of a later minute.
    */
   const failureAudits = new BoundedMap<{ since: number; written: number; suppressed: number }>(10_000);
   function auditFailure(subject: LogonSubject, event: string, fields: Record<string, unknown>): void {
     if (subject.kind !== 'application' || !subject.madeBySts) return audit(event, fields);
+    const key = `${subject.applicationId}\0${addressOf(subject.peer)}`;
     const now = clock.now();
-    const w = failureAudits.get(subject.applicationId);
+    const w = failureAudits.get(key);
     if (!w || now - w.since >= 60_000) {
-      failureAudits.set(subject.applicationId, { since: now, written: 1, suppressed: 0 });
+      failureAudits.set(key, { since: now, written: 1, suppressed: 0 });
       return audit(event, { ...fields, ...(w?.suppressed ? { suppressed: w.suppressed } : {}) });
     }
     if (w.written < FAILURE_AUDITS_PER_MINUTE) {
       w.written++;
       return audit(event, fields);
     }
-    w.suppressed++;
+    if (w.suppressed++ === 0) audit('application.logon_failures_suppressed', { ...fields, application: subject.applicationId, perMinute: FAILURE_AUDITS_PER_MINUTE });
   }
 
   /** The hash scheduler lane of an application's user password checks. */
@@ -402,8 +405,28 @@ export function sessionKit(deps: SessionServiceDeps) {
     }
   }
 
-  /** `spend`: the credential JWE's jti, spent once the password is right (see OpenedCredential). */
-  async function checkPassword(app: ApplicationRecord, username: string, password: string, ctx: CallContext, spend?: () => Promise<boolean>): Promise<UserRecord> {
+  /**
+   * After a logon was checked: whether the record still holds the secret that was checked (or the form it was
+   * rehashed to) and is not disabled. False when an administrator reset the secret or disabled the account
+   * between the check and the token: that reset ended the tokens it knew of, so the new one must go as well.
+   */
+  function stillHolds(owner: HashOwner, id: string, checkedHash: string | null | undefined, checked: Checked): boolean {
+    const r = owner === 'user' ? directory.getUser(id) : directory.getApplication(id);
+    const h = r && ('passwordHash' in r ? r.passwordHash : r.secretHash);
+    return r !== undefined && !r.disabled && (h === checkedHash || (checked.replacement !== undefined && h === checked.replacement));
+  }
+
+  /**
+   * `spend`: the credential JWE's jti, spent once the password is right (see OpenedCredential). `holds` tells,
+   * once the session exists, whether the password checked is still the user's (stillHolds).
+   */
+  async function checkPassword(
+    app: ApplicationRecord,
+    username: string,
+    password: string,
+    ctx: CallContext,
+    spend?: () => Promise<boolean>,
+  ): Promise<{ user: UserRecord; holds: () => boolean }> {
     let user: UserRecord | undefined;
     let checked: Checked = { ok: false };
     await throttledCheck(
@@ -412,18 +435,17 @@ export function sessionKit(deps: SessionServiceDeps) {
       ctx,
       async () => {
         // Read again in the job's turn: the record as it is when it is checked.
-        const before = directory.findUserByUsername(username);
-        checked = await hashes.checkPassword(password, before?.passwordHash);
-        // And once checked: a password reset or a disable while the hash ran wins. Unknown user, no password,
-        // wrong password and disabled user: the same work and the same answer.
-        user = before && directory.getUser(before.uid);
-        return checked.ok && before !== undefined && user?.passwordHash === before.passwordHash && !user.disabled;
+        user = directory.findUserByUsername(username);
+        checked = await hashes.checkPassword(password, user?.passwordHash);
+        // Unknown user, no password, wrong password and disabled user: the same work and the same answer.
+        return checked.ok && user !== undefined && !user.disabled;
       },
       spend,
       { event: 'user.logon_failed', message: INVALID_USER_CREDENTIALS },
     );
-    upgradeHash('user', user!.uid, user!.passwordHash, checked);
-    return user!;
+    const found = user!;
+    upgradeHash('user', found.uid, found.passwordHash, checked);
+    return { user: found, holds: () => stillHolds('user', found.uid, found.passwordHash, checked) };
   }
 
   async function startSession(user: UserRecord, app: ApplicationRecord, level: number, method: AuthMethod): Promise<SessionHandle> {
@@ -462,7 +484,7 @@ export function sessionKit(deps: SessionServiceDeps) {
     return s && { ...s, tokenId: '', ref: p.ref, participant: p.applicationId };
   }
 
-  return { deps, vc, audit, callerApp, admin, targetApp, activeBySid, sessionOf, requireActive, viewAndJwt, joinAndView, openCredential, str, throttledCheck, turnOf, adminHash, upgradeHash, checkPassword, startSession, sessionFromJwt };
+  return { deps, vc, audit, callerApp, admin, targetApp, activeBySid, sessionOf, requireActive, viewAndJwt, joinAndView, openCredential, str, throttledCheck, turnOf, adminHash, upgradeHash, stillHolds, checkPassword, startSession, sessionFromJwt };
 }
 
 export type SessionKit = ReturnType<typeof sessionKit>;

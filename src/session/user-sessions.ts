@@ -29,8 +29,12 @@ export function userSessions(k: SessionKit): SessionHandlers {
       text('username', username, 1, 256);
       text('password', password, 1, 1024);
       const ticketApp = req.ticketApplicationId ? targetApp(req.ticketApplicationId, 'ticket_application_id') : undefined;
-      const user = await checkPassword(app, username, password, ctx, spend);
+      const { user, holds } = await checkPassword(app, username, password, ctx, spend);
       const s = await startSession(user, app, SECURITY_LEVEL.password, 'password');
+      if (!holds()) {
+        await sessions.releaseSession(s.sid);
+        throw new StsError('invalid_credentials', INVALID_USER_CREDENTIALS);
+      }
       const out = viewAndJwt(s, app);
       const ticket = ticketApp ? await sessions.createTicket(s.sid, ticketApp.id, policy.userTicketLifetimeMs) : undefined;
       return { ...out, userTicket: ticket?.ticket ?? '' };

@@ -3,8 +3,8 @@
  * for the cluster tests. Everything listens on 127.0.0.1 only; every process is killed in `stopAll`.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { rmSync, writeFileSync } from 'node:fs';
+import { randomBytes, randomInt } from 'node:crypto';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { credentials, type Client } from '@grpc/grpc-js';
@@ -35,6 +35,32 @@ export async function freePort(): Promise<number> {
       s.close(() => resolve(port));
     });
   });
+}
+
+/**
+ * A free port for a Hazelcast member, below the kernel's ephemeral range: tests kill members and start them
+ * again on the same port (the member list is fixed), and a port from the ephemeral range can meanwhile become
+ * the local port of any outgoing connection on the machine ("Port ... is already in use").
+ */
+export async function memberPort(): Promise<number> {
+  let low = 32768;
+  try {
+    low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || low;
+  } catch {
+    // not Linux: the usual lower bound
+  }
+  const from = 10_000;
+  const to = Math.max(from + 1000, low);
+  for (;;) {
+    const port = from + randomInt(to - from);
+    const free = await new Promise<boolean>((resolve) => {
+      const s = createServer();
+      s.unref();
+      s.once('error', () => resolve(false));
+      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+    });
+    if (free) return port;
+  }
 }
 
 /** Resolves when `pattern` appears in the child's output; rejects on exit or after `timeoutMs`. */
@@ -100,7 +126,7 @@ export interface Cluster {
 export async function startCluster(size: number): Promise<Cluster> {
   const name = `sts-test-${randomBytes(4).toString('hex')}`;
   const ports: number[] = [];
-  for (let i = 0; i < size; i++) ports.push(await freePort());
+  for (let i = 0; i < size; i++) ports.push(await memberPort());
   // The first member waits out its join timeout alone; the others join it.
   const members: Member[] = [];
   for (const p of ports) members.push(await startMember(p, ports, name));

@@ -2478,10 +2478,15 @@ type UpdateApplicationRequest struct {
 	Application *Application `protobuf:"bytes,1,opt,name=application,proto3" json:"application,omitempty"`
 	// Fields of Application to change (AIP-134), for example "trusted,disabled".
 	UpdateMask *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
-	// When set, the new secret.
+	// When set, the new secret (24 to 1024 characters): a secret someone chose, which keeps the per-id logon
+	// throttle (session.throttleMaxFailuresPerApplication). Changing the secret ends the application's tokens.
 	ApplicationSecret string `protobuf:"bytes,3,opt,name=application_secret,json=applicationSecret,proto3" json:"application_secret,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// When true, STS makes a new secret (256 random bits), returned once in the response's application_secret,
+	// as CreateApplication does; such a secret has no per-id logon throttle. Not together with
+	// application_secret. Changing the secret ends the application's tokens.
+	GenerateSecret bool `protobuf:"varint,4,opt,name=generate_secret,json=generateSecret,proto3" json:"generate_secret,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *UpdateApplicationRequest) Reset() {
@@ -2535,13 +2540,22 @@ func (x *UpdateApplicationRequest) GetApplicationSecret() string {
 	return ""
 }
 
+func (x *UpdateApplicationRequest) GetGenerateSecret() bool {
+	if x != nil {
+		return x.GenerateSecret
+	}
+	return false
+}
+
 // UpdateApplicationResponse carries the stored application.
 type UpdateApplicationResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The application as stored.
-	Application   *Application `protobuf:"bytes,1,opt,name=application,proto3" json:"application,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Application *Application `protobuf:"bytes,1,opt,name=application,proto3" json:"application,omitempty"`
+	// The secret STS made when generate_secret was set (shown once, never stored in clear); empty otherwise.
+	ApplicationSecret string `protobuf:"bytes,2,opt,name=application_secret,json=applicationSecret,proto3" json:"application_secret,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *UpdateApplicationResponse) Reset() {
@@ -2579,6 +2593,13 @@ func (x *UpdateApplicationResponse) GetApplication() *Application {
 		return x.Application
 	}
 	return nil
+}
+
+func (x *UpdateApplicationResponse) GetApplicationSecret() string {
+	if x != nil {
+		return x.ApplicationSecret
+	}
+	return ""
 }
 
 // ListApplicationsRequest has no filter.
@@ -3341,14 +3362,16 @@ const file_sts_v1_session_proto_rawDesc = "" +
 	"\x12application_secret\x18\x02 \x01(\tR\x11applicationSecret\"\x81\x01\n" +
 	"\x19CreateApplicationResponse\x125\n" +
 	"\vapplication\x18\x01 \x01(\v2\x13.sts.v1.ApplicationR\vapplication\x12-\n" +
-	"\x12application_secret\x18\x02 \x01(\tR\x11applicationSecret\"\xbd\x01\n" +
+	"\x12application_secret\x18\x02 \x01(\tR\x11applicationSecret\"\xe6\x01\n" +
 	"\x18UpdateApplicationRequest\x125\n" +
 	"\vapplication\x18\x01 \x01(\v2\x13.sts.v1.ApplicationR\vapplication\x12;\n" +
 	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
 	"updateMask\x12-\n" +
-	"\x12application_secret\x18\x03 \x01(\tR\x11applicationSecret\"R\n" +
+	"\x12application_secret\x18\x03 \x01(\tR\x11applicationSecret\x12'\n" +
+	"\x0fgenerate_secret\x18\x04 \x01(\bR\x0egenerateSecret\"\x81\x01\n" +
 	"\x19UpdateApplicationResponse\x125\n" +
-	"\vapplication\x18\x01 \x01(\v2\x13.sts.v1.ApplicationR\vapplication\"\x19\n" +
+	"\vapplication\x18\x01 \x01(\v2\x13.sts.v1.ApplicationR\vapplication\x12-\n" +
+	"\x12application_secret\x18\x02 \x01(\tR\x11applicationSecret\"\x19\n" +
 	"\x17ListApplicationsRequest\"S\n" +
 	"\x18ListApplicationsResponse\x127\n" +
 	"\fapplications\x18\x01 \x03(\v2\x13.sts.v1.ApplicationR\fapplications\"Q\n" +

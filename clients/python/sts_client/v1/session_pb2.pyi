@@ -355,20 +355,24 @@ class CreateApplicationResponse(_message.Message):
     def __init__(self, application: _Optional[_Union[Application, _Mapping]] = ..., application_secret: _Optional[str] = ...) -> None: ...
 
 class UpdateApplicationRequest(_message.Message):
-    __slots__ = ("application", "update_mask", "application_secret")
+    __slots__ = ("application", "update_mask", "application_secret", "generate_secret")
     APPLICATION_FIELD_NUMBER: _ClassVar[int]
     UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
     APPLICATION_SECRET_FIELD_NUMBER: _ClassVar[int]
+    GENERATE_SECRET_FIELD_NUMBER: _ClassVar[int]
     application: Application
     update_mask: _field_mask_pb2.FieldMask
     application_secret: str
-    def __init__(self, application: _Optional[_Union[Application, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., application_secret: _Optional[str] = ...) -> None: ...
+    generate_secret: bool
+    def __init__(self, application: _Optional[_Union[Application, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., application_secret: _Optional[str] = ..., generate_secret: _Optional[bool] = ...) -> None: ...
 
 class UpdateApplicationResponse(_message.Message):
-    __slots__ = ("application",)
+    __slots__ = ("application", "application_secret")
     APPLICATION_FIELD_NUMBER: _ClassVar[int]
+    APPLICATION_SECRET_FIELD_NUMBER: _ClassVar[int]
     application: Application
-    def __init__(self, application: _Optional[_Union[Application, _Mapping]] = ...) -> None: ...
+    application_secret: str
+    def __init__(self, application: _Optional[_Union[Application, _Mapping]] = ..., application_secret: _Optional[str] = ...) -> None: ...
 
 class ListApplicationsRequest(_message.Message):
     __slots__ = ()

@@ -469,14 +469,27 @@ export interface UpdateApplicationRequest {
   updateMask?:
     | string[]
     | undefined;
-  /** When set, the new secret. */
+  /**
+   * When set, the new secret (24 to 1024 characters): a secret someone chose, which keeps the per-id logon
+   * throttle (session.throttleMaxFailuresPerApplication). Changing the secret ends the application's tokens.
+   */
   applicationSecret: string;
+  /**
+   * When true, STS makes a new secret (256 random bits), returned once in the response's application_secret,
+   * as CreateApplication does; such a secret has no per-id logon throttle. Not together with
+   * application_secret. Changing the secret ends the application's tokens.
+   */
+  generateSecret: boolean;
 }
 
 /** UpdateApplicationResponse carries the stored application. */
 export interface UpdateApplicationResponse {
   /** The application as stored. */
-  application?: Application | undefined;
+  application?:
+    | Application
+    | undefined;
+  /** The secret STS made when generate_secret was set (shown once, never stored in clear); empty otherwise. */
+  applicationSecret: string;
 }
 
 /** ListApplicationsRequest has no filter. */
@@ -4571,7 +4584,7 @@ export const CreateApplicationResponse: MessageFns<CreateApplicationResponse> = 
 };
 
 function createBaseUpdateApplicationRequest(): UpdateApplicationRequest {
-  return { application: undefined, updateMask: undefined, applicationSecret: "" };
+  return { application: undefined, updateMask: undefined, applicationSecret: "", generateSecret: false };
 }
 
 export const UpdateApplicationRequest: MessageFns<UpdateApplicationRequest> = {
@@ -4584,6 +4597,9 @@ export const UpdateApplicationRequest: MessageFns<UpdateApplicationRequest> = {
     }
     if (message.applicationSecret !== "") {
       writer.uint32(26).string(message.applicationSecret);
+    }
+    if (message.generateSecret !== false) {
+      writer.uint32(32).bool(message.generateSecret);
     }
     return writer;
   },
@@ -4625,6 +4641,14 @@ export const UpdateApplicationRequest: MessageFns<UpdateApplicationRequest> = {
             message.applicationSecret = reader.string();
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.generateSecret = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4650,6 +4674,11 @@ export const UpdateApplicationRequest: MessageFns<UpdateApplicationRequest> = {
         : isSet(object.application_secret)
         ? globalThis.String(object.application_secret)
         : "",
+      generateSecret: isSet(object.generateSecret)
+        ? globalThis.Boolean(object.generateSecret)
+        : isSet(object.generate_secret)
+        ? globalThis.Boolean(object.generate_secret)
+        : false,
     };
   },
 
@@ -4664,6 +4693,9 @@ export const UpdateApplicationRequest: MessageFns<UpdateApplicationRequest> = {
     if (message.applicationSecret !== "") {
       obj.applicationSecret = message.applicationSecret;
     }
+    if (message.generateSecret !== false) {
+      obj.generateSecret = message.generateSecret;
+    }
     return obj;
   },
 
@@ -4677,18 +4709,22 @@ export const UpdateApplicationRequest: MessageFns<UpdateApplicationRequest> = {
       : undefined;
     message.updateMask = object.updateMask ?? undefined;
     message.applicationSecret = object.applicationSecret ?? "";
+    message.generateSecret = object.generateSecret ?? false;
     return message;
   },
 };
 
 function createBaseUpdateApplicationResponse(): UpdateApplicationResponse {
-  return { application: undefined };
+  return { application: undefined, applicationSecret: "" };
 }
 
 export const UpdateApplicationResponse: MessageFns<UpdateApplicationResponse> = {
   encode(message: UpdateApplicationResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.application !== undefined) {
       Application.encode(message.application, writer.uint32(10).fork()).join();
+    }
+    if (message.applicationSecret !== "") {
+      writer.uint32(18).string(message.applicationSecret);
     }
     return writer;
   },
@@ -4714,6 +4750,14 @@ export const UpdateApplicationResponse: MessageFns<UpdateApplicationResponse> = 
             message.application = Application.decode(reader, reader.uint32());
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.applicationSecret = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4727,13 +4771,23 @@ export const UpdateApplicationResponse: MessageFns<UpdateApplicationResponse> = 
   },
 
   fromJSON(object: any): UpdateApplicationResponse {
-    return { application: isSet(object.application) ? Application.fromJSON(object.application) : undefined };
+    return {
+      application: isSet(object.application) ? Application.fromJSON(object.application) : undefined,
+      applicationSecret: isSet(object.applicationSecret)
+        ? globalThis.String(object.applicationSecret)
+        : isSet(object.application_secret)
+        ? globalThis.String(object.application_secret)
+        : "",
+    };
   },
 
   toJSON(message: UpdateApplicationResponse): unknown {
     const obj: any = {};
     if (message.application !== undefined) {
       obj.application = Application.toJSON(message.application);
+    }
+    if (message.applicationSecret !== "") {
+      obj.applicationSecret = message.applicationSecret;
     }
     return obj;
   },
@@ -4746,6 +4800,7 @@ export const UpdateApplicationResponse: MessageFns<UpdateApplicationResponse> = 
     message.application = (object.application !== undefined && object.application !== null)
       ? Application.fromPartial(object.application)
       : undefined;
+    message.applicationSecret = object.applicationSecret ?? "";
     return message;
   },
 };
