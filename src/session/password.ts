@@ -179,6 +179,11 @@ export function describeHash(h: string | null | undefined): string {
   return 'invalid';
 }
 
+/** Whether a new application secret is stored under the keyed hash: one STS made, or one that carries 128 bits. */
+export function takesKeyedHash(secret: string, madeBySts: boolean): boolean {
+  return madeBySts || carries128Bits(secret);
+}
+
 /** True for the keyed hash of an application secret STS made (see MAC_HASH). */
 export function isMadeBySts(h: string | null | undefined): boolean {
   return h ? MAC_HASH.exec(h)?.[4] !== undefined : false;
@@ -246,7 +251,7 @@ export class SecretHashing {
    * bits (carries128Bits), Argon2id as for a password otherwise.
    */
   hashApplicationSecret(applicationId: string, secret: string, madeBySts: boolean): Promise<string> {
-    if (!madeBySts && !carries128Bits(secret)) return this.hashPassword(secret);
+    if (!takesKeyedHash(secret, madeBySts)) return this.hashPassword(secret);
     const [id] = this.macKeyIds;
     const salt = randomBytes(SALT_BYTES);
     const made = madeBySts ? '$sts' : '';

@@ -19,7 +19,7 @@ import type { CallContext, DomainService } from '../rpc-contract.js';
 import type { ApplicationRecord, IdentityDirectory, RoleRecord, UserRecord } from './directory.js';
 import { checkCredentialClaims } from './credential-jwe.js';
 import { HashNotRun, type HashScheduler } from './hash-scheduler.js';
-import { type Checked, type HashOwner, type SecretHashing, carries128Bits, describeHash } from './password.js';
+import { type Checked, type HashOwner, type SecretHashing, describeHash, takesKeyedHash } from './password.js';
 import { type AuthMethod, type JoinedVia, type SessionStore, type UserSessionRecord, refOf } from './sessions.js';
 import { type LogonSubject, type LogonThrottle, addressOf } from './throttle.js';
 import { type AnonymousView, type SessionHandle, USER_TOKEN_TYP, type ViewContext, signUserToken, userTokenView } from './user-token-view.js';
@@ -371,9 +371,8 @@ export function sessionKit(deps: SessionServiceDeps) {
    * a keyed hash (an application secret STS made, or one that carries 128 bits) at once.
    */
   function adminHash(caller: Caller, ctx: CallContext, secret: string, application?: { id: string; madeBySts: boolean }): Promise<string> {
-    if (application && (application.madeBySts || carries128Bits(secret))) return hashes.hashApplicationSecret(application.id, secret, application.madeBySts);
-    const make = () => (application ? hashes.hashApplicationSecret(application.id, secret, false) : hashes.hashPassword(secret));
-    return hashing.run(`admin:${caller.id}`, ctx.deadline, make, hashes.currentCost);
+    const make = () => (application ? hashes.hashApplicationSecret(application.id, secret, application.madeBySts) : hashes.hashPassword(secret));
+    return application && takesKeyedHash(secret, application.madeBySts) ? make() : hashing.run(`admin:${caller.id}`, ctx.deadline, make, hashes.currentCost);
   }
 
   /**

@@ -66,7 +66,7 @@ export function addressOf(peer: string): string {
 /** Who is trying to log on. */
 export type LogonSubject =
   | { kind: 'user'; application: string; username: string }
-  /** `madeBySts`: the id is known and STS made its secret (no limit; see the header). */
+  /** `madeBySts`: the id is known and STS made its secret (no limit; see the header); never true for an unknown id. */
   | { kind: 'application'; applicationId: string; known: boolean; madeBySts: boolean; peer: string };
 
 /** A reserved attempt: end it exactly once. */
@@ -143,7 +143,7 @@ export class LogonThrottle {
   async before(subject: LogonSubject): Promise<LogonAttempt> {
     const p = this.policy;
     if (subject.kind === 'application') {
-      if (subject.known && subject.madeBySts) return this.attempt([]);
+      if (subject.madeBySts) return this.attempt([]);
       const limit: Limit = subject.known
         ? { key: this.key('app', subject.applicationId), max: p.maxFailuresPerApplication, inFlight: false, clearOnSuccess: false }
         : { key: this.key('address', addressOf(subject.peer)), max: p.maxFailuresPerAddress, inFlight: true, clearOnSuccess: false };
